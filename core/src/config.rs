@@ -1,0 +1,120 @@
+//! Settings both targets read from the same variable names, checked once at start.
+
+use std::fmt;
+
+use crate::auth::ReadToken;
+use crate::limits::{
+    DEFAULT_ABUSE_LIMIT_PER_WINDOW, DEFAULT_SESSION_TTL_SECONDS, MIN_SESSION_TTL_SECONDS,
+};
+
+pub const READ_TOKEN_VAR: &str = "WAU_READ_TOKEN";
+pub const SESSION_TTL_VAR: &str = "SESSION_TTL_SECONDS";
+pub const ABUSE_LIMIT_VAR: &str = "ABUSE_LIMIT_PER_MINUTE";
+
+pub struct Config {
+    /// `None` when unset or empty: the readout then answers 404.
+    pub read_token: Option<ReadToken>,
+    pub session_ttl_seconds: u64,
+    /// Valid pings per client address and minute; 0 turns the limit off.
+    pub abuse_limit_per_minute: u32,
+}
+
+/// A setting that cannot be used; it names the variable, never its value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub variable: &'static str,
+    pub expected: &'static str,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} must be {}", self.variable, self.expected)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Reads every setting through `lookup` (the environment, or a Worker's vars and secrets).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let session_ttl_seconds = match lookup(SESSION_TTL_VAR).filter(|v| !v.trim().is_empty()) {
+            None => DEFAULT_SESSION_TTL_SECONDS,
+            Some(raw) => raw
+                .trim()
+                .parse::<u64>()
+                .ok()
+                .filter(|ttl| *ttl >= MIN_SESSION_TTL_SECONDS)
+                .ok_or(ConfigError {
+                    variable: SESSION_TTL_VAR,
+                    expected: "a whole number of seconds, at least 60",
+                })?,
+        };
+        let abuse_limit_per_minute = match lookup(ABUSE_LIMIT_VAR).filter(|v| !v.trim().is_empty())
+        {
+            None => DEFAULT_ABUSE_LIMIT_PER_WINDOW,
+            Some(raw) => raw.trim().parse::<u32>().map_err(|_| ConfigError {
+                variable: ABUSE_LIMIT_VAR,
+                expected: "a whole number of pings per minute (0 turns the limit off)",
+            })?,
+        };
+        Ok(Self {
+            read_token: ReadToken::from_configured(lookup(READ_TOKEN_VAR).as_deref()),
+            session_ttl_seconds,
+            abuse_limit_per_minute,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::from_lookup(|name| {
+            pairs
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| v.to_string())
+        })
+    }
+
+    #[test]
+    fn defaults_apply_when_nothing_is_set() {
+        let config = config(&[]).unwrap();
+        assert!(config.read_token.is_none());
+        assert_eq!(config.session_ttl_seconds, 7_257_600);
+        assert_eq!(
+            config.abuse_limit_per_minute,
+            DEFAULT_ABUSE_LIMIT_PER_WINDOW
+        );
+    }
+
+    #[test]
+    fn ttl_must_be_at_least_a_minute() {
+        assert_eq!(
+            config(&[(SESSION_TTL_VAR, "60")])
+                .unwrap()
+                .session_ttl_seconds,
+            60
+        );
+        for bad in ["59", "0", "-5", "1h", "3.5"] {
+            let error = config(&[(SESSION_TTL_VAR, bad)]).err().unwrap();
+            assert_eq!(error.variable, SESSION_TTL_VAR);
+            assert_eq!(
+                error.to_string(),
+                "SESSION_TTL_SECONDS must be a whole number of seconds, at least 60"
+            );
+        }
+    }
+
+    #[test]
+    fn abuse_limit_must_be_a_count() {
+        assert_eq!(
+            config(&[(ABUSE_LIMIT_VAR, "0")])
+                .unwrap()
+                .abuse_limit_per_minute,
+            0
+        );
+        assert!(config(&[(ABUSE_LIMIT_VAR, "many")]).is_err());
+    }
+}

@@ -1,0 +1,41 @@
+//! The protocol core: every rule of the telemetry service, with no I/O and no clock.
+//!
+//! # Layout
+//!
+//! - [`service`]: the request path as decisions: [`route`] a request from its head, then
+//!   [`decide_ping`] from its body or [`weekly_active_response`] from a count.
+//! - [`ping`]: the payload's wire form, its rules (`garde`), and the valid [`SessionPing`].
+//! - [`body`]: the 1 KiB cap, on the declared length and while streaming.
+//! - [`week`]: ISO weeks from instants and from `YYYY-Www`.
+//! - [`record`]: the stored record and its key; [`auth`]: the read token.
+//! - [`rejection`] and [`response`]: every status, header and error body the service sends.
+//! - [`abuse`], [`config`], [`event`], [`limits`]: the rate limit, settings, log lines, limits.
+//!
+//! Both deploy targets (the Worker and the Axum rollback) call only this crate to decide, so
+//! they cannot drift apart. It takes `now` as an argument and never panics on any input.
+
+pub mod abuse;
+pub mod auth;
+pub mod body;
+pub mod config;
+pub mod event;
+pub mod limits;
+pub mod ping;
+pub mod record;
+pub mod rejection;
+pub mod response;
+pub mod service;
+pub mod week;
+
+pub use abuse::AbuseLimiter;
+pub use auth::ReadToken;
+pub use body::CappedBody;
+pub use config::Config;
+pub use ping::{SessionId, SessionPing, parse_ping};
+pub use record::{SessionWrite, week_key_prefix};
+pub use rejection::Rejection;
+pub use response::Response;
+pub use service::{
+    Next, RequestHead, Route, decide_ping, route, utc_from_unix_millis, weekly_active_response,
+};
+pub use week::IsoWeek;

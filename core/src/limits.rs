@@ -1,0 +1,35 @@
+//! Named limits of the protocol, each with the reason for its number.
+
+/// Largest request body accepted, in bytes. A valid ping is about 200 bytes; 1 KiB leaves
+/// room for long pre-release versions while keeping a flood of bodies cheap to refuse.
+pub const MAX_BODY_BYTES: usize = 1024;
+
+/// Longest accepted version string. Real versions are under 32 characters; the bound keeps
+/// a stored record well under KV's 1024-byte metadata limit whatever the body holds.
+pub const MAX_VERSION_CHARS: usize = 64;
+
+/// Shortest and longest session id. Shorter ids collide; longer ones are not random ids.
+pub const SESSION_ID_CHARS: std::ops::RangeInclusive<usize> = 8..=64;
+
+/// How long a record is kept: 12 weeks, enough for a quarter's trend and no longer.
+pub const DEFAULT_SESSION_TTL_SECONDS: u64 = 12 * 7 * 24 * 60 * 60;
+
+/// Shortest TTL an operator may configure: Cloudflare KV refuses expirations under 60 s.
+pub const MIN_SESSION_TTL_SECONDS: u64 = 60;
+
+/// Largest metadata Cloudflare KV stores beside a key; the record must fit in it.
+pub const MAX_KV_METADATA_BYTES: usize = 1024;
+
+/// Keys a single KV `list` call returns at most, so the readout pages through a week.
+pub const KV_LIST_PAGE: u64 = 1000;
+
+/// Valid pings one client address may send per abuse window. A relay pings once a day;
+/// even an office of relays behind one NAT restarting together stays far below this.
+pub const DEFAULT_ABUSE_LIMIT_PER_WINDOW: u32 = 120;
+
+/// Length of the abuse window, in seconds.
+pub const ABUSE_WINDOW_SECONDS: u64 = 60;
+
+/// Client addresses the in-memory abuse limiter tracks at once; past this the oldest
+/// window is forgotten early rather than letting memory grow with an attacker's addresses.
+pub const ABUSE_MAX_TRACKED_CLIENTS: usize = 10_000;

@@ -1,0 +1,339 @@
+//! The `POST /v1/session` payload: the wire object, its rules, and the valid ping it becomes.
+//!
+//! The body is first read as a list of top-level entries so that duplicate, unknown, missing
+//! and mistyped keys each get their own error code with a message that never repeats a value
+//! (serde's derive errors echo values, e.g. "invalid type: integer `5`", and cannot carry a
+//! code). The six strings then go into [`SessionPingWire`], whose `garde` rules are the one
+//! place the value rules live, and [`SessionPing::try_from`] turns it into domain types.
+
+use std::fmt;
+
+use garde::Validate;
+use serde::Serialize;
+use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
+use serde_json::Value;
+
+use crate::limits::{MAX_VERSION_CHARS, SESSION_ID_CHARS};
+use crate::rejection::Rejection;
+
+/// The six fields of the relay's v1 payload, in the order their errors are reported.
+pub const FIELDS: [&str; 6] = [
+    "protocol_version",
+    "daemon_version",
+    "session_id",
+    "platform",
+    "node_version",
+    "primary_framework",
+];
+
+/// The payload as sent, every field present and a string, none yet checked against its rule.
+#[derive(Debug, Validate)]
+pub struct SessionPingWire {
+    #[garde(length(max = MAX_VERSION_CHARS), custom(semver_rule))]
+    pub protocol_version: String,
+    #[garde(length(max = MAX_VERSION_CHARS), custom(semver_rule))]
+    pub daemon_version: String,
+    #[garde(length(min = *SESSION_ID_CHARS.start(), max = *SESSION_ID_CHARS.end()), custom(url_safe_rule))]
+    pub session_id: String,
+    #[garde(skip)]
+    pub platform: String,
+    #[garde(length(max = MAX_VERSION_CHARS), custom(node_version_rule))]
+    pub node_version: String,
+    #[garde(skip)]
+    pub primary_framework: String,
+}
+
+/// What each field must be, as said in a 400's message.
+fn rule(field: &str) -> &'static str {
+    match field {
+        "protocol_version" | "daemon_version" => {
+            "a semantic version such as 1.4.0 (at most 64 characters)"
+        }
+        "session_id" => "8 to 64 characters of A-Z a-z 0-9 _ -",
+        "platform" => "one of darwin, linux, win32, freebsd, openbsd",
+        "node_version" => "a Node.js version such as v20.11.1 (at most 64 characters)",
+        "primary_framework" => "one of react, vue, next, nuxt, svelte, astro, solid, unknown",
+        _ => "valid",
+    }
+}
+
+/// `^\d+\.\d+\.\d+(-[0-9A-Za-z.-]+)?$`, ASCII digits only, as the relay's schema has it.
+fn is_semver(text: &str) -> bool {
+    let (release, pre_release) = match text.split_once('-') {
+        Some((release, pre)) => (release, Some(pre)),
+        None => (text, None),
+    };
+    let numbers_ok = {
+        let mut parts = release.split('.');
+        let three = (0..3).all(|_| {
+            parts
+                .next()
+                .is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+        });
+        three && parts.next().is_none()
+    };
+    let pre_ok = pre_release.is_none_or(|pre| {
+        !pre.is_empty()
+            && pre
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+    });
+    numbers_ok && pre_ok
+}
+
+fn semver_rule(value: &str, _: &()) -> garde::Result {
+    is_semver(value)
+        .then_some(())
+        .ok_or_else(|| garde::Error::new("not a semantic version"))
+}
+
+fn node_version_rule(value: &str, _: &()) -> garde::Result {
+    semver_rule(value.strip_prefix('v').unwrap_or(value), &())
+}
+
+fn url_safe_rule(value: &str, _: &()) -> garde::Result {
+    value
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        .then_some(())
+        .ok_or_else(|| garde::Error::new("not url-safe"))
+}
+
+/// A session id that met its rule: the random, rotating id of one relay install.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SessionId(String);
+
+impl SessionId {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Platform {
+    Darwin,
+    Linux,
+    Win32,
+    Freebsd,
+    Openbsd,
+}
+
+impl Platform {
+    pub const ALL: [Platform; 5] = [
+        Self::Darwin,
+        Self::Linux,
+        Self::Win32,
+        Self::Freebsd,
+        Self::Openbsd,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Darwin => "darwin",
+            Self::Linux => "linux",
+            Self::Win32 => "win32",
+            Self::Freebsd => "freebsd",
+            Self::Openbsd => "openbsd",
+        }
+    }
+
+    fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.as_str() == name)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Framework {
+    React,
+    Vue,
+    Next,
+    Nuxt,
+    Svelte,
+    Astro,
+    Solid,
+    Unknown,
+}
+
+impl Framework {
+    pub const ALL: [Framework; 8] = [
+        Self::React,
+        Self::Vue,
+        Self::Next,
+        Self::Nuxt,
+        Self::Svelte,
+        Self::Astro,
+        Self::Solid,
+        Self::Unknown,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::React => "react",
+            Self::Vue => "vue",
+            Self::Next => "next",
+            Self::Nuxt => "nuxt",
+            Self::Svelte => "svelte",
+            Self::Astro => "astro",
+            Self::Solid => "solid",
+            Self::Unknown => "unknown",
+        }
+    }
+
+    fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|f| f.as_str() == name)
+    }
+}
+
+/// A ping whose every field met its rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionPing {
+    pub session_id: SessionId,
+    pub protocol_version: String,
+    pub daemon_version: String,
+    pub platform: Platform,
+    pub node_version: String,
+    pub primary_framework: Framework,
+}
+
+impl TryFrom<SessionPingWire> for SessionPing {
+    type Error = Rejection;
+
+    fn try_from(wire: SessionPingWire) -> Result<Self, Rejection> {
+        if let Err(report) = wire.validate() {
+            // Report the first failing field in payload order, whatever order garde used.
+            let failing: Vec<String> = report.iter().map(|(path, _)| path.to_string()).collect();
+            let field = FIELDS
+                .into_iter()
+                .find(|f| failing.iter().any(|p| p == f))
+                .unwrap_or("session_id");
+            return Err(invalid_value(field));
+        }
+        let platform = Platform::from_name(&wire.platform).ok_or(invalid_value("platform"))?;
+        let primary_framework = Framework::from_name(&wire.primary_framework)
+            .ok_or(invalid_value("primary_framework"))?;
+        Ok(Self {
+            session_id: SessionId(wire.session_id),
+            protocol_version: wire.protocol_version,
+            daemon_version: wire.daemon_version,
+            platform,
+            node_version: wire.node_version,
+            primary_framework,
+        })
+    }
+}
+
+fn invalid_value(field: &'static str) -> Rejection {
+    Rejection::InvalidValue {
+        field,
+        rule: rule(field),
+    }
+}
+
+/// Parses a request body into a valid ping, or the first reason it is not one.
+pub fn parse_ping(body: &[u8]) -> Result<SessionPing, Rejection> {
+    if body.is_empty() {
+        return Err(Rejection::EmptyBody);
+    }
+    let text = std::str::from_utf8(body).map_err(|_| Rejection::InvalidUtf8)?;
+    let entries = serde_json::from_str::<TopLevelEntries>(text).map_err(|error| {
+        // Only the top-level visitor raises data errors: the value was not an object.
+        if error.is_data() {
+            Rejection::NotAnObject
+        } else {
+            Rejection::InvalidJson
+        }
+    })?;
+    SessionPing::try_from(entries.into_wire()?)
+}
+
+/// The top-level keys and values of a JSON object in the order sent, duplicates kept.
+struct TopLevelEntries(Vec<(String, Value)>);
+
+impl<'de> Deserialize<'de> for TopLevelEntries {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct EntriesVisitor;
+
+        impl<'de> Visitor<'de> for EntriesVisitor {
+            type Value = TopLevelEntries;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut entries = Vec::with_capacity(FIELDS.len());
+                while let Some(entry) = map.next_entry::<String, Value>()? {
+                    entries.push(entry);
+                }
+                Ok(TopLevelEntries(entries))
+            }
+        }
+
+        deserializer.deserialize_map(EntriesVisitor)
+    }
+}
+
+impl TopLevelEntries {
+    /// Checks the keys in the contract's order: duplicates, unknown, missing, then types.
+    fn into_wire(self) -> Result<SessionPingWire, Rejection> {
+        let entries = self.0;
+        for (index, (key, _)) in entries.iter().enumerate() {
+            if entries
+                .iter()
+                .skip(index + 1)
+                .any(|(other, _)| other == key)
+            {
+                let field = FIELDS.into_iter().find(|f| f == key);
+                return Err(Rejection::DuplicateKey { field });
+            }
+        }
+        if let Some((key, _)) = entries
+            .iter()
+            .find(|(key, _)| !FIELDS.contains(&key.as_str()))
+        {
+            return Err(Rejection::UnknownField {
+                name: printable_key(key),
+            });
+        }
+        let mut values: [Option<Value>; 6] = Default::default();
+        for (key, value) in entries {
+            let slot = FIELDS.iter().position(|f| *f == key);
+            if let Some(place) = slot.and_then(|index| values.get_mut(index)) {
+                *place = Some(value);
+            }
+        }
+        if let Some((field, _)) = FIELDS.into_iter().zip(&values).find(|(_, v)| v.is_none()) {
+            return Err(Rejection::MissingField { field });
+        }
+        let mut strings = FIELDS
+            .into_iter()
+            .zip(values)
+            .map(|(field, value)| match value {
+                Some(Value::String(text)) => Ok(text),
+                _ => Err(Rejection::InvalidType { field }),
+            });
+        // Fields are initialised in FIELDS order, so each takes its own string.
+        let mut next = || strings.next().unwrap_or(Err(Rejection::Internal));
+        Ok(SessionPingWire {
+            protocol_version: next()?,
+            daemon_version: next()?,
+            session_id: next()?,
+            platform: next()?,
+            node_version: next()?,
+            primary_framework: next()?,
+        })
+    }
+}
+
+/// An unknown key is named back only when it is a short plain identifier.
+fn printable_key(key: &str) -> Option<String> {
+    let plain = (1..=40).contains(&key.len())
+        && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    plain.then(|| key.to_owned())
+}
+
+#[cfg(test)]
+#[path = "ping_tests.rs"]
+mod tests;

@@ -1,0 +1,137 @@
+//! ISO 8601 weeks: the week a UTC instant falls in, and parsing `YYYY-Www` strictly.
+
+use std::fmt;
+
+use time::OffsetDateTime;
+use time::util::weeks_in_year;
+
+/// A week that exists: `week` is between 1 and the number of ISO weeks in `year` (52 or 53).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct IsoWeek {
+    year: i32,
+    week: u8,
+}
+
+impl IsoWeek {
+    /// The ISO week of an instant, on the UTC calendar whatever the instant's offset.
+    pub fn containing(instant: OffsetDateTime) -> Self {
+        let (year, week, _) = instant.to_offset(time::UtcOffset::UTC).to_iso_week_date();
+        Self { year, week }
+    }
+
+    /// Parses exactly `YYYY-Www` (four-digit year from 0001, two-digit week, upper-case W)
+    /// and only weeks that exist: `2026-W53` does, `2025-W53` and `W00` do not.
+    pub fn parse(text: &str) -> Option<Self> {
+        let bytes = text.as_bytes();
+        let [y0, y1, y2, y3, b'-', b'W', w0, w1] = *bytes else {
+            return None;
+        };
+        let digits = [y0, y1, y2, y3, w0, w1];
+        if !digits.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        let number = |ds: &[u8]| ds.iter().fold(0i32, |n, d| n * 10 + i32::from(d - b'0'));
+        let year = number(&[y0, y1, y2, y3]);
+        let week = u8::try_from(number(&[w0, w1])).ok()?;
+        (year >= 1 && (1..=weeks_in_year(year)).contains(&week)).then_some(Self { year, week })
+    }
+
+    pub fn year(self) -> i32 {
+        self.year
+    }
+
+    pub fn week(self) -> u8 {
+        self.week
+    }
+}
+
+impl fmt::Display for IsoWeek {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:04}-W{:02}", self.year, self.week)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    #[test]
+    fn dates_fall_in_their_iso_weeks() {
+        let table = [
+            (datetime!(2024-01-01 00:00 UTC), "2024-W01"),
+            (datetime!(2023-01-01 12:00 UTC), "2022-W52"),
+            (datetime!(2025-12-29 00:00 UTC), "2026-W01"),
+            (datetime!(2026-01-01 00:00 UTC), "2026-W01"),
+            (datetime!(2020-12-31 23:59:59 UTC), "2020-W53"),
+            (datetime!(2021-01-03 23:59:59 UTC), "2020-W53"),
+            (datetime!(2021-01-04 00:00 UTC), "2021-W01"),
+            (datetime!(2027-01-01 00:00 UTC), "2026-W53"),
+            (datetime!(2026-12-31 00:00 UTC), "2026-W53"),
+            (datetime!(2026-11-23 01:34 UTC), "2026-W48"),
+            (datetime!(2019-12-30 00:00 UTC), "2020-W01"),
+            (datetime!(2016-01-03 00:00 UTC), "2015-W53"),
+            (datetime!(2008-12-29 00:00 UTC), "2009-W01"),
+        ];
+        for (instant, expected) in table {
+            assert_eq!(
+                IsoWeek::containing(instant).to_string(),
+                expected,
+                "{instant}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_week_is_decided_on_the_utc_calendar() {
+        // Monday 00:30 in UTC+2 is still Sunday in UTC: the previous week.
+        let instant = datetime!(2026-11-23 00:30 +2);
+        assert_eq!(IsoWeek::containing(instant).to_string(), "2026-W47");
+    }
+
+    #[test]
+    fn only_real_weeks_parse() {
+        for good in [
+            "2026-W01", "2026-W48", "2026-W53", "2020-W53", "2015-W53", "0001-W01",
+        ] {
+            assert_eq!(
+                IsoWeek::parse(good).map(|w| w.to_string()).as_deref(),
+                Some(good)
+            );
+        }
+        for bad in [
+            "2025-W53",
+            "2026-W00",
+            "2026-W54",
+            "2026-W99",
+            "2026-w48",
+            "2026W48",
+            "2026-W4",
+            "2026-W048",
+            "26-W48",
+            "0000-W01",
+            "+026-W48",
+            "2026-W4a",
+            "",
+            "2026-W48 ",
+            "２０２６-W48",
+        ] {
+            assert_eq!(IsoWeek::parse(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn parsing_round_trips_every_week_of_a_long_span() {
+        for year in 1990..2100 {
+            for week in 1..=weeks_in_year(year) {
+                let text = format!("{year:04}-W{week:02}");
+                let parsed = IsoWeek::parse(&text).unwrap();
+                assert_eq!((parsed.year(), parsed.week()), (year, week));
+            }
+            assert_eq!(
+                IsoWeek::parse(&format!("{year:04}-W{:02}", weeks_in_year(year) + 1)),
+                None
+            );
+        }
+    }
+}

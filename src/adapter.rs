@@ -1,0 +1,158 @@
+//! The fetch handler: request in, core decision, response out, one wide event logged.
+
+use std::cell::RefCell;
+
+use futures_util::StreamExt;
+use telemetry_core::event::{RequestEvent, method_label, to_line};
+use telemetry_core::{
+    AbuseLimiter, CappedBody, Config, Next, Rejection, RequestHead, Response, Route, decide_ping,
+    route, utc_from_unix_millis, weekly_active_response,
+};
+use worker::worker_sys::ext::RequestExt;
+use worker::{Context, Date, Env, Headers, Request, console_log, event};
+
+use crate::kv::{Sessions, TARGET};
+
+thread_local! {
+    /// The isolate's abuse limiter; created on the first ping with the configured limit.
+    static LIMITER: RefCell<Option<AbuseLimiter>> = const { RefCell::new(None) };
+}
+
+#[event(fetch)]
+async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<worker::Response> {
+    let started_ms = Date::now().as_millis();
+    let method = method_label(&req.inner().method());
+    let colo = colo(&req);
+    let handled = handle(req, &env, &ctx).await;
+    let event = RequestEvent {
+        event: RequestEvent::NAME,
+        target: TARGET,
+        route: handled.route.label(),
+        method,
+        status: handled.response.status,
+        outcome: handled.response.outcome,
+        body_bytes: handled.body_bytes,
+        duration_ms: Date::now().as_millis().saturating_sub(started_ms),
+        week: handled.week,
+        colo: colo.as_deref(),
+    };
+    console_log!("{}", to_line(&event));
+    into_worker_response(handled.response)
+}
+
+/// What one request came to, for the response and its wide event.
+struct Handled {
+    route: Route,
+    response: Response,
+    body_bytes: usize,
+    week: Option<String>,
+}
+
+async fn handle(mut req: Request, env: &Env, ctx: &Context) -> Handled {
+    let mut handled = Handled {
+        route: Route::Unknown,
+        response: Rejection::Internal.into_response(),
+        body_bytes: 0,
+        week: None,
+    };
+    // Vars and secrets share one namespace in a Worker's env.
+    let Ok(config) = Config::from_lookup(|name| env.var(name).ok().map(|v| v.to_string())) else {
+        console_log!("{{\"event\":\"config_error\",\"target\":\"{TARGET}\"}}");
+        return handled;
+    };
+    let method = req.inner().method();
+    let path = req.path();
+    let header = |name: &str| req.headers().get(name).ok().flatten();
+    let (content_type, content_length) = (header("content-type"), header("content-length"));
+    let (authorization, client) = (header("authorization"), header("cf-connecting-ip"));
+    let head = RequestHead {
+        method: &method,
+        path: &path,
+        content_type: content_type.as_deref(),
+        content_length: content_length.as_deref(),
+        authorization: authorization.as_deref(),
+    };
+    let (route, next) = route(&head, config.read_token.as_ref());
+    handled.route = route;
+    handled.response = match next {
+        Next::Respond(response) => response,
+        Next::ReadPing => {
+            let body = match read_capped(&mut req).await {
+                Ok(body) => body,
+                Err(rejection) => {
+                    return Handled {
+                        response: rejection.into_response(),
+                        ..handled
+                    };
+                }
+            };
+            handled.body_bytes = body.len();
+            let now = utc_from_unix_millis(i64::try_from(Date::now().as_millis()).unwrap_or(0));
+            let decided = LIMITER.with(|cell| {
+                let mut cell = cell.borrow_mut();
+                let limiter =
+                    cell.get_or_insert_with(|| AbuseLimiter::new(config.abuse_limit_per_minute));
+                decide_ping(body.as_bytes(), now, client.as_deref(), limiter)
+            });
+            match (decided, Sessions::bind(env)) {
+                (Ok(write), Ok(sessions)) => {
+                    handled.week = Some(write.week.to_string());
+                    // The answer goes out now; the runtime keeps the isolate alive for the write.
+                    ctx.wait_until(sessions.put(write, config.session_ttl_seconds));
+                    Response::no_content()
+                }
+                (Ok(_), Err(_)) => Rejection::StoreUnavailable.into_response(),
+                (Err(rejection), _) => rejection.into_response(),
+            }
+        }
+        Next::CountWeek(week) => {
+            handled.week = Some(week.to_string());
+            match Sessions::bind(env) {
+                Ok(sessions) => match sessions.count_week(week).await {
+                    Some(count) => weekly_active_response(week, count),
+                    None => Rejection::StoreUnavailable.into_response(),
+                },
+                Err(_) => Rejection::StoreUnavailable.into_response(),
+            }
+        }
+    };
+    handled
+}
+
+/// Reads the body chunk by chunk, stopping at the first chunk that passes the cap.
+async fn read_capped(req: &mut Request) -> Result<CappedBody, Rejection> {
+    let mut body = CappedBody::new();
+    // workers-rs reports a request without a body as an error: that body is empty.
+    let Ok(mut stream) = req.stream() else {
+        return Ok(body);
+    };
+    while let Some(chunk) = stream.next().await {
+        match chunk {
+            Ok(bytes) => body.push(&bytes)?,
+            // A client that aborts looks like the end of the stream; what arrived is judged.
+            Err(_) => break,
+        }
+    }
+    Ok(body)
+}
+
+/// The data centre that served the request, where the runtime says (not in every local run).
+fn colo(req: &Request) -> Option<String> {
+    // `worker::Cf::colo` unwraps; the raw getter reports a missing colo as an error instead.
+    req.inner().cf()?.colo().ok()
+}
+
+fn into_worker_response(response: Response) -> worker::Result<worker::Response> {
+    let headers = Headers::new();
+    for (name, value) in &response.headers {
+        headers.set(name, value)?;
+    }
+    let builder = worker::Response::builder()
+        .with_status(response.status)
+        .with_headers(headers);
+    Ok(if response.body.is_empty() {
+        builder.empty()
+    } else {
+        builder.fixed(response.body.into_bytes())
+    })
+}

@@ -1,0 +1,10 @@
+//! The Cloudflare Worker: streams the body under the cap, asks the protocol core what to
+//! answer, writes accepted records to KV inside `waitUntil`, and logs one wide event.
+//!
+//! Everything here is I/O; every rule lives in `telemetry-core`. On the host this crate is
+//! empty, so that `cargo test` can build the black-box contract suite in `tests/`.
+
+#[cfg(target_arch = "wasm32")]
+mod adapter;
+#[cfg(target_arch = "wasm32")]
+mod kv;
