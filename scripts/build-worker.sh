@@ -5,6 +5,11 @@
 set -eu
 cd "$(dirname "$0")/.."
 
+# The tests build once, then start several `wrangler dev`s that must not rebuild at once.
+if [ "${TELEMETRY_WORKER_PREBUILT:-}" = 1 ] && [ -f build/index.js ]; then
+  exit 0
+fi
+
 wanted=$(sed -n '/^name = "wasm-bindgen"$/{n;s/^version = "\(.*\)"$/\1/p;}' Cargo.lock)
 if [ -z "${WASM_BINDGEN_BIN:-}" ] && command -v wasm-bindgen >/dev/null 2>&1 &&
   [ "$(wasm-bindgen --version | cut -d' ' -f2)" = "$wanted" ]; then

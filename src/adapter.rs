@@ -4,6 +4,7 @@ use std::cell::RefCell;
 
 use futures_util::StreamExt;
 use telemetry_core::event::{RequestEvent, method_label, to_line};
+use telemetry_core::limits::MAX_DISCARDED_BYTES;
 use telemetry_core::{
     AbuseLimiter, CappedBody, Config, Next, Rejection, RequestHead, Response, Route, decide_ping,
     route, utc_from_unix_millis, weekly_active_response,
@@ -71,6 +72,7 @@ async fn handle(mut req: Request, env: &Env, ctx: &Context) -> Handled {
         content_type: content_type.as_deref(),
         content_length: content_length.as_deref(),
         authorization: authorization.as_deref(),
+        client: client.as_deref(),
     };
     let (route, next) = route(&head, config.read_token.as_ref());
     handled.route = route;
@@ -92,7 +94,7 @@ async fn handle(mut req: Request, env: &Env, ctx: &Context) -> Handled {
                 let mut cell = cell.borrow_mut();
                 let limiter =
                     cell.get_or_insert_with(|| AbuseLimiter::new(config.abuse_limit_per_minute));
-                decide_ping(body.as_bytes(), now, client.as_deref(), limiter)
+                decide_ping(&head, body.as_bytes(), now, limiter)
             });
             match (decided, Sessions::bind(env)) {
                 (Ok(write), Ok(sessions)) => {
@@ -128,12 +130,29 @@ async fn read_capped(req: &mut Request) -> Result<CappedBody, Rejection> {
     };
     while let Some(chunk) = stream.next().await {
         match chunk {
-            Ok(bytes) => body.push(&bytes)?,
+            Ok(bytes) => {
+                if let Err(too_large) = body.push(&bytes) {
+                    discard_rest(&mut stream).await;
+                    return Err(too_large);
+                }
+            }
             // A client that aborts looks like the end of the stream; what arrived is judged.
             Err(_) => break,
         }
     }
     Ok(body)
+}
+
+/// Reads and drops what is left of an oversized body, up to a bound, so that the runtime
+/// delivers the 413 (see `MAX_DISCARDED_BYTES`). Nothing of it is kept.
+async fn discard_rest(stream: &mut worker::ByteStream) {
+    let mut discarded = 0usize;
+    while discarded < MAX_DISCARDED_BYTES {
+        match stream.next().await {
+            Some(Ok(bytes)) => discarded += bytes.len(),
+            _ => return,
+        }
+    }
 }
 
 /// The data centre that served the request, where the runtime says (not in every local run).

@@ -23,6 +23,18 @@ pub fn check_declared_length(content_length: Option<&str>) -> Result<(), Rejecti
     }
 }
 
+/// Refuses a body that ended before its declared length: the client gave up half-way, and
+/// a truncated body must not be judged as if it were whole.
+pub fn check_received_length(
+    content_length: Option<&str>,
+    received: usize,
+) -> Result<(), Rejection> {
+    match content_length.map(|raw| raw.trim().parse::<usize>()) {
+        Some(Ok(declared)) if declared != received => Err(Rejection::IncompleteBody),
+        _ => Ok(()),
+    }
+}
+
 /// A body accumulated from a stream, never holding more than [`MAX_BODY_BYTES`].
 #[derive(Debug, Default)]
 pub struct CappedBody {
@@ -81,6 +93,16 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_body_shorter_than_declared_is_incomplete() {
+        assert_eq!(check_received_length(Some("150"), 150), Ok(()));
+        assert_eq!(
+            check_received_length(Some("500"), 150),
+            Err(Rejection::IncompleteBody)
+        );
+        assert_eq!(check_received_length(None, 150), Ok(()));
     }
 
     #[test]

@@ -4,6 +4,12 @@
 /// room for long pre-release versions while keeping a flood of bodies cheap to refuse.
 pub const MAX_BODY_BYTES: usize = 1024;
 
+/// How much of an oversized streamed body the Worker reads and throws away before answering
+/// 413. Under `wrangler dev`, an answer sent while the request body is still unread comes back
+/// as a 503 or not at all; draining (never buffering) the rest makes the 413 reliable, and
+/// past this bound the client is not worth the CPU time.
+pub const MAX_DISCARDED_BYTES: usize = 256 * 1024;
+
 /// Longest accepted version string. Real versions are under 32 characters; the bound keeps
 /// a stored record well under KV's 1024-byte metadata limit whatever the body holds.
 pub const MAX_VERSION_CHARS: usize = 64;

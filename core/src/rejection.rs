@@ -15,6 +15,7 @@ pub enum Rejection {
     UnsupportedMediaType,
     InvalidContentLength,
     PayloadTooLarge,
+    IncompleteBody,
     EmptyBody,
     InvalidUtf8,
     InvalidJson,
@@ -63,6 +64,7 @@ impl Rejection {
             Self::UnsupportedMediaType => 415,
             Self::PayloadTooLarge => 413,
             Self::InvalidContentLength
+            | Self::IncompleteBody
             | Self::EmptyBody
             | Self::InvalidUtf8
             | Self::InvalidJson
@@ -87,6 +89,7 @@ impl Rejection {
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::InvalidContentLength => "invalid_content_length",
             Self::PayloadTooLarge => "payload_too_large",
+            Self::IncompleteBody => "incomplete_body",
             Self::EmptyBody => "empty_body",
             Self::InvalidUtf8 => "invalid_utf8",
             Self::InvalidJson => "invalid_json",
@@ -112,6 +115,7 @@ impl Rejection {
             Self::UnsupportedMediaType => "content-type must be application/json".into(),
             Self::InvalidContentLength => "content-length is not a number".into(),
             Self::PayloadTooLarge => format!("body is larger than {MAX_BODY_BYTES} bytes"),
+            Self::IncompleteBody => "body ended before its content-length".into(),
             Self::EmptyBody => "body is empty".into(),
             Self::InvalidUtf8 => "body is not valid UTF-8".into(),
             Self::InvalidJson => "body is not a single valid JSON value".into(),

@@ -6,7 +6,7 @@ use time::OffsetDateTime;
 
 use crate::abuse::AbuseLimiter;
 use crate::auth::ReadToken;
-use crate::body::check_declared_length;
+use crate::body::{check_declared_length, check_received_length};
 use crate::ping::parse_ping;
 use crate::record::SessionWrite;
 use crate::rejection::Rejection;
@@ -26,6 +26,8 @@ pub struct RequestHead<'a> {
     pub content_type: Option<&'a str>,
     pub content_length: Option<&'a str>,
     pub authorization: Option<&'a str>,
+    /// The client's address, counted by the abuse limit and never stored or logged.
+    pub client: Option<&'a str>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,16 +120,16 @@ fn readout_head(head: &RequestHead<'_>, token: &ReadToken, week: &str) -> Next {
     }
 }
 
-/// Decides a ping from its whole (already capped) body. `client` is the address the abuse
-/// limit counts, when the adapter knows one.
+/// Decides a ping from its whole body, read under the cap with [`crate::CappedBody`].
 pub fn decide_ping(
+    head: &RequestHead<'_>,
     body: &[u8],
     now: OffsetDateTime,
-    client: Option<&str>,
     limiter: &mut AbuseLimiter,
 ) -> Result<SessionWrite, Rejection> {
+    check_received_length(head.content_length, body.len())?;
     let ping = parse_ping(body)?;
-    if let Some(client) = client {
+    if let Some(client) = head.client {
         let now_seconds = u64::try_from(now.unix_timestamp()).unwrap_or(0);
         limiter.admit(client, now_seconds)?;
     }
@@ -153,4 +155,160 @@ pub fn weekly_active_response(week: IsoWeek, sessions: u64) -> Response {
 pub fn utc_from_unix_millis(unix_millis: i64) -> OffsetDateTime {
     OffsetDateTime::from_unix_timestamp_nanos(i128::from(unix_millis) * 1_000_000)
         .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PING: &[u8] = br#"{"protocol_version":"1.0.0","daemon_version":"1.0.0","session_id":"abcdefgh","platform":"linux","node_version":"20.0.0","primary_framework":"vue"}"#;
+
+    fn head<'a>(method: &'a str, path: &'a str) -> RequestHead<'a> {
+        RequestHead {
+            method,
+            path,
+            content_type: Some("application/json"),
+            ..RequestHead::default()
+        }
+    }
+
+    fn status(next: &Next) -> Option<u16> {
+        match next {
+            Next::Respond(response) => Some(response.status),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn ping_route_decides_method_then_type_then_declared_length() {
+        let token = None;
+        let wrong_everything = RequestHead {
+            content_type: Some("text/plain"),
+            content_length: Some("5000"),
+            ..head("GET", SESSION_PATH)
+        };
+        assert_eq!(status(&route(&wrong_everything, token).1), Some(405));
+        let post = RequestHead {
+            method: "POST",
+            ..wrong_everything
+        };
+        assert_eq!(status(&route(&post, token).1), Some(415));
+        let json = RequestHead {
+            content_type: Some("Application/JSON ; charset=utf-8"),
+            ..post
+        };
+        assert_eq!(status(&route(&json, token).1), Some(413));
+        let small = RequestHead {
+            content_length: Some("150"),
+            ..json
+        };
+        assert_eq!(route(&small, token), (Route::Session, Next::ReadPing));
+    }
+
+    #[test]
+    fn readout_without_a_token_does_not_exist() {
+        for method in ["GET", "POST", "DELETE"] {
+            let (route_taken, next) = route(&head(method, "/v1/wau/2026-W48"), None);
+            assert_eq!((route_taken, status(&next)), (Route::Unknown, Some(404)));
+        }
+    }
+
+    #[test]
+    fn readout_authenticates_before_it_reads_the_week() {
+        let token = ReadToken::from_configured(Some("t0ken")).unwrap();
+        let anonymous = head("GET", "/v1/wau/not-a-week");
+        assert_eq!(status(&route(&anonymous, Some(&token)).1), Some(401));
+        let authorised = RequestHead {
+            authorization: Some("Bearer t0ken"),
+            ..anonymous
+        };
+        assert_eq!(status(&route(&authorised, Some(&token)).1), Some(400));
+        let good = RequestHead {
+            path: "/v1/wau/2026-W53",
+            ..authorised
+        };
+        let week = IsoWeek::parse("2026-W53").unwrap();
+        assert_eq!(route(&good, Some(&token)).1, Next::CountWeek(week));
+        let post = RequestHead {
+            method: "POST",
+            ..good
+        };
+        let next = route(&post, Some(&token)).1;
+        let Next::Respond(response) = next else {
+            panic!("POST must be answered from the head")
+        };
+        assert_eq!(
+            (response.status, response.header("allow")),
+            (405, Some("GET"))
+        );
+    }
+
+    #[test]
+    fn an_accepted_ping_is_written_into_the_servers_week() {
+        let now = time::macros::datetime!(2027-01-01 12:34:56.789 UTC);
+        let mut limiter = AbuseLimiter::new(0);
+        let write = decide_ping(&head("POST", SESSION_PATH), PING, now, &mut limiter).unwrap();
+        assert_eq!(write.key(), "session:2026-W53:abcdefgh");
+        assert_eq!(
+            write.record_json,
+            r#"{"protocol_version":"1.0.0","daemon_version":"1.0.0","platform":"linux","node_version":"20.0.0","primary_framework":"vue","first_seen_at":"2027-01-01T12:34:56Z"}"#
+        );
+    }
+
+    #[test]
+    fn a_short_body_or_a_busy_client_is_refused() {
+        let now = utc_from_unix_millis(1_795_000_000_000);
+        let mut limiter = AbuseLimiter::new(1);
+        let declared = RequestHead {
+            content_length: Some("500"),
+            ..head("POST", SESSION_PATH)
+        };
+        assert_eq!(
+            decide_ping(&declared, PING, now, &mut limiter),
+            Err(Rejection::IncompleteBody)
+        );
+        let client = RequestHead {
+            client: Some("192.0.2.7"),
+            ..head("POST", SESSION_PATH)
+        };
+        assert!(decide_ping(&client, PING, now, &mut limiter).is_ok());
+        let refused = decide_ping(&client, PING, now, &mut limiter).unwrap_err();
+        assert_eq!(refused.status(), 429);
+        assert!(refused.into_response().header("retry-after").is_some());
+    }
+
+    #[test]
+    fn the_largest_valid_record_fits_in_kv_metadata() {
+        let version = format!("1.2.3-{}", "x".repeat(crate::limits::MAX_VERSION_CHARS - 6));
+        let body = format!(
+            r#"{{"protocol_version":"{version}","daemon_version":"{version}","session_id":"{}","platform":"openbsd","node_version":"v{}","primary_framework":"unknown"}}"#,
+            "s".repeat(64),
+            &version[..version.len() - 1]
+        );
+        let now = utc_from_unix_millis(253_402_300_799_000); // 9999-12-31T23:59:59Z
+        let write = decide_ping(
+            &head("POST", SESSION_PATH),
+            body.as_bytes(),
+            now,
+            &mut AbuseLimiter::new(0),
+        )
+        .unwrap();
+        assert!(write.record_json.len() <= crate::limits::MAX_KV_METADATA_BYTES);
+    }
+
+    #[test]
+    fn every_response_carries_the_security_headers() {
+        let responses = [
+            Response::no_content(),
+            Response::text("ok"),
+            weekly_active_response(IsoWeek::parse("2026-W48").unwrap(), 3),
+            Rejection::PayloadTooLarge.into_response(),
+            Rejection::Unauthorized.into_response(),
+        ];
+        for response in responses {
+            assert_eq!(response.header("cache-control"), Some("no-store"));
+            assert_eq!(response.header("x-content-type-options"), Some("nosniff"));
+            assert_eq!(response.header("referrer-policy"), Some("no-referrer"));
+        }
+    }
 }

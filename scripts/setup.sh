@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs what building, running and testing need, and skips what is already there:
+# the wasm32 target, worker-build and wasm-bindgen-cli at the versions in Cargo.lock, and
+# the npm packages (wrangler, workerd, esbuild) from package-lock.json.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf '==> %s\n' "$*"; }
+# The version of a crate as Cargo.lock pins it.
+locked() { sed -n "/^name = \"$1\"\$/{n;s/^version = \"\(.*\)\"\$/\1/p;}" Cargo.lock | head -n 1; }
+
+if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
+  say "adding the wasm32-unknown-unknown target"
+  rustup target add wasm32-unknown-unknown
+fi
+
+worker_version=$(locked worker)
+if [ "$(worker-build --version 2>/dev/null || true)" != "$worker_version" ]; then
+  say "installing worker-build $worker_version"
+  cargo install --quiet worker-build --version "$worker_version"
+fi
+
+# worker-build would download wasm-bindgen from GitHub; install the lockfile's version from
+# crates.io instead (scripts/build-worker.sh points worker-build at it).
+bindgen_version=$(locked wasm-bindgen)
+if [ "$(wasm-bindgen --version 2>/dev/null | cut -d' ' -f2)" != "$bindgen_version" ]; then
+  say "installing wasm-bindgen-cli $bindgen_version"
+  cargo install --quiet wasm-bindgen-cli --version "$bindgen_version"
+fi
+
+stamp=node_modules/.telemetry-lock-sha256
+lock_sum=$(sha256sum package-lock.json | cut -d' ' -f1)
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$lock_sum" ]; then
+  say "installing npm packages from package-lock.json"
+  npm ci --no-audit --no-fund --loglevel=error
+  echo "$lock_sum" >"$stamp"
+fi

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Runs every check and test: formatting, clippy on the host and on wasm32, then the unit,
+# property and contract tests (the Worker in real workerd with its local KV).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+export WRANGLER_SEND_METRICS=false
+
+echo "==> cargo fmt --check"
+cargo fmt --all -- --check
+echo "==> cargo clippy (host)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "==> cargo clippy (wasm32: the code that runs in the Worker)"
+# Test targets are host-only: proptest needs the OS's randomness, which wasm32 lacks.
+cargo clippy -p telemetry-core -p telemetry-worker --lib --locked --target wasm32-unknown-unknown -- -D warnings
+echo "==> cargo test"
+cargo test --workspace --locked

@@ -1,0 +1,185 @@
+//! The black-box HTTP contract suite: a table of cases from DESIGN.md's wire contract, run
+//! unchanged against any deploy target that listens on a plain-HTTP address.
+//!
+//! The suite knows only HTTP. It checks each answer (status, error code, headers, body) and
+//! the store through the readout alone: after every refused request the week's count must not
+//! move, after every new accepted session it must grow by one. A target's own test adds what
+//! only it can see (stored records, log lines), using [`Run::sent`] to know what to look for.
+
+// A test tool: a panic here fails a test run, it cannot take a service down.
+#![allow(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
+
+mod cases;
+pub mod http;
+mod week;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+pub use cases::{Case, Expect};
+pub use http::{Framing, RawRequest, RawResponse, send};
+pub use week::current_iso_week;
+
+/// Where and how to reach the service under test.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub addr: SocketAddr,
+    /// The `WAU_READ_TOKEN` the target was started with (the suite needs one to count).
+    pub token: String,
+    /// The target's `ABUSE_LIMIT_PER_MINUTE`; when set, the rate-limit case runs last.
+    pub abuse_limit: Option<u32>,
+}
+
+/// What a run sent and what it found.
+#[derive(Debug, Default)]
+pub struct Run {
+    /// One line per failed check, naming the case.
+    pub failures: Vec<String>,
+    /// Session ids answered 204, without repeats.
+    pub accepted: Vec<String>,
+    /// Session ids only ever sent in refused requests: none may be stored.
+    pub refused: Vec<String>,
+    /// Every body sent, so a target's test can check that none reached its logs.
+    pub sent: Vec<Vec<u8>>,
+    /// The number of cases run.
+    pub cases: usize,
+}
+
+/// How long a background write may take to show in the readout.
+const WRITE_VISIBLE_WITHIN: Duration = Duration::from_secs(10);
+
+impl Target {
+    fn readout(&self, week: &str) -> Result<u64, String> {
+        let request = RawRequest::new("GET", &format!("/v1/wau/{week}"))
+            .header("authorization", &format!("Bearer {}", self.token));
+        let response = send(self.addr, &request)?;
+        if response.status != 200 {
+            return Err(format!(
+                "readout answered {}: {}",
+                response.status,
+                response.text()
+            ));
+        }
+        response
+            .json()
+            .and_then(|v| v.get("weekly_active_sessions")?.as_u64())
+            .ok_or_else(|| format!("readout body {:?}", response.text()))
+    }
+
+    /// The count of the current week once it equals `expected`, or the last one seen.
+    fn count_settled(&self, expected: u64) -> Result<u64, String> {
+        let deadline = Instant::now() + WRITE_VISIBLE_WITHIN;
+        loop {
+            let count = self.readout(&current_iso_week())?;
+            if count == expected || Instant::now() >= deadline {
+                return Ok(count);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// Runs every case against `target`, then checks the week's final count.
+pub fn run(target: &Target) -> Run {
+    let mut run = Run::default();
+    let tag = run_tag();
+    let mut expected = match target.readout(&current_iso_week()) {
+        Ok(count) => count,
+        Err(error) => {
+            run.failures.push(format!("initial readout: {error}"));
+            return run;
+        }
+    };
+    let mut table = cases::table(&tag, &target.token);
+    if let Some(limit) = target.abuse_limit {
+        table.extend(cases::abuse(&tag, limit));
+    }
+    let mut rate_limited = false;
+    for case in &table {
+        run.cases += 1;
+        run.sent.push(case.request.body.clone());
+        let response = match send(target.addr, &case.request) {
+            Ok(response) => response,
+            Err(error) => {
+                run.failures.push(format!("{}: {error}", case.name));
+                continue;
+            }
+        };
+        let mut problems = case.check(&response);
+        let new_session = case
+            .session
+            .as_ref()
+            .filter(|id| response.status == 204 && !run.accepted.contains(id));
+        if let Some(id) = new_session {
+            run.accepted.push(id.clone());
+            expected += 1;
+        } else if let Some(id) = case.session.as_ref().filter(|_| response.status != 204)
+            && !run.accepted.contains(id)
+        {
+            run.refused.push(id.clone());
+        }
+        // Accepted writes land in the background: wait for them; refused ones must not land.
+        let count = if new_session.is_some() {
+            target.count_settled(expected)
+        } else {
+            target.readout(&current_iso_week())
+        };
+        match count {
+            Ok(count) if count == expected => {}
+            Ok(count) => problems.push(format!("week count is {count}, expected {expected}")),
+            Err(error) => problems.push(error),
+        }
+        for problem in problems {
+            run.failures.push(format!("{}: {problem}", case.name));
+        }
+        if case.stop_after_status == Some(response.status) {
+            rate_limited = true;
+            break;
+        }
+    }
+    if target.abuse_limit.is_some() && !rate_limited {
+        run.failures
+            .push("rate limit: no 429 after twice the configured limit of valid pings".into());
+    }
+    // A refused request's write would have had time to land by now.
+    std::thread::sleep(Duration::from_millis(500));
+    match target.readout(&current_iso_week()) {
+        Ok(count) if count == expected => {}
+        Ok(count) => run
+            .failures
+            .push(format!("final week count is {count}, expected {expected}")),
+        Err(error) => run.failures.push(format!("final readout: {error}")),
+    }
+    run
+}
+
+/// The readout of a target started without a read token: it must not exist.
+pub fn run_without_token(addr: SocketAddr) -> Run {
+    let mut run = Run::default();
+    for case in cases::without_token() {
+        run.cases += 1;
+        match send(addr, &case.request) {
+            Ok(response) => run.failures.extend(
+                case.check(&response)
+                    .into_iter()
+                    .map(|p| format!("{}: {p}", case.name)),
+            ),
+            Err(error) => run.failures.push(format!("{}: {error}", case.name)),
+        }
+    }
+    run
+}
+
+/// A tag unique to this run, so its session ids are new to any store.
+fn run_tag() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!("{:x}{:x}", nanos & 0xffff_ffff_ffff, std::process::id())
+}

@@ -1,0 +1,3 @@
+//! Helpers the target-specific test files share.
+
+pub mod wrangler;

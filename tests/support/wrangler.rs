@@ -1,0 +1,166 @@
+//! Starts the Worker under `wrangler dev` on a free port with its own fresh local KV, and
+//! stops it (with workerd) when dropped.
+
+use std::fs::File;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use contract_suite::{RawRequest, send};
+
+/// The first start builds the Worker (worker-build, release): allow for a cold cache.
+const READY_WITHIN: Duration = Duration::from_secs(600);
+
+pub struct Wrangler {
+    pub addr: SocketAddr,
+    child: Child,
+    state: PathBuf,
+    log_path: PathBuf,
+}
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn wrangler_bin() -> PathBuf {
+    let bin = root().join("node_modules/.bin/wrangler");
+    assert!(
+        bin.exists(),
+        "wrangler is not installed: run `scripts/setup.sh` (or `npm ci`) at the repository root"
+    );
+    bin
+}
+
+/// Builds the Worker once per test binary, so instances started in parallel share one build.
+fn build_once() {
+    static BUILD: std::sync::Once = std::sync::Once::new();
+    BUILD.call_once(|| {
+        let status = Command::new("sh")
+            .arg(root().join("scripts/build-worker.sh"))
+            .current_dir(root())
+            .status()
+            .expect("run scripts/build-worker.sh");
+        assert!(
+            status.success(),
+            "building the Worker failed: see the output above"
+        );
+    });
+}
+
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    listener.local_addr().expect("local address").port()
+}
+
+impl Wrangler {
+    /// Starts `wrangler dev` with these vars (given on the command line, so a developer's
+    /// `.dev.vars` cannot change what the test sees) and waits until `/healthz` answers.
+    pub fn start(vars: &[(&str, &str)]) -> Self {
+        build_once();
+        let state = std::env::temp_dir().join(format!(
+            "telemetry-worker-test-{}-{}",
+            std::process::id(),
+            free_port()
+        ));
+        std::fs::create_dir_all(&state).expect("state dir");
+        let log_path = state.join("wrangler.log");
+        let log = File::create(&log_path).expect("log file");
+        let port = free_port();
+        let mut command = Command::new(wrangler_bin());
+        command
+            .current_dir(root())
+            .args(["dev", "--ip", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--inspector-port", &free_port().to_string()])
+            .arg("--persist-to")
+            .arg(state.join("kv"))
+            .args(["--env-file", "/dev/null"])
+            // The Worker was built once by `build_once`; wrangler must not rebuild it per start.
+            .env("TELEMETRY_WORKER_PREBUILT", "1")
+            .env("WRANGLER_SEND_METRICS", "false")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log);
+        for (name, value) in vars {
+            command.args(["--var", &format!("{name}:{value}")]);
+        }
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
+        let child = command.spawn().expect("start wrangler dev");
+        let mut worker = Self {
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            child,
+            state,
+            log_path,
+        };
+        worker.wait_ready();
+        worker
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + READY_WITHIN;
+        loop {
+            if let Ok(response) = send(self.addr, &RawRequest::new("GET", "/healthz"))
+                && response.status == 200
+            {
+                return;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("wrangler dev exited ({status}):\n{}", self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "wrangler dev not ready within {READY_WITHIN:?}:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    /// Everything wrangler and the Worker printed so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    fn kv_dir(&self) -> PathBuf {
+        self.state.join("kv")
+    }
+}
+
+impl Drop for Wrangler {
+    fn drop(&mut self) {
+        // wrangler runs workerd as a child: stop the whole process group.
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill").args(["-TERM", "--", &group]).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.state);
+    }
+}
+
+/// Runs a `wrangler kv …` command on the Worker's local KV and parses what it prints.
+pub fn wrangler_json(worker: &Wrangler, args: &[&str]) -> serde_json::Value {
+    let output = Command::new(wrangler_bin())
+        .current_dir(root())
+        .args(args)
+        .args(["--binding", "SESSIONS", "--local", "--persist-to"])
+        .arg(worker.kv_dir())
+        .env("WRANGLER_SEND_METRICS", "false")
+        .output()
+        .expect("run wrangler kv");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "wrangler {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("wrangler {args:?} printed no JSON ({e}): {stdout}"))
+}

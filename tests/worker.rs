@@ -1,0 +1,168 @@
+//! The contract suite against the built Worker in real workerd (`wrangler dev`, local KV),
+//! plus what only this target shows: the records in KV and the Worker's log lines.
+
+#![cfg(unix)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod support;
+
+use contract_suite::{Target, run, run_without_token};
+use serde_json::Value;
+use support::wrangler::{Wrangler, wrangler_json};
+
+const TOKEN: &str = "contract-token-4f9a";
+const ABUSE_LIMIT: u32 = 60;
+const TTL_SECONDS: u64 = 7_257_600;
+
+#[test]
+fn worker_keeps_the_contract_and_stores_and_logs_nothing_more() {
+    let worker = Wrangler::start(&[
+        ("WAU_READ_TOKEN", TOKEN),
+        ("ABUSE_LIMIT_PER_MINUTE", &ABUSE_LIMIT.to_string()),
+    ]);
+    let target = Target {
+        addr: worker.addr,
+        token: TOKEN.into(),
+        abuse_limit: Some(ABUSE_LIMIT),
+    };
+    let run = run(&target);
+    assert!(run.cases > 60, "the table ran only {} cases", run.cases);
+    assert!(
+        run.failures.is_empty(),
+        "{} of {} cases failed:\n{}",
+        run.failures.len(),
+        run.cases,
+        run.failures.join("\n")
+    );
+    assert!(
+        run.sent.len() > 60 && run.accepted.len() > 10,
+        "too few pings accepted"
+    );
+
+    // Stored keys: exactly the accepted sessions, nothing refused, each with the record as
+    // metadata (five fields and first_seen_at) and a 12-week expiration.
+    let listed = wrangler_json(&worker, &["kv", "key", "list", "--prefix", "session:"]);
+    let keys = listed.as_array().expect("kv key list prints an array");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let mut stored_ids = Vec::new();
+    for key in keys {
+        let name = key["name"].as_str().unwrap();
+        let parts: Vec<&str> = name.splitn(3, ':').collect();
+        assert_eq!(parts.len(), 3, "key layout session:<week>:<id>: {name}");
+        assert_eq!(parts[1], contract_suite::current_iso_week(), "{name}");
+        stored_ids.push(parts[2].to_owned());
+        assert_record_is_minimal(&key["metadata"], name);
+        let expiration = key["expiration"].as_u64().expect("an expiration");
+        assert!(
+            expiration.abs_diff(now + TTL_SECONDS) < 300,
+            "{name} expires at {expiration}, expected about now + 12 weeks"
+        );
+    }
+    stored_ids.sort();
+    let mut accepted = run.accepted.clone();
+    accepted.sort();
+    assert_eq!(
+        stored_ids, accepted,
+        "stored sessions are exactly those answered 204"
+    );
+    for refused in &run.refused {
+        assert!(
+            !stored_ids.contains(refused),
+            "refused session {refused} was stored"
+        );
+    }
+
+    // The value is the same minimal record.
+    let sample = keys[0]["name"].as_str().unwrap();
+    let value = wrangler_json(&worker, &["kv", "key", "get", sample]);
+    assert_record_is_minimal(&value, sample);
+    assert_eq!(
+        value, keys[0]["metadata"],
+        "value and metadata hold the same record"
+    );
+
+    // Logs: one wide event per request, and none of what was sent.
+    let log = worker.log();
+    let events: Vec<Value> = log
+        .lines()
+        .filter(|line| line.starts_with("{\"event\":"))
+        .map(|line| serde_json::from_str(line).expect("a wide event is one JSON line"))
+        .collect();
+    let requests = events.iter().filter(|e| e["event"] == "request").count();
+    assert!(
+        requests >= run.cases,
+        "{requests} request events for {} cases:\n{log}",
+        run.cases
+    );
+    let allowed = [
+        "event",
+        "target",
+        "route",
+        "method",
+        "status",
+        "outcome",
+        "body_bytes",
+        "duration_ms",
+        "week",
+        "colo",
+    ];
+    for event in &events {
+        for field in event.as_object().unwrap().keys() {
+            assert!(
+                allowed.contains(&field.as_str()),
+                "unexpected log field {field}"
+            );
+        }
+    }
+    for id in run.accepted.iter().chain(&run.refused) {
+        assert!(!log.contains(id.as_str()), "log contains session id {id}");
+    }
+    assert!(!log.contains(TOKEN), "log contains the read token");
+    for body in run.sent.iter().filter(|b| b.len() >= 16) {
+        let body = String::from_utf8_lossy(body);
+        assert!(!log.contains(body.as_ref()), "log contains a request body");
+    }
+}
+
+/// Exactly the five non-key fields and a server-set UTC `first_seen_at`: no id, no address.
+fn assert_record_is_minimal(record: &Value, key: &str) {
+    let mut fields: Vec<&str> = record
+        .as_object()
+        .unwrap_or_else(|| panic!("{key}: record is not an object: {record}"))
+        .keys()
+        .map(String::as_str)
+        .collect();
+    fields.sort_unstable();
+    assert_eq!(
+        fields,
+        [
+            "daemon_version",
+            "first_seen_at",
+            "node_version",
+            "platform",
+            "primary_framework",
+            "protocol_version"
+        ],
+        "{key}"
+    );
+    let seen = record["first_seen_at"].as_str().unwrap();
+    assert!(
+        seen.len() == 20 && seen.ends_with('Z'),
+        "{key}: first_seen_at {seen}"
+    );
+}
+
+#[test]
+fn worker_without_a_token_has_no_readout() {
+    let worker = Wrangler::start(&[("WAU_READ_TOKEN", "")]);
+    let run = run_without_token(worker.addr);
+    assert!(run.failures.is_empty(), "{}", run.failures.join("\n"));
+}
