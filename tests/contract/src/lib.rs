@@ -21,7 +21,7 @@ mod week;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-pub use cases::{Case, Expect};
+pub use cases::{Case, Expect, ping_json};
 pub use http::{Framing, RawRequest, RawResponse, send};
 pub use week::current_iso_week;
 

@@ -1,0 +1,262 @@
+//! The HTTP side: one handler that moves bytes between hyper and the protocol core, exactly
+//! as the Worker's fetch handler does.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderName, HeaderValue, StatusCode};
+use futures_util::StreamExt;
+use telemetry_core::event::{RequestEvent, method_label, to_line};
+use telemetry_core::{
+    AbuseLimiter, CappedBody, Config, Next, Rejection, RequestHead, Response, Route, decide_ping,
+    route, utc_from_unix_millis, weekly_active_response,
+};
+
+use crate::store::Store;
+use crate::writer::Queue;
+use crate::{TARGET, unix_now};
+
+pub struct AppState {
+    pub config: Config,
+    pub store: Store,
+    pub queue: Queue,
+    pub limiter: Mutex<AbuseLimiter>,
+}
+
+/// Every path goes to one handler: the core does the routing, so both targets route alike.
+pub fn app(state: Arc<AppState>) -> Router {
+    Router::new().fallback(handle).with_state(state)
+}
+
+async fn handle(State(state): State<Arc<AppState>>, request: Request) -> axum::response::Response {
+    let started = Instant::now();
+    let method = method_label(request.method().as_str());
+    let (route_taken, response, body_bytes, week) = decide(&state, request).await;
+    let event = RequestEvent {
+        event: RequestEvent::NAME,
+        target: TARGET,
+        route: route_taken.label(),
+        method,
+        status: response.status,
+        outcome: response.outcome,
+        body_bytes,
+        duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        week,
+        colo: None,
+    };
+    crate::log_line(&to_line(&event));
+    into_axum_response(response)
+}
+
+async fn decide(state: &AppState, request: Request) -> (Route, Response, usize, Option<String>) {
+    let (parts, body) = request.into_parts();
+    let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+    // The peer address, for the abuse limit only; it is never stored or logged.
+    let client = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(peer)| peer.ip().to_string());
+    let head = RequestHead {
+        method: parts.method.as_str(),
+        path: parts.uri.path(),
+        content_type: header("content-type"),
+        content_length: header("content-length"),
+        authorization: header("authorization"),
+        client: client.as_deref(),
+    };
+    let (route_taken, next) = route(&head, state.config.read_token.as_ref());
+    match next {
+        Next::Respond(response) => (route_taken, response, 0, None),
+        Next::ReadPing => {
+            let body = match read_capped(body).await {
+                Ok(body) => body,
+                Err(rejection) => return (route_taken, rejection.into_response(), 0, None),
+            };
+            let now = utc_from_unix_millis(unix_now().saturating_mul(1000));
+            let decided = match state.limiter.lock() {
+                Ok(mut limiter) => decide_ping(&head, body.as_bytes(), now, &mut limiter),
+                Err(_) => Err(Rejection::Internal),
+            };
+            let (response, week) = match decided {
+                Ok(write) => {
+                    let week = write.week.to_string();
+                    // 204 only once the record is queued; a full queue is a 503, never a loss.
+                    match state.queue.push(write) {
+                        Ok(()) => (Response::no_content(), Some(week)),
+                        Err(rejection) => (rejection.into_response(), Some(week)),
+                    }
+                }
+                Err(rejection) => (rejection.into_response(), None),
+            };
+            (route_taken, response, body.len(), week)
+        }
+        Next::CountWeek(week) => {
+            let response = match state.store.count_week(week, unix_now()).await {
+                Ok(count) => weekly_active_response(week, count),
+                Err(error) => {
+                    crate::log_store_failure("count", &week.to_string(), &error.0);
+                    Rejection::StoreUnavailable.into_response()
+                }
+            };
+            (route_taken, response, 0, Some(week.to_string()))
+        }
+    }
+}
+
+/// Reads the body chunk by chunk, stopping at the first chunk that passes the cap.
+async fn read_capped(body: Body) -> Result<CappedBody, Rejection> {
+    let mut capped = CappedBody::new();
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        match chunk {
+            Ok(bytes) => capped.push(&bytes)?,
+            // A client that went away: what arrived is judged (and is short of its length).
+            Err(_) => break,
+        }
+    }
+    Ok(capped)
+}
+
+fn into_axum_response(response: Response) -> axum::response::Response {
+    let mut out = axum::response::Response::new(Body::from(response.body));
+    *out.status_mut() =
+        StatusCode::from_u16(response.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    for (name, value) in response.headers {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            out.headers_mut()
+                .insert(HeaderName::from_static(name), value);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreUrl;
+    use axum::http::Request as HttpRequest;
+    use tower::ServiceExt;
+
+    const PING: &str = r#"{"protocol_version":"1.0.0","daemon_version":"1.0.0","session_id":"SESSION","platform":"linux","node_version":"20.0.0","primary_framework":"vue"}"#;
+
+    fn temp_store(name: &str) -> (Store, std::path::PathBuf) {
+        let path =
+            std::env::temp_dir().join(format!("rollback-unit-{name}-{}.db", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        (Store::open(&StoreUrl::Sqlite(path.clone())).unwrap(), path)
+    }
+
+    fn state(store: Store, queue: Queue) -> Arc<AppState> {
+        let config =
+            Config::from_lookup(|name| (name == "WAU_READ_TOKEN").then(|| "t".into())).unwrap();
+        Arc::new(AppState {
+            config,
+            store,
+            queue,
+            limiter: Mutex::new(AbuseLimiter::new(0)),
+        })
+    }
+
+    async fn post_ping(app: &Router, id: &str) -> axum::response::Response {
+        let request = HttpRequest::post("/v1/session")
+            .header("content-type", "application/json")
+            .body(Body::from(PING.replace("SESSION", id)))
+            .unwrap();
+        app.clone().oneshot(request).await.unwrap()
+    }
+
+    async fn readout(app: &Router) -> axum::response::Response {
+        let week = telemetry_core::IsoWeek::containing(utc_from_unix_millis(unix_now() * 1000));
+        let request = HttpRequest::get(format!("/v1/wau/{week}"))
+            .header("authorization", "Bearer t")
+            .body(Body::empty())
+            .unwrap();
+        app.clone().oneshot(request).await.unwrap()
+    }
+
+    fn break_store(path: &std::path::Path) {
+        let connection = rusqlite::Connection::open(path).unwrap();
+        connection.execute_batch("DROP TABLE sessions").unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_answers_503_and_a_recovered_store_gets_every_queued_record() {
+        let (store, path) = temp_store("queue");
+        break_store(&path);
+        let (queue, writer) = crate::writer::start_with_capacity(store.clone(), 3600, 1);
+        let app = app(state(store.clone(), queue));
+        // The writer takes the first ping and retries it; the second fills the queue.
+        assert_eq!(post_ping(&app, "queued-1").await.status(), 204);
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        assert_eq!(post_ping(&app, "queued-2").await.status(), 204);
+        let full = post_ping(&app, "queued-3").await;
+        assert_eq!(full.status(), 503);
+        assert_eq!(full.headers()["retry-after"], "5");
+        assert_eq!(
+            readout(&app).await.status(),
+            503,
+            "readout while the store is down"
+        );
+
+        // The store comes back: both acknowledged pings are written, the refused one is not.
+        Store::open(&StoreUrl::Sqlite(path)).unwrap();
+        drop(app);
+        writer.drain().await;
+        assert_eq!(
+            store
+                .count_week(
+                    telemetry_core::IsoWeek::containing(utc_from_unix_millis(unix_now() * 1000)),
+                    unix_now(),
+                )
+                .await
+                .unwrap(),
+            2
+        );
+    }
+
+    #[tokio::test]
+    async fn the_peer_address_feeds_the_abuse_limit() {
+        let (store, _path) = temp_store("abuse");
+        let (queue, _writer) = crate::writer::start(store.clone(), 3600);
+        let state = state(store, queue);
+        *state.limiter.lock().unwrap() = AbuseLimiter::new(1);
+        let app = app(state);
+        let from = |peer: [u8; 4], id: &str| {
+            let mut request = HttpRequest::post("/v1/session")
+                .header("content-type", "application/json")
+                .body(Body::from(PING.replace("SESSION", id)))
+                .unwrap();
+            request
+                .extensions_mut()
+                .insert(ConnectInfo(SocketAddr::from((peer, 40000))));
+            request
+        };
+        let first = app
+            .clone()
+            .oneshot(from([192, 0, 2, 1], "abuse-aaa-1"))
+            .await
+            .unwrap();
+        let second = app
+            .clone()
+            .oneshot(from([192, 0, 2, 1], "abuse-aaa-2"))
+            .await
+            .unwrap();
+        let other = app
+            .clone()
+            .oneshot(from([192, 0, 2, 2], "abuse-bbb-1"))
+            .await
+            .unwrap();
+        assert_eq!(
+            (first.status(), second.status(), other.status()),
+            (
+                StatusCode::NO_CONTENT,
+                StatusCode::TOO_MANY_REQUESTS,
+                StatusCode::NO_CONTENT
+            )
+        );
+    }
+}

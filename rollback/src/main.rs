@@ -1,0 +1,103 @@
+//! `rollback`: starts the rollback server from its command line and environment.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use rollback::store::{Store, StoreUrl};
+use telemetry_core::Config;
+use tokio::net::TcpListener;
+
+/// The telemetry service's rollback server: the Worker's HTTP contract, on this machine.
+#[derive(Debug, Parser)]
+#[command(
+    name = "rollback",
+    version,
+    after_help = "Environment (the same as the Worker's):\n  \
+        WAU_READ_TOKEN          read token for GET /v1/wau/<week>; unset: the readout is 404\n  \
+        SESSION_TTL_SECONDS     how long records are kept (default 7257600, 12 weeks; at least 60)\n  \
+        ABUSE_LIMIT_PER_MINUTE  valid pings per client address and minute (default 120; 0: off)"
+)]
+struct Options {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8787")]
+    listen: SocketAddr,
+    /// Where records are kept: sqlite://PATH.
+    #[arg(long, default_value = "sqlite://telemetry.db")]
+    store: String,
+    /// After SIGTERM or Ctrl-C, how long to wait for queued records to be written.
+    #[arg(long, default_value_t = 30)]
+    drain_timeout_seconds: u64,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .json()
+        .with_target(false)
+        .with_current_span(false)
+        .init();
+    let options = Options::parse();
+    let config = match Config::from_lookup(|name| std::env::var(name).ok()) {
+        Ok(config) => config,
+        Err(error) => return fail(&format!("configuration: {error}")),
+    };
+    let store = match StoreUrl::parse(&options.store).and_then(|url| {
+        Store::open(&url).map_err(|e| format!("cannot open {}: {e}", options.store))
+    }) {
+        Ok(store) => store,
+        Err(error) => return fail(&format!("store: {error}")),
+    };
+    let listener = match TcpListener::bind(options.listen).await {
+        Ok(listener) => listener,
+        Err(error) => return fail(&format!("cannot listen on {}: {error}", options.listen)),
+    };
+    tracing::info!(
+        listen = %options.listen,
+        readout = config.read_token.is_some(),
+        "rollback listening"
+    );
+    let drain = Duration::from_secs(options.drain_timeout_seconds);
+    let (signalled, on_signal) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        if on_signal.await.is_ok() {
+            tokio::time::sleep(drain).await;
+            tracing::error!("queued records were not all written within the drain timeout");
+            std::process::exit(1);
+        }
+    });
+    let shutdown = async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down: no new connections; writing what is queued");
+        let _ = signalled.send(());
+    };
+    match rollback::serve(listener, config, store, shutdown).await {
+        Ok(()) => {
+            tracing::info!("stopped; every acknowledged record is stored");
+            ExitCode::SUCCESS
+        }
+        Err(error) => fail(&format!("server: {error}")),
+    }
+}
+
+fn fail(message: &str) -> ExitCode {
+    tracing::error!("{message}");
+    eprintln!("rollback: {message}");
+    ExitCode::FAILURE
+}
+
+async fn wait_for_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate => {}
+    }
+}

@@ -1,0 +1,121 @@
+//! The bounded queue between the handlers and the store, and the background writer that
+//! drains it in batches. A ping is answered 204 only once it is in the queue, and the queue
+//! is drained before the process exits, so every 204 ends up in the store.
+
+use std::time::Duration;
+
+use telemetry_core::event::{StoreFailureEvent, to_line};
+use telemetry_core::{Rejection, SessionWrite};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::store::Store;
+use crate::{TARGET, unix_now};
+
+/// Pings held in memory at most. At about 300 bytes each this is a few MiB; a store that
+/// cannot keep up for longer than the queue lasts gets 503s, not silent loss.
+pub const QUEUE_CAPACITY: usize = 10_000;
+
+/// Records written per transaction.
+pub const BATCH_SIZE: usize = 500;
+
+/// What a client should wait before retrying when the queue is full.
+const RETRY_AFTER_SECONDS: u64 = 5;
+
+/// Waits between failed writes grow from the first to the last.
+const BACKOFF: (Duration, Duration) = (Duration::from_millis(50), Duration::from_secs(5));
+
+/// The handlers' end of the queue.
+#[derive(Clone)]
+pub struct Queue {
+    sender: mpsc::Sender<SessionWrite>,
+}
+
+impl Queue {
+    /// Queues a write, or refuses with 503 when the queue is full (or closing).
+    pub fn push(&self, write: SessionWrite) -> Result<(), Rejection> {
+        self.sender
+            .try_send(write)
+            .map_err(|_| Rejection::QueueFull {
+                retry_after_seconds: RETRY_AFTER_SECONDS,
+            })
+    }
+}
+
+/// The writer's handle: tell it to finish, then wait for the queue to be empty.
+pub struct Writer {
+    finish: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Writer {
+    /// Stops taking new pings, writes everything queued, and returns once it is stored.
+    pub async fn drain(self) {
+        let _ = self.finish.send(());
+        let _ = self.task.await;
+    }
+}
+
+/// Starts the background writer for `store`, keeping records `ttl_seconds`.
+pub fn start(store: Store, ttl_seconds: u64) -> (Queue, Writer) {
+    start_with_capacity(store, ttl_seconds, QUEUE_CAPACITY)
+}
+
+/// [`start`] with a queue of `capacity` pings (tests fill a small one).
+pub fn start_with_capacity(store: Store, ttl_seconds: u64, capacity: usize) -> (Queue, Writer) {
+    let (sender, receiver) = mpsc::channel(capacity);
+    let (finish, finishing) = oneshot::channel();
+    let task = tokio::spawn(write_until_drained(receiver, finishing, store, ttl_seconds));
+    (Queue { sender }, Writer { finish, task })
+}
+
+async fn write_until_drained(
+    mut receiver: mpsc::Receiver<SessionWrite>,
+    mut finishing: oneshot::Receiver<()>,
+    store: Store,
+    ttl_seconds: u64,
+) {
+    let mut batch = Vec::with_capacity(BATCH_SIZE);
+    loop {
+        let received = tokio::select! {
+            received = receiver.recv_many(&mut batch, BATCH_SIZE) => received,
+            _ = &mut finishing, if !receiver.is_closed() => {
+                // No new pings from here on; what is queued is still received below.
+                receiver.close();
+                continue;
+            }
+        };
+        if received == 0 {
+            return; // closed and empty: everything acknowledged is stored
+        }
+        write_with_retry(&store, std::mem::take(&mut batch), ttl_seconds).await;
+        batch.reserve(BATCH_SIZE);
+    }
+}
+
+/// Writes one batch, retrying with backoff for as long as it takes: the batch was
+/// acknowledged, so giving up would lose it. Meanwhile the queue fills and new pings get 503.
+async fn write_with_retry(store: &Store, batch: Vec<SessionWrite>, ttl_seconds: u64) {
+    let mut wait = BACKOFF.0;
+    loop {
+        let expires_at = unix_now().saturating_add(i64::try_from(ttl_seconds).unwrap_or(i64::MAX));
+        match store.write_batch(batch.clone(), expires_at).await {
+            Ok(()) => return,
+            Err(error) => {
+                let week = batch
+                    .first()
+                    .map(|w| w.week.to_string())
+                    .unwrap_or_default();
+                let event = StoreFailureEvent {
+                    event: StoreFailureEvent::NAME,
+                    target: TARGET,
+                    operation: "write",
+                    week,
+                    error: &error.0,
+                };
+                crate::log_line(&to_line(&event));
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(BACKOFF.1);
+            }
+        }
+    }
+}

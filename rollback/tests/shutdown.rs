@@ -1,0 +1,119 @@
+//! Nothing acknowledged is lost: pings under load, SIGTERM half-way, a restart on the same
+//! store, and every session that was answered 204 is counted.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod support;
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use contract_suite::{RawRequest, current_iso_week, send};
+use support::{Rollback, scratch_dir};
+
+const TOKEN: &str = "shutdown-token";
+const CLIENTS: usize = 8;
+const MAX_PINGS_PER_CLIENT: usize = 2_000;
+
+fn ping(id: &str) -> RawRequest {
+    RawRequest::new("POST", "/v1/session")
+        .header("content-type", "application/json")
+        .body(contract_suite::ping_json(id))
+}
+
+fn weekly_count(server: &Rollback) -> u64 {
+    let response = send(
+        server.addr,
+        &RawRequest::new("GET", &format!("/v1/wau/{}", current_iso_week()))
+            .header("authorization", &format!("Bearer {TOKEN}")),
+    )
+    .unwrap();
+    assert_eq!(response.status, 200, "{}", response.text());
+    response.json().unwrap()["weekly_active_sessions"]
+        .as_u64()
+        .unwrap()
+}
+
+#[test]
+fn every_ping_answered_204_before_sigterm_is_stored() {
+    let dir = scratch_dir("sigterm");
+    let db = dir.join("telemetry.db");
+    let vars = [("WAU_READ_TOKEN", TOKEN), ("ABUSE_LIMIT_PER_MINUTE", "0")];
+    let mut server = Rollback::start(db.clone(), &vars);
+    let addr = server.addr;
+    let acknowledged = Arc::new(Mutex::new(HashSet::new()));
+    let refused_after_stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|client| {
+            let acknowledged = Arc::clone(&acknowledged);
+            let refused_after_stop = Arc::clone(&refused_after_stop);
+            std::thread::spawn(move || {
+                for n in 0..MAX_PINGS_PER_CLIENT {
+                    let id = format!("load-{client}-{n:05}");
+                    match send(addr, &ping(&id)) {
+                        Ok(response) if response.status == 204 => {
+                            acknowledged.lock().unwrap().insert(id);
+                        }
+                        Ok(response) => {
+                            panic!("unexpected {}: {}", response.status, response.text())
+                        }
+                        // The server stopped accepting: this client is done.
+                        Err(_) => {
+                            refused_after_stop.store(true, Ordering::SeqCst);
+                            return;
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    // SIGTERM once the load is well under way.
+    while acknowledged.lock().unwrap().len() < 500 {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    server.terminate();
+    let status = server.wait_exit(Duration::from_secs(60));
+    for client in clients {
+        client.join().unwrap();
+    }
+    assert!(status.success(), "exit status {status}:\n{}", server.log());
+    assert!(
+        server.log().contains("every acknowledged record is stored"),
+        "{}",
+        server.log()
+    );
+    let acknowledged = acknowledged.lock().unwrap().clone();
+    assert!(
+        refused_after_stop.load(Ordering::SeqCst),
+        "the load outlasted the server: raise MAX_PINGS_PER_CLIENT"
+    );
+
+    let restarted = Rollback::start(db, &vars);
+    assert_eq!(
+        weekly_count(&restarted),
+        acknowledged.len() as u64,
+        "sessions answered 204 vs counted after a restart"
+    );
+    let connection = rusqlite::Connection::open(&restarted.db).unwrap();
+    let mut statement = connection
+        .prepare("SELECT session_id FROM sessions")
+        .unwrap();
+    let stored: HashSet<String> = statement
+        .query_map([], |row| row.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let lost: Vec<_> = acknowledged.difference(&stored).collect();
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged sessions lost: {lost:?}",
+        lost.len()
+    );
+}

@@ -1,0 +1,111 @@
+//! Starts the real `rollback` binary on a free port with its own SQLite file, and stops it.
+
+// Each test binary compiles this module and uses only part of it.
+#![allow(dead_code)]
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use contract_suite::{RawRequest, send};
+
+pub struct Rollback {
+    pub addr: SocketAddr,
+    pub db: PathBuf,
+    child: Child,
+    log_path: PathBuf,
+}
+
+/// A directory of its own for one test's files.
+pub fn scratch_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("rollback-test-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
+
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    listener.local_addr().expect("address").port()
+}
+
+impl Rollback {
+    /// Starts the server on `db` with these environment variables and waits for `/healthz`.
+    pub fn start(db: PathBuf, vars: &[(&str, &str)]) -> Self {
+        let port = free_port();
+        let log_path = db.with_extension(format!("{port}.log"));
+        let log = std::fs::File::create(&log_path).expect("log file");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_rollback"));
+        command
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .arg("--store")
+            .arg(format!("sqlite://{}", db.display()))
+            .env_remove("WAU_READ_TOKEN")
+            .env_remove("ABUSE_LIMIT_PER_MINUTE")
+            .env_remove("SESSION_TTL_SECONDS")
+            .envs(vars.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log);
+        let child = command.spawn().expect("start rollback");
+        let mut server = Self {
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            db,
+            child,
+            log_path,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if send(server.addr, &RawRequest::new("GET", "/healthz")).is_ok_and(|r| r.status == 200)
+            {
+                return server;
+            }
+            if let Ok(Some(status)) = server.child.try_wait() {
+                panic!("rollback exited ({status}):\n{}", server.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "rollback not ready:\n{}",
+                server.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM without waiting.
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM failed");
+    }
+
+    /// Waits for the process to exit, at most `within`.
+    pub fn wait_exit(&mut self, within: Duration) -> ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "rollback did not exit:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Rollback {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
