@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building, running and testing need, and skips what is already there:
 # the wasm32 target, worker-build and wasm-bindgen-cli at the versions in Cargo.lock, and
-# the npm packages (wrangler, workerd, esbuild) from package-lock.json.
+# the npm packages (wrangler, workerd, esbuild) from package-lock.json, and redis-server
+# (Debian's package) for the rollback's Redis tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,4 +35,15 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$lock_sum" ]; then
   say "installing npm packages from package-lock.json"
   npm ci --no-audit --no-fund --loglevel=error
   echo "$lock_sum" >"$stamp"
+fi
+
+if ! command -v redis-server >/dev/null 2>&1; then
+  say "installing redis-server (Debian package) for the rollback's tests"
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server >/dev/null
+  else
+    echo "redis-server is missing: install it (Debian/Ubuntu: sudo apt-get install redis-server; macOS: brew install redis)" >&2
+    exit 1
+  fi
 fi

@@ -95,7 +95,7 @@ async fn decide(state: &AppState, request: Request) -> (Route, Response, usize, 
             (route_taken, response, body.len(), week)
         }
         Next::CountWeek(week) => {
-            let response = match state.store.count_week(week, unix_now()).await {
+            let response = match state.store.count_week(week).await {
                 Ok(count) => weekly_active_response(week, count),
                 Err(error) => {
                     crate::log_store_failure("count", &week.to_string(), &error.0);
@@ -137,7 +137,6 @@ fn into_axum_response(response: Response) -> axum::response::Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::StoreUrl;
     use axum::http::Request as HttpRequest;
     use tower::ServiceExt;
 
@@ -147,7 +146,8 @@ mod tests {
         let path =
             std::env::temp_dir().join(format!("rollback-unit-{name}-{}.db", std::process::id()));
         let _ = std::fs::remove_file(&path);
-        (Store::open(&StoreUrl::Sqlite(path.clone())).unwrap(), path)
+        let store = crate::store::SqliteStore::open(&path).unwrap();
+        (Store::Sqlite(store), path)
     }
 
     fn state(store: Store, queue: Queue) -> Arc<AppState> {
@@ -203,19 +203,11 @@ mod tests {
         );
 
         // The store comes back: both acknowledged pings are written, the refused one is not.
-        Store::open(&StoreUrl::Sqlite(path)).unwrap();
+        crate::store::SqliteStore::open(&path).unwrap();
         drop(app);
         writer.drain().await;
-        assert_eq!(
-            store
-                .count_week(
-                    telemetry_core::IsoWeek::containing(utc_from_unix_millis(unix_now() * 1000)),
-                    unix_now(),
-                )
-                .await
-                .unwrap(),
-            2
-        );
+        let week = telemetry_core::IsoWeek::containing(utc_from_unix_millis(unix_now() * 1000));
+        assert_eq!(store.count_week(week).await.unwrap(), 2);
     }
 
     #[tokio::test]

@@ -1,11 +1,11 @@
-//! The rollback server: the Worker's contract on Axum, with a SQLite store, for when
+//! The rollback server: the Worker's contract on Axum, with SQLite or Redis, for when
 //! Cloudflare is unavailable and the hostname is pointed here.
 //!
 //! # Layout
 //!
 //! - [`app`]: the one HTTP handler; every decision is `telemetry-core`'s.
 //! - [`writer`]: the bounded queue and the background writer that drains it in batches.
-//! - [`store`]: SQLite with KV's semantics (one record per week and session, TTL).
+//! - [`store`]: SQLite or Redis, with KV's semantics (one record per week and session, TTL).
 //! - [`serve`] (here): runs the server until a shutdown signal, then drains the queue.
 //!
 //! The request path: hyper → [`app`] streams the body under the cap → the core decides →
@@ -86,7 +86,7 @@ async fn purge_periodically(store: Store) {
     let mut ticks = tokio::time::interval(PURGE_EVERY);
     loop {
         ticks.tick().await;
-        if let Err(error) = store.purge_expired(unix_now()).await {
+        if let Err(error) = store.purge_expired().await {
             log_store_failure("purge", "", &error.0);
         }
     }

@@ -23,8 +23,15 @@ struct Options {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8787")]
     listen: SocketAddr,
-    /// Where records are kept: sqlite://PATH.
-    #[arg(long, default_value = "sqlite://telemetry.db")]
+    /// Where records are kept: sqlite://PATH, or redis://HOST:PORT[/DB] (rediss:// for TLS)
+    /// for several instances sharing one store.
+    /// A URL with a password belongs in ROLLBACK_STORE, not on the command line.
+    #[arg(
+        long,
+        env = "ROLLBACK_STORE",
+        hide_env_values = true,
+        default_value = "sqlite://telemetry.db"
+    )]
     store: String,
     /// After SIGTERM or Ctrl-C, how long to wait for queued records to be written.
     #[arg(long, default_value_t = 30)]
@@ -43,11 +50,13 @@ async fn main() -> ExitCode {
         Ok(config) => config,
         Err(error) => return fail(&format!("configuration: {error}")),
     };
-    let store = match StoreUrl::parse(&options.store).and_then(|url| {
-        Store::open(&url).map_err(|e| format!("cannot open {}: {e}", options.store))
-    }) {
+    let url = match StoreUrl::parse(&options.store) {
+        Ok(url) => url,
+        Err(error) => return fail(&format!("--store: {error}")),
+    };
+    let store = match Store::open(&url).await {
         Ok(store) => store,
-        Err(error) => return fail(&format!("store: {error}")),
+        Err(error) => return fail(&format!("cannot open the store: {error}")),
     };
     let listener = match TcpListener::bind(options.listen).await {
         Ok(listener) => listener,

@@ -1,34 +1,39 @@
 //! The rollback's store, with the same semantics as the Worker's KV: one record per (week,
-//! session), a repeat overwrites, each record expires its TTL after its last write, and the
-//! readout counts a week without scanning other weeks.
+//! session), a repeat overwrites, records expire, and the readout counts a week without
+//! scanning other weeks. SQLite for one instance; Redis for several behind one hostname.
 
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+mod redis;
+mod sqlite;
 
-use rusqlite::{Connection, params};
 use telemetry_core::{IsoWeek, SessionWrite};
+
+pub use self::redis::RedisStore;
+pub use self::sqlite::SqliteStore;
 
 /// Where records are kept, from `--store`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreUrl {
-    Sqlite(PathBuf),
+    /// `sqlite://PATH` (relative, or absolute as `sqlite:///var/lib/telemetry.db`).
+    Sqlite(std::path::PathBuf),
+    /// `redis://HOST:PORT[/DB]` or `rediss://…` (TLS), as given.
+    Redis(String),
 }
 
 impl StoreUrl {
-    /// Parses `sqlite://PATH` (relative, or absolute as `sqlite:///var/lib/telemetry.db`).
     pub fn parse(url: &str) -> Result<Self, String> {
         if let Some(path) = url.strip_prefix("sqlite://") {
             if path.is_empty() {
                 return Err("sqlite:// needs a file path, e.g. sqlite://telemetry.db".into());
             }
-            return Ok(Self::Sqlite(PathBuf::from(path)));
+            return Ok(Self::Sqlite(path.into()));
         }
         if url.starts_with("redis://") || url.starts_with("rediss://") {
-            return Err(
-                "Redis stores are not supported by this build yet; use sqlite://PATH".into(),
-            );
+            return Ok(Self::Redis(url.to_owned()));
         }
-        Err("the store must be sqlite://PATH".into())
+        Err(
+            "the store must be sqlite://PATH, redis://HOST:PORT[/DB] or rediss://HOST:PORT[/DB]"
+                .into(),
+        )
     }
 }
 
@@ -42,106 +47,46 @@ impl std::fmt::Display for StoreError {
     }
 }
 
-impl From<rusqlite::Error> for StoreError {
-    fn from(error: rusqlite::Error) -> Self {
-        Self(error.to_string())
-    }
-}
-
-/// A SQLite file shared by the writer, the readout and the purge. SQLite serialises writers
-/// anyway; one connection behind a mutex keeps that explicit. Calls run on blocking threads.
 #[derive(Clone)]
-pub struct Store {
-    connection: Arc<Mutex<Connection>>,
+pub enum Store {
+    Sqlite(SqliteStore),
+    Redis(RedisStore),
 }
-
-const SCHEMA: &str = "
-    PRAGMA journal_mode = WAL;
-    PRAGMA synchronous = NORMAL;
-    PRAGMA busy_timeout = 5000;
-    CREATE TABLE IF NOT EXISTS sessions (
-        week TEXT NOT NULL,
-        session_id TEXT NOT NULL,
-        record TEXT NOT NULL,
-        expires_at INTEGER NOT NULL,
-        PRIMARY KEY (week, session_id)
-    ) WITHOUT ROWID;
-    CREATE INDEX IF NOT EXISTS sessions_expiry ON sessions (expires_at);
-";
 
 impl Store {
-    /// Opens (creating if needed) the store; any failure here stops the server at start.
-    pub fn open(url: &StoreUrl) -> Result<Self, StoreError> {
-        let StoreUrl::Sqlite(path) = url;
-        let connection = Connection::open(path)?;
-        connection.execute_batch(SCHEMA)?;
-        Ok(Self {
-            connection: Arc::new(Mutex::new(connection)),
+    /// Opens the store and checks that it answers; any failure stops the server at start.
+    pub async fn open(url: &StoreUrl) -> Result<Self, StoreError> {
+        Ok(match url {
+            StoreUrl::Sqlite(path) => Self::Sqlite(SqliteStore::open(path)?),
+            StoreUrl::Redis(url) => Self::Redis(RedisStore::connect(url).await?),
         })
     }
 
-    async fn with_connection<T: Send + 'static>(
-        &self,
-        work: impl FnOnce(&mut Connection) -> Result<T, rusqlite::Error> + Send + 'static,
-    ) -> Result<T, StoreError> {
-        let connection = Arc::clone(&self.connection);
-        tokio::task::spawn_blocking(move || {
-            let mut connection = connection
-                .lock()
-                .map_err(|_| StoreError("store lock poisoned".into()))?;
-            work(&mut connection).map_err(StoreError::from)
-        })
-        .await
-        .map_err(|e| StoreError(format!("store task failed: {e}")))?
-    }
-
-    /// Writes a batch in one transaction: all of it is stored, or none and the caller retries.
+    /// Writes a batch atomically (a transaction, a MULTI pipeline): all or nothing, so the
+    /// writer can retry the whole batch.
     pub async fn write_batch(
         &self,
         batch: Vec<SessionWrite>,
-        expires_at: i64,
+        ttl_seconds: u64,
     ) -> Result<(), StoreError> {
-        self.with_connection(move |connection| {
-            let transaction = connection.transaction()?;
-            {
-                let mut upsert = transaction.prepare_cached(
-                    "INSERT INTO sessions (week, session_id, record, expires_at)
-                     VALUES (?1, ?2, ?3, ?4)
-                     ON CONFLICT (week, session_id)
-                     DO UPDATE SET record = excluded.record, expires_at = excluded.expires_at",
-                )?;
-                for write in &batch {
-                    upsert.execute(params![
-                        write.week.to_string(),
-                        write.session_id.as_str(),
-                        write.record_json,
-                        expires_at
-                    ])?;
-                }
-            }
-            transaction.commit()
-        })
-        .await
+        match self {
+            Self::Sqlite(store) => store.write_batch(batch, ttl_seconds).await,
+            Self::Redis(store) => store.write_batch(&batch, ttl_seconds).await,
+        }
     }
 
-    /// Counts a week's live sessions: a range of the primary key, not a scan of the table.
-    pub async fn count_week(&self, week: IsoWeek, now: i64) -> Result<u64, StoreError> {
-        self.with_connection(move |connection| {
-            connection
-                .prepare_cached(
-                    "SELECT count(*) FROM sessions WHERE week = ?1 AND expires_at > ?2",
-                )?
-                .query_row(params![week.to_string(), now], |row| row.get::<_, i64>(0))
-        })
-        .await
-        .map(|count| u64::try_from(count).unwrap_or(0))
+    pub async fn count_week(&self, week: IsoWeek) -> Result<u64, StoreError> {
+        match self {
+            Self::Sqlite(store) => store.count_week(week).await,
+            Self::Redis(store) => store.count_week(week).await,
+        }
     }
 
-    /// Deletes expired records; the readout already ignores them, this frees the space.
-    pub async fn purge_expired(&self, now: i64) -> Result<usize, StoreError> {
-        self.with_connection(move |connection| {
-            connection.execute("DELETE FROM sessions WHERE expires_at <= ?1", params![now])
-        })
-        .await
+    /// Frees expired records where the store does not do it itself (Redis does).
+    pub async fn purge_expired(&self) -> Result<usize, StoreError> {
+        match self {
+            Self::Sqlite(store) => store.purge_expired().await,
+            Self::Redis(_) => Ok(0),
+        }
     }
 }

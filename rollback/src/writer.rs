@@ -8,8 +8,8 @@ use telemetry_core::event::{StoreFailureEvent, to_line};
 use telemetry_core::{Rejection, SessionWrite};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::TARGET;
 use crate::store::Store;
-use crate::{TARGET, unix_now};
 
 /// Pings held in memory at most. At about 300 bytes each this is a few MiB; a store that
 /// cannot keep up for longer than the queue lasts gets 503s, not silent loss.
@@ -97,8 +97,7 @@ async fn write_until_drained(
 async fn write_with_retry(store: &Store, batch: Vec<SessionWrite>, ttl_seconds: u64) {
     let mut wait = BACKOFF.0;
     loop {
-        let expires_at = unix_now().saturating_add(i64::try_from(ttl_seconds).unwrap_or(i64::MAX));
-        match store.write_batch(batch.clone(), expires_at).await {
+        match store.write_batch(batch.clone(), ttl_seconds).await {
             Ok(()) => return,
             Err(error) => {
                 let week = batch

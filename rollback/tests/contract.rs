@@ -1,5 +1,5 @@
-//! The contract suite, unchanged, against the rollback on SQLite; then what only this target
-//! shows: the rows in the SQLite file and the server's log lines.
+//! The contract suite, unchanged, against the rollback on SQLite and on a real Redis; then
+//! what only this target shows: the stored records and the server's log lines.
 
 #![allow(
     clippy::unwrap_used,
@@ -10,19 +10,22 @@
 
 mod support;
 
-use contract_suite::{Target, current_iso_week, run, run_without_token};
+use std::collections::HashMap;
+
+use contract_suite::{Run, Target, current_iso_week, run, run_without_token};
 use serde_json::Value;
-use support::{Rollback, scratch_dir};
+use support::{RedisServer, Rollback, scratch_dir};
 
 const TOKEN: &str = "rollback-contract-token-77";
 const ABUSE_LIMIT: u32 = 60;
+const TTL_SECONDS: i64 = 7_257_600;
 
-#[test]
-fn rollback_on_sqlite_keeps_the_contract_and_stores_and_logs_nothing_more() {
-    let dir = scratch_dir("contract");
+/// Runs the suite, checks the log lines, and returns what was accepted.
+fn run_contract(store: &str, dir: &std::path::Path) -> Run {
     let limit = ABUSE_LIMIT.to_string();
     let server = Rollback::start(
-        dir.join("telemetry.db"),
+        store,
+        dir,
         &[
             ("WAU_READ_TOKEN", TOKEN),
             ("ABUSE_LIMIT_PER_MINUTE", &limit),
@@ -43,62 +46,6 @@ fn rollback_on_sqlite_keeps_the_contract_and_stores_and_logs_nothing_more() {
     );
     assert!(run.cases > 60 && run.accepted.len() > 10);
 
-    // The rows: exactly the accepted sessions, each with the minimal record.
-    let db = rusqlite::Connection::open(&server.db).unwrap();
-    let mut rows = db
-        .prepare("SELECT week, session_id, record, expires_at FROM sessions")
-        .unwrap();
-    let rows: Vec<(String, String, String, i64)> = rows
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
-    let mut stored: Vec<String> = rows.iter().map(|r| r.1.clone()).collect();
-    stored.sort();
-    let mut accepted = run.accepted.clone();
-    accepted.sort();
-    assert_eq!(
-        stored, accepted,
-        "stored sessions are exactly those answered 204"
-    );
-    let columns: Vec<String> = db
-        .prepare("SELECT name FROM pragma_table_info('sessions')")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
-    assert_eq!(columns, ["week", "session_id", "record", "expires_at"]);
-    let now = rollback::unix_now();
-    for (week, id, record, expires_at) in &rows {
-        assert_eq!(week, &current_iso_week());
-        let record: Value = serde_json::from_str(record).unwrap();
-        let mut fields: Vec<&str> = record
-            .as_object()
-            .unwrap()
-            .keys()
-            .map(String::as_str)
-            .collect();
-        fields.sort_unstable();
-        assert_eq!(
-            fields,
-            [
-                "daemon_version",
-                "first_seen_at",
-                "node_version",
-                "platform",
-                "primary_framework",
-                "protocol_version"
-            ],
-            "{id}"
-        );
-        assert!(
-            (expires_at - now - 7_257_600).abs() < 300,
-            "{id} expires at {expires_at}"
-        );
-    }
-
-    // The log: one wide event per request, none of what was sent.
     let log = server.log();
     let requests = log
         .lines()
@@ -123,12 +70,119 @@ fn rollback_on_sqlite_keeps_the_contract_and_stores_and_logs_nothing_more() {
             "log contains a body"
         );
     }
+    run
+}
+
+/// Stored records, by session id, are exactly the accepted sessions with minimal records.
+fn assert_stored_exactly(run: &Run, stored: &HashMap<String, String>) {
+    let mut ids: Vec<&String> = stored.keys().collect();
+    ids.sort();
+    let mut accepted: Vec<&String> = run.accepted.iter().collect();
+    accepted.sort();
+    assert_eq!(
+        ids, accepted,
+        "stored sessions are exactly those answered 204"
+    );
+    for (id, record) in stored {
+        let record: Value = serde_json::from_str(record).unwrap();
+        let mut fields: Vec<&str> = record
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        fields.sort_unstable();
+        assert_eq!(
+            fields,
+            [
+                "daemon_version",
+                "first_seen_at",
+                "node_version",
+                "platform",
+                "primary_framework",
+                "protocol_version"
+            ],
+            "{id}"
+        );
+    }
+}
+
+#[test]
+fn rollback_on_sqlite_keeps_the_contract_and_stores_nothing_more() {
+    let dir = scratch_dir("contract-sqlite");
+    let db = dir.join("telemetry.db");
+    let run = run_contract(&format!("sqlite://{}", db.display()), &dir);
+
+    let connection = rusqlite::Connection::open(&db).unwrap();
+    let columns: Vec<String> = connection
+        .prepare("SELECT name FROM pragma_table_info('sessions')")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(columns, ["week", "session_id", "record", "expires_at"]);
+    let now = rollback::unix_now();
+    let mut statement = connection
+        .prepare("SELECT week, session_id, record, expires_at FROM sessions")
+        .unwrap();
+    let mut stored = HashMap::new();
+    for row in statement
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, i64>(3)?,
+            ))
+        })
+        .unwrap()
+    {
+        let (week, id, record, expires_at) = row.unwrap();
+        assert_eq!(week, current_iso_week());
+        assert!(
+            (expires_at - now - TTL_SECONDS).abs() < 300,
+            "{id} expires at {expires_at}"
+        );
+        stored.insert(id, record);
+    }
+    assert_stored_exactly(&run, &stored);
+}
+
+#[test]
+fn rollback_on_redis_keeps_the_contract_and_stores_nothing_more() {
+    let dir = scratch_dir("contract-redis");
+    let redis_server = RedisServer::start(&dir);
+    let run = run_contract(&redis_server.url(), &dir);
+
+    let mut connection = redis_server.connection();
+    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut connection).unwrap();
+    let week_key = format!("sessions:{}", current_iso_week());
+    assert_eq!(
+        keys,
+        [week_key.clone()],
+        "one hash per week and nothing else"
+    );
+    let stored: HashMap<String, String> = redis::cmd("HGETALL")
+        .arg(&week_key)
+        .query(&mut connection)
+        .unwrap();
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(&week_key)
+        .query(&mut connection)
+        .unwrap();
+    assert!(
+        ttl <= TTL_SECONDS && ttl > TTL_SECONDS - 300,
+        "week TTL {ttl}"
+    );
+    assert_stored_exactly(&run, &stored);
 }
 
 #[test]
 fn rollback_without_a_token_has_no_readout() {
     let dir = scratch_dir("no-token");
-    let server = Rollback::start(dir.join("telemetry.db"), &[("WAU_READ_TOKEN", "")]);
+    let store = format!("sqlite://{}", dir.join("telemetry.db").display());
+    let server = Rollback::start(&store, &dir, &[("WAU_READ_TOKEN", "")]);
     let run = run_without_token(server.addr);
     assert!(run.failures.is_empty(), "{}", run.failures.join("\n"));
 }

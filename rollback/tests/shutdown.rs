@@ -45,8 +45,9 @@ fn weekly_count(server: &Rollback) -> u64 {
 fn every_ping_answered_204_before_sigterm_is_stored() {
     let dir = scratch_dir("sigterm");
     let db = dir.join("telemetry.db");
+    let store = format!("sqlite://{}", db.display());
     let vars = [("WAU_READ_TOKEN", TOKEN), ("ABUSE_LIMIT_PER_MINUTE", "0")];
-    let mut server = Rollback::start(db.clone(), &vars);
+    let mut server = Rollback::start(&store, &dir, &vars);
     let addr = server.addr;
     let acknowledged = Arc::new(Mutex::new(HashSet::new()));
     let refused_after_stop = Arc::new(AtomicBool::new(false));
@@ -95,13 +96,13 @@ fn every_ping_answered_204_before_sigterm_is_stored() {
         "the load outlasted the server: raise MAX_PINGS_PER_CLIENT"
     );
 
-    let restarted = Rollback::start(db, &vars);
+    let restarted = Rollback::start(&store, &dir, &vars);
     assert_eq!(
         weekly_count(&restarted),
         acknowledged.len() as u64,
         "sessions answered 204 vs counted after a restart"
     );
-    let connection = rusqlite::Connection::open(&restarted.db).unwrap();
+    let connection = rusqlite::Connection::open(&db).unwrap();
     let mut statement = connection
         .prepare("SELECT session_id FROM sessions")
         .unwrap();

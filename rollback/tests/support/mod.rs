@@ -1,10 +1,10 @@
-//! Starts the real `rollback` binary on a free port with its own SQLite file, and stops it.
+//! Starts the real `rollback` binary on a free port, and a real `redis-server`, and stops them.
 
 // Each test binary compiles this module and uses only part of it.
 #![allow(dead_code)]
 
 use std::net::{SocketAddr, TcpListener};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
@@ -12,7 +12,6 @@ use contract_suite::{RawRequest, send};
 
 pub struct Rollback {
     pub addr: SocketAddr,
-    pub db: PathBuf,
     child: Child,
     log_path: PathBuf,
 }
@@ -31,16 +30,16 @@ fn free_port() -> u16 {
 }
 
 impl Rollback {
-    /// Starts the server on `db` with these environment variables and waits for `/healthz`.
-    pub fn start(db: PathBuf, vars: &[(&str, &str)]) -> Self {
+    /// Starts the server on `store` (a `--store` URL) with these environment variables,
+    /// logging into `dir`, and waits for `/healthz`.
+    pub fn start(store: &str, dir: &Path, vars: &[(&str, &str)]) -> Self {
         let port = free_port();
-        let log_path = db.with_extension(format!("{port}.log"));
+        let log_path = dir.join(format!("rollback-{port}.log"));
         let log = std::fs::File::create(&log_path).expect("log file");
         let mut command = Command::new(env!("CARGO_BIN_EXE_rollback"));
         command
             .args(["--listen", &format!("127.0.0.1:{port}")])
-            .arg("--store")
-            .arg(format!("sqlite://{}", db.display()))
+            .args(["--store", store])
             .env_remove("WAU_READ_TOKEN")
             .env_remove("ABUSE_LIMIT_PER_MINUTE")
             .env_remove("SESSION_TTL_SECONDS")
@@ -51,7 +50,6 @@ impl Rollback {
         let child = command.spawn().expect("start rollback");
         let mut server = Self {
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
-            db,
             child,
             log_path,
         };
@@ -107,5 +105,80 @@ impl Drop for Rollback {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A `redis-server` of the test's own, on a free port, persisting every write (AOF with
+/// fsync always) so that a SIGKILL loses nothing Redis acknowledged.
+pub struct RedisServer {
+    pub port: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    pub fn start(dir: &Path) -> Self {
+        let mut server = Self {
+            port: free_port(),
+            dir: dir.to_path_buf(),
+            child: None,
+        };
+        server.restart();
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// Starts it (again, on the same port and data) and waits until it answers PING.
+    pub fn restart(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "yes", "--appendfsync", "always"])
+            .arg("--dir")
+            .arg(&self.dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start redis-server ({e}): run scripts/setup.sh, or apt-get install redis-server")
+            });
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let ping = redis::Client::open(self.url())
+                .and_then(|c| c.get_connection())
+                .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c));
+            if ping.is_ok() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not start: {ping:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGKILL: no shutdown, no final save.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn connection(&self) -> redis::Connection {
+        redis::Client::open(self.url())
+            .and_then(|c| c.get_connection())
+            .expect("connect to the test's redis-server")
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
     }
 }
