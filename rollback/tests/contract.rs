@@ -160,7 +160,7 @@ fn rollback_on_redis_keeps_the_contract_and_stores_nothing_more() {
     let week_key = format!("sessions:{}", current_iso_week());
     assert_eq!(
         keys,
-        [week_key.clone()],
+        std::slice::from_ref(&week_key),
         "one hash per week and nothing else"
     );
     let stored: HashMap<String, String> = redis::cmd("HGETALL")
