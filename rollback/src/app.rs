@@ -22,6 +22,9 @@ use crate::{TARGET, unix_now};
 
 pub struct AppState {
     pub config: Config,
+    /// The header a reverse proxy puts the client's address in (`--client-address-header`);
+    /// without it, the peer address is the client's.
+    pub client_address_header: Option<String>,
     pub store: Store,
     pub queue: Queue,
     pub limiter: Mutex<AbuseLimiter>,
@@ -55,11 +58,8 @@ async fn handle(State(state): State<Arc<AppState>>, request: Request) -> axum::r
 async fn decide(state: &AppState, request: Request) -> (Route, Response, usize, Option<String>) {
     let (parts, body) = request.into_parts();
     let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
-    // The peer address, for the abuse limit only; it is never stored or logged.
-    let client = parts
-        .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(peer)| peer.ip().to_string());
+    // The client's address, for the abuse limit only; it is never stored or logged.
+    let client = client_address(state, &parts);
     let head = RequestHead {
         method: parts.method.as_str(),
         path: parts.uri.path(),
@@ -105,6 +105,20 @@ async fn decide(state: &AppState, request: Request) -> (Route, Response, usize, 
             (route_taken, response, 0, Some(week.to_string()))
         }
     }
+}
+
+/// From the configured proxy header (its last entry: the address the proxy itself saw),
+/// or else the peer address of the connection.
+fn client_address(state: &AppState, parts: &axum::http::request::Parts) -> Option<String> {
+    if let Some(name) = &state.client_address_header {
+        let value = parts.headers.get(name.as_str())?.to_str().ok()?;
+        let last = value.rsplit(',').next()?.trim();
+        return (!last.is_empty()).then(|| last.to_owned());
+    }
+    parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(peer)| peer.ip().to_string())
 }
 
 /// Reads the body chunk by chunk, stopping at the first chunk that passes the cap.
@@ -155,6 +169,7 @@ mod tests {
             Config::from_lookup(|name| (name == "WAU_READ_TOKEN").then(|| "t".into())).unwrap();
         Arc::new(AppState {
             config,
+            client_address_header: None,
             store,
             queue,
             limiter: Mutex::new(AbuseLimiter::new(0)),
@@ -249,6 +264,59 @@ mod tests {
                 StatusCode::TOO_MANY_REQUESTS,
                 StatusCode::NO_CONTENT
             )
+        );
+    }
+}
+
+#[cfg(test)]
+mod proxy_tests {
+    use super::*;
+    use axum::http::Request as HttpRequest;
+
+    #[test]
+    fn behind_a_proxy_the_last_forwarded_address_is_the_client() {
+        let path = std::env::temp_dir().join(format!("rollback-proxy-{}.db", std::process::id()));
+        let store = Store::Sqlite(crate::store::SqliteStore::open(&path).unwrap());
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let queue = runtime.block_on(async { crate::writer::start(store.clone(), 60).0 });
+        let state = AppState {
+            config: Config::from_lookup(|_| None).unwrap(),
+            client_address_header: Some("x-forwarded-for".into()),
+            store,
+            queue,
+            limiter: Mutex::new(AbuseLimiter::new(0)),
+        };
+        let parts = |value: Option<&str>| {
+            let mut request = HttpRequest::get("/");
+            if let Some(value) = value {
+                request = request.header("x-forwarded-for", value);
+            }
+            let mut request = request.body(()).unwrap();
+            request
+                .extensions_mut()
+                .insert(ConnectInfo(SocketAddr::from(([10, 0, 0, 1], 1))));
+            request.into_parts().0
+        };
+        let spoofed = parts(Some("198.51.100.66, 203.0.113.5"));
+        assert_eq!(
+            client_address(&state, &spoofed).as_deref(),
+            Some("203.0.113.5")
+        );
+        assert_eq!(
+            client_address(&state, &parts(None)),
+            None,
+            "no header: not the proxy's address"
+        );
+        let direct = AppState {
+            client_address_header: None,
+            ..state
+        };
+        assert_eq!(
+            client_address(&direct, &parts(None)).as_deref(),
+            Some("10.0.0.1")
         );
     }
 }

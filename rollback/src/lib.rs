@@ -63,6 +63,7 @@ pub async fn serve(
     listener: TcpListener,
     config: Config,
     store: Store,
+    client_address_header: Option<String>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let (queue, writer) = writer::start(store.clone(), config.session_ttl_seconds);
@@ -70,6 +71,7 @@ pub async fn serve(
     let state = Arc::new(AppState {
         limiter: Mutex::new(AbuseLimiter::new(config.abuse_limit_per_minute)),
         config,
+        client_address_header,
         store,
         queue,
     });

@@ -33,6 +33,10 @@ struct Options {
         default_value = "sqlite://telemetry.db"
     )]
     store: String,
+    /// Behind a reverse proxy: the header it puts the client's address in (e.g. X-Real-IP or
+    /// X-Forwarded-For, whose last entry is used). The abuse limit then counts that address.
+    #[arg(long)]
+    client_address_header: Option<String>,
     /// After SIGTERM or Ctrl-C, how long to wait for queued records to be written.
     #[arg(long, default_value_t = 30)]
     drain_timeout_seconds: u64,
@@ -50,6 +54,11 @@ async fn main() -> ExitCode {
         Ok(config) => config,
         Err(error) => return fail(&format!("configuration: {error}")),
     };
+    if let Some(name) = &options.client_address_header {
+        if axum::http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            return fail("--client-address-header: not a valid header name");
+        }
+    }
     let url = match StoreUrl::parse(&options.store) {
         Ok(url) => url,
         Err(error) => return fail(&format!("--store: {error}")),
@@ -81,7 +90,17 @@ async fn main() -> ExitCode {
         tracing::info!("shutting down: no new connections; writing what is queued");
         let _ = signalled.send(());
     };
-    match rollback::serve(listener, config, store, shutdown).await {
+    match rollback::serve(
+        listener,
+        config,
+        store,
+        options
+            .client_address_header
+            .map(|h| h.to_ascii_lowercase()),
+        shutdown,
+    )
+    .await
+    {
         Ok(()) => {
             tracing::info!("stopped; every acknowledged record is stored");
             ExitCode::SUCCESS
