@@ -54,10 +54,10 @@ async fn main() -> ExitCode {
         Ok(config) => config,
         Err(error) => return fail(&format!("configuration: {error}")),
     };
-    if let Some(name) = &options.client_address_header {
-        if axum::http::HeaderName::from_bytes(name.as_bytes()).is_err() {
-            return fail("--client-address-header: not a valid header name");
-        }
+    if let Some(name) = &options.client_address_header
+        && axum::http::HeaderName::from_bytes(name.as_bytes()).is_err()
+    {
+        return fail("--client-address-header: not a valid header name");
     }
     let url = match StoreUrl::parse(&options.store) {
         Ok(url) => url,
