@@ -104,6 +104,12 @@ fn url_safe_rule(value: &str, _: &()) -> garde::Result {
 pub struct SessionId(String);
 
 impl SessionId {
+    /// A session id from somewhere other than a ping (a stored key), by the same rule.
+    pub fn parse(text: &str) -> Option<Self> {
+        let valid = SESSION_ID_CHARS.contains(&text.len()) && url_safe_rule(text, &()).is_ok();
+        valid.then(|| Self(text.to_owned()))
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }

@@ -269,3 +269,16 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn session_ids_from_stored_keys_follow_the_same_rule() {
+    assert_eq!(
+        SessionId::parse("abcdefgh")
+            .map(|id| id.as_str().to_owned())
+            .as_deref(),
+        Some("abcdefgh")
+    );
+    for bad in ["abcdefg", "abcdefgh:x", &"a".repeat(65), "abcdéfgh"] {
+        assert_eq!(SessionId::parse(bad), None, "{bad:?}");
+    }
+}

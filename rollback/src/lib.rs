@@ -4,6 +4,7 @@
 //! # Layout
 //!
 //! - [`app`]: the one HTTP handler; every decision is `telemetry-core`'s.
+//! - [`kv_transfer`]: `import-kv` and `export-kv`, for a week that spans both targets.
 //! - [`writer`]: the bounded queue and the background writer that drains it in batches.
 //! - [`store`]: SQLite or Redis, with KV's semantics (one record per week and session, TTL).
 //! - [`serve`] (here): runs the server until a shutdown signal, then drains the queue.
@@ -12,6 +13,7 @@
 //! a 204 once the record is queued → the writer stores it in the next batch.
 
 pub mod app;
+pub mod kv_transfer;
 pub mod store;
 pub mod writer;
 

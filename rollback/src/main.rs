@@ -20,6 +20,8 @@ use tokio::net::TcpListener;
         ABUSE_LIMIT_PER_MINUTE  valid pings per client address and minute (default 120; 0: off)"
 )]
 struct Options {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8787")]
     listen: SocketAddr,
@@ -28,6 +30,7 @@ struct Options {
     /// A URL with a password belongs in ROLLBACK_STORE, not on the command line.
     #[arg(
         long,
+        global = true,
         env = "ROLLBACK_STORE",
         hide_env_values = true,
         default_value = "sqlite://telemetry.db"
@@ -42,10 +45,23 @@ struct Options {
     drain_timeout_seconds: u64,
 }
 
+/// Without a command, the server runs.
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Import a week from the Worker's KV: FILE is what `wrangler kv key list --remote
+    /// --prefix session:<YYYY-Www>:` prints. Run it with the server stopped or running.
+    ImportKv { file: std::path::PathBuf },
+    /// Print a week's records (YYYY-Www) for `wrangler kv bulk put --remote`.
+    ExportKv { week: String },
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
+    // Operational messages go to stderr; stdout carries only the wide events (and the
+    // output of export-kv).
     tracing_subscriber::fmt()
         .json()
+        .with_writer(std::io::stderr)
         .with_target(false)
         .with_current_span(false)
         .init();
@@ -67,6 +83,43 @@ async fn main() -> ExitCode {
         Ok(store) => store,
         Err(error) => return fail(&format!("cannot open the store: {error}")),
     };
+    match options.command {
+        Some(Command::ImportKv { file }) => {
+            let listing = match std::fs::read_to_string(&file) {
+                Ok(text) => text,
+                Err(error) => return fail(&format!("cannot read {}: {error}", file.display())),
+            };
+            let imported = rollback::kv_transfer::import(
+                &store,
+                &listing,
+                config.session_ttl_seconds,
+                rollback::unix_now(),
+            )
+            .await;
+            return match imported {
+                Ok(count) => {
+                    println!("imported {count} records");
+                    ExitCode::SUCCESS
+                }
+                Err(error) => fail(&error),
+            };
+        }
+        Some(Command::ExportKv { week }) => {
+            let Some(week) = telemetry_core::IsoWeek::parse(&week) else {
+                return fail("the week must be YYYY-Www, e.g. 2026-W48");
+            };
+            return match rollback::kv_transfer::export(&store, week, config.session_ttl_seconds)
+                .await
+            {
+                Ok(json) => {
+                    println!("{json}");
+                    ExitCode::SUCCESS
+                }
+                Err(error) => fail(&error),
+            };
+        }
+        None => {}
+    }
     let listener = match TcpListener::bind(options.listen).await {
         Ok(listener) => listener,
         Err(error) => return fail(&format!("cannot listen on {}: {error}", options.listen)),
@@ -110,7 +163,6 @@ async fn main() -> ExitCode {
 }
 
 fn fail(message: &str) -> ExitCode {
-    tracing::error!("{message}");
     eprintln!("rollback: {message}");
     ExitCode::FAILURE
 }

@@ -82,6 +82,17 @@ impl Store {
         }
     }
 
+    /// The week's live records as (session id, record JSON), for `export-kv`.
+    pub async fn records_of_week(
+        &self,
+        week: IsoWeek,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        match self {
+            Self::Sqlite(store) => store.records_of_week(week).await,
+            Self::Redis(store) => store.records_of_week(week).await,
+        }
+    }
+
     /// Frees expired records where the store does not do it itself (Redis does).
     pub async fn purge_expired(&self) -> Result<usize, StoreError> {
         match self {

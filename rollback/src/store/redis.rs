@@ -76,4 +76,15 @@ impl RedisStore {
             .query_async::<u64>(&mut connection)
             .await?)
     }
+
+    pub async fn records_of_week(
+        &self,
+        week: IsoWeek,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let mut connection = self.connection.clone();
+        Ok(redis::cmd("HGETALL")
+            .arg(week_key(week))
+            .query_async::<Vec<(String, String)>>(&mut connection)
+            .await?)
+    }
 }

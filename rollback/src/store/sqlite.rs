@@ -106,6 +106,24 @@ impl SqliteStore {
         .map(|count| u64::try_from(count).unwrap_or(0))
     }
 
+    pub async fn records_of_week(
+        &self,
+        week: IsoWeek,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let now = unix_now();
+        self.with_connection(move |connection| {
+            connection
+                .prepare(
+                    "SELECT session_id, record FROM sessions WHERE week = ?1 AND expires_at > ?2",
+                )?
+                .query_map(params![week.to_string(), now], |row| {
+                    Ok((row.get(0)?, row.get(1)?))
+                })?
+                .collect()
+        })
+        .await
+    }
+
     /// Deletes expired records; the readout already ignores them, this frees the space.
     pub async fn purge_expired(&self) -> Result<usize, StoreError> {
         let now = unix_now();
