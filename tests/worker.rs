@@ -11,6 +11,7 @@
 
 mod support;
 
+use contract_suite::privacy::{log_problems, record_problems};
 use contract_suite::{Target, run, run_without_token};
 use serde_json::Value;
 use support::wrangler::{Wrangler, wrangler_json};
@@ -90,74 +91,13 @@ fn worker_keeps_the_contract_and_stores_and_logs_nothing_more() {
     );
 
     // Logs: one wide event per request, and none of what was sent.
-    let log = worker.log();
-    let events: Vec<Value> = log
-        .lines()
-        .filter(|line| line.starts_with("{\"event\":"))
-        .map(|line| serde_json::from_str(line).expect("a wide event is one JSON line"))
-        .collect();
-    let requests = events.iter().filter(|e| e["event"] == "request").count();
-    assert!(
-        requests >= run.cases,
-        "{requests} request events for {} cases:\n{log}",
-        run.cases
-    );
-    let allowed = [
-        "event",
-        "target",
-        "route",
-        "method",
-        "status",
-        "outcome",
-        "body_bytes",
-        "duration_ms",
-        "week",
-        "colo",
-    ];
-    for event in &events {
-        for field in event.as_object().unwrap().keys() {
-            assert!(
-                allowed.contains(&field.as_str()),
-                "unexpected log field {field}"
-            );
-        }
-    }
-    for id in run.accepted.iter().chain(&run.refused) {
-        assert!(!log.contains(id.as_str()), "log contains session id {id}");
-    }
-    assert!(!log.contains(TOKEN), "log contains the read token");
-    for body in run.sent.iter().filter(|b| b.len() >= 16) {
-        let body = String::from_utf8_lossy(body);
-        assert!(!log.contains(body.as_ref()), "log contains a request body");
-    }
+    let problems = log_problems(&worker.log(), &run, TOKEN);
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
 
-/// Exactly the five non-key fields and a server-set UTC `first_seen_at`: no id, no address.
 fn assert_record_is_minimal(record: &Value, key: &str) {
-    let mut fields: Vec<&str> = record
-        .as_object()
-        .unwrap_or_else(|| panic!("{key}: record is not an object: {record}"))
-        .keys()
-        .map(String::as_str)
-        .collect();
-    fields.sort_unstable();
-    assert_eq!(
-        fields,
-        [
-            "daemon_version",
-            "first_seen_at",
-            "node_version",
-            "platform",
-            "primary_framework",
-            "protocol_version"
-        ],
-        "{key}"
-    );
-    let seen = record["first_seen_at"].as_str().unwrap();
-    assert!(
-        seen.len() == 20 && seen.ends_with('Z'),
-        "{key}: first_seen_at {seen}"
-    );
+    let problems = record_problems(record);
+    assert!(problems.is_empty(), "{key}: {}", problems.join("; "));
 }
 
 #[test]

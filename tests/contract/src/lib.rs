@@ -16,6 +16,7 @@
 
 mod cases;
 pub mod http;
+pub mod privacy;
 mod week;
 
 use std::net::SocketAddr;
