@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building, running and testing need, and skips what is already there:
 # the wasm32 target, worker-build and wasm-bindgen-cli at the versions in Cargo.lock, and
-# the npm packages (wrangler, workerd, esbuild) from package-lock.json, and redis-server
-# (Debian's package) for the rollback's Redis tests.
+# the npm packages (wrangler, workerd, esbuild) from package-lock.json, and redis-server and
+# openssl (Debian's packages) for the rollback's Redis tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,13 +37,20 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$lock_sum" ]; then
   echo "$lock_sum" >"$stamp"
 fi
 
-if ! command -v redis-server >/dev/null 2>&1; then
-  say "installing redis-server (Debian package) for the rollback's tests"
+# The rollback's tests start their own redis-server (plain and TLS, with certificates made
+# by openssl).
+missing=""
+for tool in redis-server openssl; do
+  command -v "$tool" >/dev/null 2>&1 || missing="$missing $tool"
+done
+if [ -n "$missing" ]; then
+  say "installing$missing (Debian packages) for the rollback's tests"
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server >/dev/null
+    # shellcheck disable=SC2086 # one word per package
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
   else
-    echo "redis-server is missing: install it (Debian/Ubuntu: sudo apt-get install redis-server; macOS: brew install redis)" >&2
+    echo "missing:$missing. Install (Debian/Ubuntu: sudo apt-get install$missing; macOS: brew install redis openssl)" >&2
     exit 1
   fi
 fi
