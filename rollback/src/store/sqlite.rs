@@ -133,3 +133,51 @@ impl SqliteStore {
         .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use telemetry_core::SessionId;
+
+    #[tokio::test]
+    async fn expired_records_are_not_counted_and_the_purge_deletes_them() {
+        let path = std::env::temp_dir().join(format!("rollback-purge-{}.db", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let store = SqliteStore::open(&path).unwrap();
+        let week = IsoWeek::parse("2026-W48").unwrap();
+        let write = |id: &str| SessionWrite {
+            week,
+            session_id: SessionId::parse(id).unwrap(),
+            record_json: "{}".into(),
+        };
+        store
+            .write_batch(vec![write("live-session"), write("old-session")], 3600)
+            .await
+            .unwrap();
+        store
+            .write_batch(vec![write("live-session")], 3600)
+            .await
+            .unwrap();
+        assert_eq!(
+            store.count_week(week).await.unwrap(),
+            2,
+            "a repeat overwrites"
+        );
+        store
+            .with_connection(|c| {
+                c.execute(
+                    "UPDATE sessions SET expires_at = 1 WHERE session_id = 'old-session'",
+                    [],
+                )
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            store.count_week(week).await.unwrap(),
+            1,
+            "expired but not yet purged"
+        );
+        assert_eq!(store.purge_expired().await.unwrap(), 1);
+        assert_eq!(store.records_of_week(week).await.unwrap().len(), 1);
+    }
+}

@@ -1,0 +1,84 @@
+//! The command line as an operator meets it: help, configuration errors, and secrets that
+//! never show.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::process::{Command, Output};
+
+use support::{free_port, scratch_dir};
+
+fn rollback(args: &[&str], env: &[(&str, &str)]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_rollback"))
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn help_names_the_options_and_never_a_secret() {
+    let output = rollback(
+        &["--help"],
+        &[
+            ("WAU_READ_TOKEN", "token-never-shown"),
+            (
+                "ROLLBACK_STORE",
+                "rediss://:password-never-shown@example.net:6380",
+            ),
+        ],
+    );
+    assert!(output.status.success());
+    let help = String::from_utf8_lossy(&output.stdout);
+    for option in [
+        "--listen",
+        "--store",
+        "--client-address-header",
+        "--drain-timeout-seconds",
+        "WAU_READ_TOKEN",
+        "import-kv",
+        "export-kv",
+    ] {
+        assert!(help.contains(option), "help lacks {option}:\n{help}");
+    }
+    assert!(help.contains("[default: 127.0.0.1:8787]"));
+    assert!(
+        !help.contains("never-shown"),
+        "help shows a secret:\n{help}"
+    );
+}
+
+#[test]
+fn a_bad_or_unreachable_store_stops_the_start_with_a_clear_error() {
+    let dir = scratch_dir("cli");
+    let listen = format!("127.0.0.1:{}", free_port());
+    let unreachable = format!("redis://127.0.0.1:{}/0", free_port());
+    let missing_dir = format!("sqlite://{}/no/such/dir/t.db", dir.display());
+    for (store, says) in [
+        ("mysql://db/telemetry", "the store must be sqlite://PATH"),
+        ("sqlite://", "sqlite:// needs a file path"),
+        (unreachable.as_str(), "cannot open the store"),
+        (missing_dir.as_str(), "cannot open the store"),
+    ] {
+        let output = rollback(
+            &["--listen", &listen, "--store", store],
+            &[("WAU_READ_TOKEN", "secret-token-x")],
+        );
+        assert_eq!(output.status.code(), Some(1), "{store}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(says), "{store}: {stderr}");
+        assert!(!stderr.contains("secret-token-x"));
+    }
+}
+
+#[test]
+fn a_bad_setting_is_named_without_its_value() {
+    let output = rollback(
+        &["--store", "sqlite://unused.db"],
+        &[("SESSION_TTL_SECONDS", "59")],
+    );
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("SESSION_TTL_SECONDS must be"), "{stderr}");
+}
