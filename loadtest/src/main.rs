@@ -1,0 +1,181 @@
+//! `loadtest`: a Goose load harness for either deploy target, with Goose's own command line
+//! (`--host`, `--users`, `--hatch-rate`, `--run-time`, `--report-file`, …).
+//!
+//! Traffic is weighted like the real thing: relay pings from random sessions with a realistic
+//! mix of platforms, frameworks and versions, some repeated from the same session; a small
+//! share of invalid requests that must get their 4xx; and, with `WAU_READ_TOKEN` set,
+//! operator readouts. Thresholds come from `LOADTEST_P95_MS` (default 500) and
+//! `LOADTEST_MAX_ERROR_RATE` (default 0.01). With a token, the week's count is read before and
+//! after: it must have grown by exactly the number of distinct new sessions answered 204.
+
+mod traffic;
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use goose::prelude::*;
+use telemetry_core::{IsoWeek, utc_from_unix_millis};
+
+/// How long background writes (KV's `waitUntil`, the rollback's queue) may take to show.
+const SETTLE_WITHIN: Duration = Duration::from_secs(60);
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    match run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("loadtest: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> Result<(), String> {
+    let token = std::env::var("WAU_READ_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty());
+    let p95_ms = env_number("LOADTEST_P95_MS", 500.0)?;
+    let max_error_rate = env_number("LOADTEST_MAX_ERROR_RATE", 0.01)?;
+    let host = host_argument();
+
+    let readout = match (&token, &host) {
+        (Some(token), Some(host)) => Some(Readout::new(host, token)?),
+        (Some(_), None) => {
+            return Err("with WAU_READ_TOKEN set, give --host so the count can be checked".into());
+        }
+        (None, _) => {
+            eprintln!("loadtest: WAU_READ_TOKEN is not set: no readouts and no count check");
+            None
+        }
+    };
+    let before = match &readout {
+        Some(readout) => Some(readout.count().await?),
+        None => None,
+    };
+
+    let mut attack = GooseAttack::initialize()
+        .map_err(|e| e.to_string())?
+        .register_scenario(traffic::relay_pings().map_err(|e| e.to_string())?)
+        .register_scenario(traffic::invalid_requests().map_err(|e| e.to_string())?);
+    if token.is_some() {
+        attack = attack.register_scenario(traffic::operator_readouts().map_err(|e| e.to_string())?);
+    }
+    let attack = attack
+        .set_default(GooseDefault::Threshold, format!("p95<{p95_ms}ms").as_str())
+        .and_then(|a| {
+            a.set_default(
+                GooseDefault::Threshold,
+                format!("error-rate<{}%", max_error_rate * 100.0).as_str(),
+            )
+        })
+        .map_err(|e| e.to_string())?;
+    match attack.execute().await {
+        Ok(_) => {}
+        Err(GooseError::ThresholdsFailed { failed, .. }) => {
+            let rules: Vec<String> = failed.iter().map(|r| format!("{r:?}")).collect();
+            return Err(format!(
+                "thresholds failed (p95 < {p95_ms} ms, error rate < {max_error_rate}): {}",
+                rules.join("; ")
+            ));
+        }
+        Err(error) => return Err(error.to_string()),
+    }
+
+    if let (Some(readout), Some(before)) = (readout, before) {
+        let new_sessions = traffic::accepted_sessions();
+        let expected = before + new_sessions;
+        let deadline = Instant::now() + SETTLE_WITHIN;
+        let mut after = readout.count().await?;
+        while after != expected && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            after = readout.count().await?;
+        }
+        if after != expected {
+            let difference = i128::from(after) - i128::from(expected);
+            return Err(format!(
+                "count check failed: {} had {before} sessions, {new_sessions} new sessions were answered 204, \
+                 so {expected} were expected, but it reports {after} ({difference:+})",
+                readout.week
+            ));
+        }
+        println!(
+            "count check passed: {} grew from {before} to {after}, exactly the {new_sessions} new sessions answered 204",
+            readout.week
+        );
+    }
+    Ok(())
+}
+
+fn env_number(name: &str, default: f64) -> Result<f64, String> {
+    match std::env::var(name) {
+        Ok(value) => value
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|n| n.is_finite() && *n > 0.0)
+            .ok_or_else(|| format!("{name} must be a number greater than 0")),
+        Err(_) => Ok(default),
+    }
+}
+
+/// Goose's `--host` (or `-H`), read here too: the count check talks to the same host.
+fn host_argument() -> Option<String> {
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        if let Some(value) = arg.strip_prefix("--host=") {
+            return Some(value.to_owned());
+        }
+        if arg == "--host" || arg == "-H" {
+            return args.next();
+        }
+    }
+    None
+}
+
+/// The operator's view: the current week's count.
+struct Readout {
+    client: reqwest::Client,
+    url: String,
+    token: String,
+    week: String,
+}
+
+/// The ISO week the service is writing into now (its clock is this machine's, or close).
+pub fn current_week() -> String {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(0))
+        .unwrap_or(0);
+    IsoWeek::containing(utc_from_unix_millis(now_ms)).to_string()
+}
+
+impl Readout {
+    fn new(host: &str, token: &str) -> Result<Self, String> {
+        let week = current_week();
+        Ok(Self {
+            client: reqwest::Client::new(),
+            url: format!("{}/v1/wau/{week}", host.trim_end_matches('/')),
+            token: token.to_owned(),
+            week,
+        })
+    }
+
+    async fn count(&self) -> Result<u64, String> {
+        let response = self
+            .client
+            .get(&self.url)
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .map_err(|e| format!("readout: {e}"))?;
+        let status = response.status();
+        let body = response.text().await.map_err(|e| format!("readout: {e}"))?;
+        if !status.is_success() {
+            return Err(format!("readout answered {status}: {body}"));
+        }
+        serde_json::from_str::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v.get("weekly_active_sessions")?.as_u64())
+            .ok_or_else(|| format!("readout body {body}"))
+    }
+}

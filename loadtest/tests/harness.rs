@@ -1,0 +1,111 @@
+//! A short harness run against the rollback on a temporary SQLite store, so the harness and
+//! its count check cannot rot: it must pass, write its report and verify the count, and a
+//! violated threshold must fail the run.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const TOKEN: &str = "harness-token";
+
+/// The real `rollback` binary, built by the same cargo next to `loadtest`.
+fn rollback_binary() -> PathBuf {
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "--quiet", "-p", "rollback", "--bin", "rollback"])
+        .status()
+        .expect("run cargo build -p rollback");
+    assert!(status.success(), "building the rollback failed");
+    Path::new(env!("CARGO_BIN_EXE_loadtest")).with_file_name("rollback")
+}
+
+/// The rollback on a fresh SQLite file, on a free port; killed on drop.
+struct Server {
+    addr: SocketAddr,
+    child: Child,
+}
+
+impl Server {
+    /// `abuse_limit` 0: one machine is one client address, so a load test turns it off.
+    fn start(dir: &Path, abuse_limit: u32) -> Self {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(rollback_binary())
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .arg("--store")
+            .arg(format!("sqlite://{}", dir.join("telemetry.db").display()))
+            .env("WAU_READ_TOKEN", TOKEN)
+            .env("ABUSE_LIMIT_PER_MINUTE", abuse_limit.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(addr).is_err() {
+            assert!(Instant::now() < deadline, "rollback did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self { addr, child }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("loadtest-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn harness(server: &Server, dir: &Path, env: &[(&str, &str)]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_loadtest"))
+        .args(["--host", &format!("http://{}", server.addr)])
+        .args(["--users", "4", "--increase-rate", "4", "--run-time", "3s"])
+        .arg("--report-file")
+        .arg(dir.join("report.html"))
+        .env("WAU_READ_TOKEN", TOKEN)
+        .envs(env.iter().copied())
+        .current_dir(dir)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_short_run_passes_writes_its_report_and_verifies_the_count() {
+    let dir = scratch("pass");
+    let server = Server::start(&dir, 0);
+    let output = harness(&server, &dir, &[]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("count check passed"), "{stdout}");
+    let report = std::fs::read_to_string(dir.join("report.html")).unwrap();
+    assert!(
+        report.contains("<title>Goose Attack Report") && report.contains("repeat ping"),
+        "report lacks the run"
+    );
+}
+
+#[test]
+fn a_violated_threshold_fails_the_run_with_a_clear_message() {
+    let dir = scratch("threshold");
+    // With the abuse limit on, one machine's load is mostly answered 429: an error rate far
+    // over the 1% threshold.
+    let server = Server::start(&dir, 10);
+    let output = harness(&server, &dir, &[]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("thresholds failed"), "{stderr}");
+}
