@@ -1,0 +1,135 @@
+#!/usr/bin/env bash
+# Measures the service side by side in one run on this machine and prints ratios (markdown):
+# core criterion benchmarks, the rollback's valid-ping throughput against its own /healthz
+# (SQLite and Redis), the Worker under workerd (valid pings, refused pings, the readout,
+# each against its /healthz), the readout's time as a week grows, and the wasm bundle size.
+# Load comes from wrk (Debian's package) on loopback; every run is bounded in time.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+if ! command -v wrk >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
+  else
+    echo "wrk is missing: sudo apt-get install wrk" >&2
+    exit 1
+  fi
+fi
+export WRANGLER_SEND_METRICS=false
+SECONDS_EACH=${BENCH_SECONDS:-10}
+CONNECTIONS=${BENCH_CONNECTIONS:-32}
+TOKEN=bench-token
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill -- "-$pid" 2>/dev/null || kill "$pid" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_for() { for _ in $(seq 1 600); do curl -s -o /dev/null "$1" && return 0; sleep 0.2; done; echo "no answer from $1" >&2; exit 1; }
+# Requests per second from wrk, and the share of non-2xx answers.
+rps() { # url script
+  local out
+  out=$(wrk -t1 -c"$CONNECTIONS" -d"${SECONDS_EACH}s" ${2:+-s "$2"} "$1")
+  echo "$out" | awk '/Requests\/sec/ {print $2}'
+}
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+week=$(date -u +%G-W%V)
+
+echo "## Run of $(date -u +%FT%TZ) on $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -m)"
+echo
+echo "### Core (criterion, median)"
+echo
+# Criterion prints a benchmark's name on its own line, or before "time:" when it is short.
+cargo bench -q -p telemetry-core --bench decide -- --warm-up-time 1 --measurement-time 3 2>/dev/null |
+  awk '/time:/ { name=$0; sub(/ *time:.*/, "", name); if (name == "") name=last;
+                 print "- " name ": " $(NF-3) " " $(NF-2) }
+       !/time:/ && NF { last=$0 }'
+
+cargo build -q --release --locked -p rollback --bin rollback --example readout_growth
+echo
+echo "### Rollback: valid pings per second as a fraction of its own /healthz (wrk, ${SECONDS_EACH}s each, $CONNECTIONS connections)"
+echo
+echo "| store | /healthz req/s | valid pings req/s | ratio |"
+echo "|---|---:|---:|---:|"
+redis_port=$(free_port)
+setsid redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly yes --dir "$work" >/dev/null 2>&1 &
+pids+=($!)
+sleep 0.5
+for store in "sqlite://$work/bench.db" "redis://127.0.0.1:$redis_port/0"; do
+  port=$(free_port)
+  WAU_READ_TOKEN=$TOKEN ABUSE_LIMIT_PER_MINUTE=0 setsid target/release/rollback \
+    --listen "127.0.0.1:$port" --store "$store" >/dev/null 2>&1 &
+  pid=$!
+  wait_for "http://127.0.0.1:$port/healthz"
+  health=$(rps "http://127.0.0.1:$port" bench/healthz.lua)
+  pings=$(rps "http://127.0.0.1:$port" bench/ping.lua)
+  echo "| ${store%%:*} | $health | $pings | $(ratio "$pings" "$health") |"
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+done
+
+echo
+echo "### Readout time as a week grows (rollback stores)"
+for store in "sqlite://$work/growth.db" "redis://127.0.0.1:$redis_port/1"; do
+  echo
+  echo "${store%%:*}:"
+  echo
+  target/release/examples/readout_growth "$store"
+done
+
+echo
+echo "### Worker under workerd (wrangler dev, local KV): each load as a fraction of /healthz"
+echo
+sh scripts/build-worker.sh >/dev/null 2>&1
+port=$(free_port)
+TELEMETRY_WORKER_PREBUILT=1 setsid node_modules/.bin/wrangler dev --ip 127.0.0.1 --port "$port" \
+  --inspector-port "$(free_port)" --persist-to "$work/kv" --env-file /dev/null \
+  --var "WAU_READ_TOKEN:$TOKEN" --var ABUSE_LIMIT_PER_MINUTE:0 >"$work/wrangler.log" 2>&1 &
+pids+=($!)
+wait_for "http://127.0.0.1:$port/healthz"
+health=$(rps "http://127.0.0.1:$port" bench/healthz.lua)
+pings=$(rps "http://127.0.0.1:$port" bench/ping.lua)
+rejected=$(rps "http://127.0.0.1:$port" bench/rejected.lua)
+readout=$(READOUT_PATH="/v1/wau/$week" READOUT_TOKEN=$TOKEN rps "http://127.0.0.1:$port" bench/readout.lua)
+echo "| load | req/s | ratio to /healthz |"
+echo "|---|---:|---:|"
+echo "| /healthz | $health | 1.00 |"
+echo "| valid pings (KV put in waitUntil) | $pings | $(ratio "$pings" "$health") |"
+echo "| refused pings (400) | $rejected | $(ratio "$rejected" "$health") |"
+echo "| readout of the week just loaded | $readout | $(ratio "$readout" "$health") |"
+count=$(curl -s -H "authorization: Bearer $TOKEN" "http://127.0.0.1:$port/v1/wau/$week")
+echo
+echo "The readout during that run counted: \`$count\` (every key a separate KV list entry)."
+
+echo
+echo "### Worker readout time as a week grows (local KV, median of 11 with curl)"
+echo
+echo "| sessions in the week | readout median |"
+echo "|---:|---:|"
+for size in 1000 10000; do
+  python3 - "$size" >"$work/bulk.json" <<'PY'
+import json, sys
+n = int(sys.argv[1])
+record = {"protocol_version": "1.0.0", "daemon_version": "0.9.3", "platform": "linux",
+          "node_version": "v20.11.1", "primary_framework": "react", "first_seen_at": "2001-02-12T00:00:00Z"}
+print(json.dumps([{"key": f"session:2001-W07:growth-{i:08}", "value": json.dumps(record),
+                   "metadata": record} for i in range(n)]))
+PY
+  node_modules/.bin/wrangler kv bulk put "$work/bulk.json" --binding SESSIONS --local \
+    --persist-to "$work/kv" >/dev/null 2>&1
+  median=$(for _ in $(seq 1 11); do
+    curl -s -o /dev/null -w '%{time_total}\n' -H "authorization: Bearer $TOKEN" \
+      "http://127.0.0.1:$port/v1/wau/2001-W07"
+  done | sort -n | sed -n 6p)
+  echo "| $size | $(awk -v s="$median" 'BEGIN { printf "%.1f ms", s * 1000 }') |"
+done
+
+echo
+echo "### Worker bundle"
+echo
+raw=$(stat -c %s build/index_bg.wasm)
+gz=$(gzip -9 -c build/index_bg.wasm | wc -c)
+js=$(stat -c %s build/index.js)
+echo "- index_bg.wasm: $raw bytes raw, $gz bytes gzipped (no wasm-opt); index.js: $js bytes"
