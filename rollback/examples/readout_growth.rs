@@ -2,7 +2,7 @@
 //! 1M sessions and times the count (median of 21). Used by `scripts/bench.sh`:
 //! `cargo run --release -p rollback --example readout_growth -- STORE_URL`.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use std::time::{Duration, Instant};
 
@@ -14,7 +14,9 @@ const RECORD: &str = r#"{"protocol_version":"1.0.0","daemon_version":"0.9.3","pl
 
 #[tokio::main]
 async fn main() {
-    let url = std::env::args().nth(1).expect("usage: readout_growth STORE_URL");
+    let url = std::env::args()
+        .nth(1)
+        .expect("usage: readout_growth STORE_URL");
     let store = Store::open(&StoreUrl::parse(&url).unwrap()).await.unwrap();
     // A week of its own, far from real data.
     let week = IsoWeek::parse("2001-W07").unwrap();
@@ -41,7 +43,11 @@ async fn main() {
             assert_eq!(count, size as u64);
         }
         times.sort();
-        println!("| {size} | {:.3} ms | {:.3} ms |", ms(times[10]), ms(times[19]));
+        println!(
+            "| {size} | {:.3} ms | {:.3} ms |",
+            ms(times[10]),
+            ms(times[19])
+        );
     }
 }
 
