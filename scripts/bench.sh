@@ -52,7 +52,7 @@ cargo build -q --release --locked -p rollback --bin rollback --example readout_g
 echo
 echo "### Rollback: valid pings per second as a fraction of its own /healthz (wrk, ${SECONDS_EACH}s each, $CONNECTIONS connections)"
 echo
-echo "| store | /healthz req/s | valid pings req/s | ratio |"
+echo "| store | /healthz req/s | valid pings req/s | ratio, median of three pairs |"
 echo "|---|---:|---:|---:|"
 redis_port=$(free_port)
 setsid redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly yes --dir "$work" >/dev/null 2>&1 &
@@ -64,9 +64,15 @@ for store in "sqlite://$work/bench.db" "redis://127.0.0.1:$redis_port/0"; do
     --listen "127.0.0.1:$port" --store "$store" >/dev/null 2>&1 &
   pid=$!
   wait_for "http://127.0.0.1:$port/healthz"
-  health=$(rps "http://127.0.0.1:$port" bench/healthz.lua)
-  pings=$(rps "http://127.0.0.1:$port" bench/ping.lua)
-  echo "| ${store%%:*} | $health | $pings | $(ratio "$pings" "$health") |"
+  # Three alternating pairs: the machine is shared and noisy, so report the median pair.
+  pairs=$(for _ in 1 2 3; do
+    health=$(rps "http://127.0.0.1:$port" bench/healthz.lua)
+    pings=$(rps "http://127.0.0.1:$port" bench/ping.lua)
+    echo "$(ratio "$pings" "$health") $health $pings"
+  done | sort -n)
+  read -r median_ratio health pings <<<"$(sed -n 2p <<<"$pairs")"
+  all=$(awk '{printf "%s%s", sep, $1; sep=", "}' <<<"$pairs")
+  echo "| ${store%%:*} | $health | $pings | $median_ratio (of $all) |"
   kill "$pid"; wait "$pid" 2>/dev/null || true
 done
 
