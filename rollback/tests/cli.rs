@@ -7,7 +7,8 @@ mod support;
 
 use std::process::{Command, Output};
 
-use support::{free_port, scratch_dir};
+use contract_suite::free_local_port;
+use support::scratch_dir;
 
 fn rollback(args: &[&str], env: &[(&str, &str)]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_rollback"))
@@ -52,8 +53,8 @@ fn help_names_the_options_and_never_a_secret() {
 #[test]
 fn a_bad_or_unreachable_store_stops_the_start_with_a_clear_error() {
     let dir = scratch_dir("cli");
-    let listen = format!("127.0.0.1:{}", free_port());
-    let unreachable = format!("redis://127.0.0.1:{}/0", free_port());
+    let listen = format!("127.0.0.1:{}", free_local_port());
+    let unreachable = format!("redis://127.0.0.1:{}/0", free_local_port());
     let missing_dir = format!("sqlite://{}/no/such/dir/t.db", dir.display());
     for (store, says) in [
         ("mysql://db/telemetry", "the store must be sqlite://PATH"),

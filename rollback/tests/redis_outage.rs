@@ -15,19 +15,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use contract_suite::{RawRequest, current_iso_week, ping_json, send};
+use contract_suite::{current_iso_week, ping_request, readout_request, send};
 use support::{RedisServer, Rollback, scratch_dir};
 
 const TOKEN: &str = "outage-token";
 const CLIENTS: usize = 4;
 
 fn readout_status(server: &Rollback) -> (u16, Option<u64>) {
-    let response = send(
-        server.addr,
-        &RawRequest::new("GET", &format!("/v1/wau/{}", current_iso_week()))
-            .header("authorization", &format!("Bearer {TOKEN}")),
-    )
-    .unwrap();
+    let response = send(server.addr, &readout_request(&current_iso_week(), TOKEN)).unwrap();
     let count = response
         .json()
         .and_then(|v| v["weekly_active_sessions"].as_u64());
@@ -59,10 +54,7 @@ fn a_redis_restart_under_load_loses_nothing_acknowledged() {
                 while !stop.load(Ordering::SeqCst) {
                     n += 1;
                     let id = format!("outage-{client}-{n:06}");
-                    let request = RawRequest::new("POST", "/v1/session")
-                        .header("content-type", "application/json")
-                        .body(ping_json(&id));
-                    let status = send(addr, &request).unwrap().status;
+                    let status = send(addr, &ping_request(&id)).unwrap().status;
                     *statuses.lock().unwrap().entry(status).or_default() += 1;
                     match status {
                         204 => {

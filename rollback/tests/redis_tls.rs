@@ -14,8 +14,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use contract_suite::{RawRequest, current_iso_week, ping_json, send};
-use support::{Rollback, free_port, scratch_dir};
+use contract_suite::{current_iso_week, free_local_port, ping_request, readout_request, send};
+use support::{Rollback, scratch_dir};
 
 fn openssl(dir: &Path, args: &[&str]) {
     let status = Command::new("openssl")
@@ -126,7 +126,7 @@ fn start_tls_redis(dir: &Path, port: u16) -> TlsRedis {
 fn rediss_stores_over_tls_and_refuses_an_untrusted_server() {
     let dir = scratch_dir("redis-tls");
     make_certificates(&dir);
-    let port = free_port();
+    let port = free_local_port();
     let _redis = start_tls_redis(&dir, port);
     let url = format!("rediss://localhost:{port}/0");
 
@@ -140,12 +140,9 @@ fn rediss_stores_over_tls_and_refuses_an_untrusted_server() {
             ("SSL_CERT_FILE", ca.to_str().unwrap()),
         ],
     );
-    let ping = RawRequest::new("POST", "/v1/session")
-        .header("content-type", "application/json")
-        .body(ping_json("tls-session-1"));
+    let ping = ping_request("tls-session-1");
     assert_eq!(send(server.addr, &ping).unwrap().status, 204);
-    let readout = RawRequest::new("GET", &format!("/v1/wau/{}", current_iso_week()))
-        .header("authorization", "Bearer tls");
+    let readout = readout_request(&current_iso_week(), "tls");
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let body = send(server.addr, &readout).unwrap().text();
@@ -161,7 +158,7 @@ fn rediss_stores_over_tls_and_refuses_an_untrusted_server() {
     let output = Command::new(env!("CARGO_BIN_EXE_rollback"))
         .args([
             "--listen",
-            &format!("127.0.0.1:{}", free_port()),
+            &format!("127.0.0.1:{}", free_local_port()),
             "--store",
             &url,
         ])

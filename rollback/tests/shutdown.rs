@@ -15,30 +15,20 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use contract_suite::{RawRequest, current_iso_week, send};
+use contract_suite::{Target, ping_request, send};
 use support::{Rollback, scratch_dir};
 
 const TOKEN: &str = "shutdown-token";
 const CLIENTS: usize = 8;
 const MAX_PINGS_PER_CLIENT: usize = 2_000;
 
-fn ping(id: &str) -> RawRequest {
-    RawRequest::new("POST", "/v1/session")
-        .header("content-type", "application/json")
-        .body(contract_suite::ping_json(id))
-}
-
 fn weekly_count(server: &Rollback) -> u64 {
-    let response = send(
-        server.addr,
-        &RawRequest::new("GET", &format!("/v1/wau/{}", current_iso_week()))
-            .header("authorization", &format!("Bearer {TOKEN}")),
-    )
-    .unwrap();
-    assert_eq!(response.status, 200, "{}", response.text());
-    response.json().unwrap()["weekly_active_sessions"]
-        .as_u64()
-        .unwrap()
+    let target = Target {
+        addr: server.addr,
+        token: TOKEN.into(),
+        abuse_limit: None,
+    };
+    target.weekly_count().unwrap()
 }
 
 #[test]
@@ -58,7 +48,7 @@ fn every_ping_answered_204_before_sigterm_is_stored() {
             std::thread::spawn(move || {
                 for n in 0..MAX_PINGS_PER_CLIENT {
                     let id = format!("load-{client}-{n:05}");
-                    match send(addr, &ping(&id)) {
+                    match send(addr, &ping_request(&id)) {
                         Ok(response) if response.status == 204 => {
                             acknowledged.lock().unwrap().insert(id);
                         }

@@ -2,12 +2,12 @@
 //! stops it (with workerd) when dropped.
 
 use std::fs::File;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use contract_suite::{RawRequest, send};
+use contract_suite::{RawRequest, free_local_port, send};
 
 /// The first start builds the Worker (worker-build, release): allow for a cold cache.
 const READY_WITHIN: Duration = Duration::from_secs(600);
@@ -48,11 +48,6 @@ fn build_once() {
     });
 }
 
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    listener.local_addr().expect("local address").port()
-}
-
 impl Wrangler {
     /// Starts `wrangler dev` with these vars (given on the command line, so a developer's
     /// `.dev.vars` cannot change what the test sees) and waits until `/healthz` answers.
@@ -61,17 +56,17 @@ impl Wrangler {
         let state = std::env::temp_dir().join(format!(
             "telemetry-worker-test-{}-{}",
             std::process::id(),
-            free_port()
+            free_local_port()
         ));
         std::fs::create_dir_all(&state).expect("state dir");
         let log_path = state.join("wrangler.log");
         let log = File::create(&log_path).expect("log file");
-        let port = free_port();
+        let port = free_local_port();
         let mut command = Command::new(wrangler_bin());
         command
             .current_dir(root())
             .args(["dev", "--ip", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--inspector-port", &free_port().to_string()])
+            .args(["--inspector-port", &free_local_port().to_string()])
             .arg("--persist-to")
             .arg(state.join("kv"))
             .args(["--env-file", "/dev/null"])

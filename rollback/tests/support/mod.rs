@@ -3,12 +3,12 @@
 // Each test binary compiles this module and uses only part of it.
 #![allow(dead_code)]
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use contract_suite::{RawRequest, send};
+use contract_suite::{RawRequest, free_local_port, send};
 
 pub struct Rollback {
     pub addr: SocketAddr,
@@ -24,16 +24,11 @@ pub fn scratch_dir(name: &str) -> PathBuf {
     dir
 }
 
-pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    listener.local_addr().expect("address").port()
-}
-
 impl Rollback {
     /// Starts the server on `store` (a `--store` URL) with these environment variables,
     /// logging into `dir`, and waits for `/healthz`.
     pub fn start(store: &str, dir: &Path, vars: &[(&str, &str)]) -> Self {
-        let port = free_port();
+        let port = free_local_port();
         let log_path = dir.join(format!("rollback-{port}.log"));
         let log = std::fs::File::create(&log_path).expect("log file");
         let mut command = Command::new(env!("CARGO_BIN_EXE_rollback"));
@@ -119,7 +114,7 @@ pub struct RedisServer {
 impl RedisServer {
     pub fn start(dir: &Path) -> Self {
         let mut server = Self {
-            port: free_port(),
+            port: free_local_port(),
             dir: dir.to_path_buf(),
             child: None,
         };

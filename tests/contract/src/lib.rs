@@ -54,11 +54,35 @@ pub struct Run {
 /// How long a background write may take to show in the readout.
 const WRITE_VISIBLE_WITHIN: Duration = Duration::from_secs(10);
 
+/// A valid ping from `session_id`, as a relay sends it.
+pub fn ping_request(session_id: &str) -> RawRequest {
+    RawRequest::new("POST", "/v1/session")
+        .header("content-type", "application/json")
+        .body(ping_json(session_id))
+}
+
+/// The operator's readout of `week` with `token`.
+pub fn readout_request(week: &str, token: &str) -> RawRequest {
+    RawRequest::new("GET", &format!("/v1/wau/{week}"))
+        .header("authorization", &format!("Bearer {token}"))
+}
+
+/// A loopback port that was free a moment ago, for a server a test starts.
+pub fn free_local_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .expect("bind a free loopback port")
+}
+
 impl Target {
+    /// The current week's count, as the readout gives it.
+    pub fn weekly_count(&self) -> Result<u64, String> {
+        self.readout(&current_iso_week())
+    }
+
     fn readout(&self, week: &str) -> Result<u64, String> {
-        let request = RawRequest::new("GET", &format!("/v1/wau/{week}"))
-            .header("authorization", &format!("Bearer {}", self.token));
-        let response = send(self.addr, &request)?;
+        let response = send(self.addr, &readout_request(week, &self.token))?;
         if response.status != 200 {
             return Err(format!(
                 "readout answered {}: {}",
