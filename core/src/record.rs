@@ -1,11 +1,11 @@
 //! What is stored for an accepted ping: one record per (ISO week, session), under a key
 //! that holds the session id so that the record itself does not.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::ping::{Framework, Platform, SessionId, SessionPing};
+use crate::ping::{SessionId, SessionPing};
 use crate::week::IsoWeek;
 
 /// The prefix of every key of one week: a KV `list` on it finds exactly that week.
@@ -14,15 +14,17 @@ pub fn week_key_prefix(week: IsoWeek) -> String {
 }
 
 /// The stored record: the five non-key fields and the server's time. Nothing else exists
-/// in this type, so nothing else (no address, no user agent) can be stored by mistake.
-#[derive(Debug, Serialize)]
-struct SessionRecord<'a> {
-    protocol_version: &'a str,
-    daemon_version: &'a str,
-    platform: Platform,
-    node_version: &'a str,
-    primary_framework: Framework,
-    first_seen_at: String,
+/// in this type, so nothing else (no address, no user agent) can be stored by mistake, and
+/// reading one back (a KV import) refuses any other field.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoredRecord {
+    pub protocol_version: String,
+    pub daemon_version: String,
+    pub platform: String,
+    pub node_version: String,
+    pub primary_framework: String,
+    pub first_seen_at: String,
 }
 
 /// One write to perform after answering 204.
@@ -43,12 +45,12 @@ impl SessionWrite {
             .to_offset(time::UtcOffset::UTC)
             .replace_nanosecond(0)
             .unwrap_or(now);
-        let record = SessionRecord {
-            protocol_version: &ping.protocol_version,
-            daemon_version: &ping.daemon_version,
-            platform: ping.platform,
-            node_version: &ping.node_version,
-            primary_framework: ping.primary_framework,
+        let record = StoredRecord {
+            protocol_version: ping.protocol_version,
+            daemon_version: ping.daemon_version,
+            platform: ping.platform.as_str().to_owned(),
+            node_version: ping.node_version,
+            primary_framework: ping.primary_framework.as_str().to_owned(),
             first_seen_at: now.format(&Rfc3339).unwrap_or_default(),
         };
         Self {

@@ -8,21 +8,9 @@
 //!   takes, for the swap back.
 
 use serde::{Deserialize, Serialize};
-use telemetry_core::{IsoWeek, SessionId, SessionWrite};
+use telemetry_core::{IsoWeek, SessionId, SessionWrite, StoredRecord as Record};
 
 use crate::store::{Store, StoreError};
-
-/// The stored record, read back strictly: these six fields and nothing else.
-#[derive(Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-struct Record {
-    protocol_version: String,
-    daemon_version: String,
-    platform: String,
-    node_version: String,
-    primary_framework: String,
-    first_seen_at: String,
-}
 
 /// One entry of `wrangler kv key list`.
 #[derive(Debug, Deserialize)]
