@@ -81,7 +81,10 @@ fn rollback_on_sqlite_keeps_the_contract_and_stores_nothing_more() {
         .unwrap()
         .map(Result::unwrap)
         .collect();
-    assert_eq!(columns, ["week", "session_id", "record", "expires_at"]);
+    assert_eq!(
+        columns,
+        ["week", "arrival", "session_id", "record", "expires_at"]
+    );
     let now = rollback::unix_now();
     let mut statement = connection
         .prepare("SELECT week, session_id, record, expires_at FROM sessions")
@@ -104,7 +107,10 @@ fn rollback_on_sqlite_keeps_the_contract_and_stores_nothing_more() {
             (expires_at - now - TTL_SECONDS).abs() < 300,
             "{id} expires at {expires_at}"
         );
-        stored.insert(id, record);
+        assert!(
+            stored.insert(id.clone(), record).is_none(),
+            "{id} has two rows"
+        );
     }
     assert_stored_exactly(&run, &stored);
 }
