@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use rusqlite::{Connection, Transaction, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use telemetry_core::{IsoWeek, SessionWrite};
 
 use super::StoreError;
@@ -39,9 +39,10 @@ const PRAGMAS: &str = "
 /// B-tree keyed by them takes each new session at a random page: once a week outgrows the
 /// page cache that costs 10–50 µs a row here, against about 2 µs for an append (measured; see
 /// BENCHMARKS.md). Uniqueness of (week, session) is kept by [`Arrivals`], below.
-/// `week_expiry` holds each week's earliest expiry, so the purge visits only weeks that hold
-/// expired rows; an index on `expires_at` would cost every insert a second B-tree (measured:
-/// the writer's CPU per row went from 2.8 to 4.6 µs with it).
+/// `weeks` holds each week's earliest expiry, so the purge visits only weeks that hold
+/// expired rows (an index on `expires_at` would cost every insert a second B-tree: measured,
+/// the writer's CPU per row went from 2.8 to 4.6 µs with it), and a generation that every
+/// transaction changing the week's rows increments.
 const TABLES: &str = "
     CREATE TABLE IF NOT EXISTS sessions (
         week TEXT NOT NULL,
@@ -51,9 +52,10 @@ const TABLES: &str = "
         expires_at INTEGER NOT NULL,
         PRIMARY KEY (week, arrival)
     ) WITHOUT ROWID;
-    CREATE TABLE IF NOT EXISTS week_expiry (
+    CREATE TABLE IF NOT EXISTS weeks (
         week TEXT PRIMARY KEY,
-        earliest INTEGER NOT NULL
+        earliest_expiry INTEGER,
+        generation INTEGER NOT NULL
     ) WITHOUT ROWID;
 ";
 
@@ -72,17 +74,17 @@ const COPY_FROM_SESSION_ID_KEYS: &str = "
         SELECT week, row_number() OVER (PARTITION BY week ORDER BY session_id) - 1,
                session_id, record, expires_at
         FROM sessions_by_session_id;
-    INSERT INTO week_expiry (week, earliest)
-        SELECT week, min(expires_at) FROM sessions_by_session_id GROUP BY week;
+    INSERT INTO weeks (week, earliest_expiry, generation)
+        SELECT week, min(expires_at), 1 FROM sessions_by_session_id GROUP BY week;
     DROP TABLE sessions_by_session_id;
 ";
 
 /// Where each session of a week sits in that week's arrival order, for the weeks this process
 /// writes to. The file is the truth: a week's map is read from it on first use, and again
-/// whenever the file's next arrival number is not the one the map expects (another process
-/// such as `import-kv` wrote to the week, a write failed, or the purge took the last rows).
-/// That check and the write run in one `BEGIN IMMEDIATE` transaction, so no other writer can
-/// slip in between, and a session never gets two rows in a week.
+/// whenever the week's generation in the file is not the one this process last wrote (another
+/// process such as `import-kv` wrote to the week, or the purge deleted from it); after a
+/// failed write every map is dropped. The check and the write run in one `BEGIN IMMEDIATE`
+/// transaction, so no other writer can slip in between: a session never gets two rows.
 #[derive(Default)]
 struct Arrivals {
     weeks: HashMap<IsoWeek, WeekArrivals>,
@@ -92,6 +94,7 @@ struct Arrivals {
 struct WeekArrivals {
     by_session: HashMap<String, i64>,
     next: i64,
+    generation: i64,
 }
 
 /// Week maps kept in memory: this week's and last week's (pings queued just before Monday
@@ -106,21 +109,24 @@ impl Arrivals {
         week: IsoWeek,
     ) -> Result<&mut WeekArrivals, rusqlite::Error> {
         let week_text = week.to_string();
-        let next_in_file: i64 = transaction
-            .prepare_cached("SELECT coalesce(max(arrival) + 1, 0) FROM sessions WHERE week = ?1")?
-            .query_row([&week_text], |row| row.get(0))?;
+        let generation = transaction
+            .prepare_cached("SELECT generation FROM weeks WHERE week = ?1")?
+            .query_row([&week_text], |row| row.get::<_, i64>(0))
+            .optional()?
+            .unwrap_or(0);
         if !self.weeks.contains_key(&week) && self.weeks.len() >= WEEKS_KEPT {
             let oldest = self.weeks.keys().min().copied();
             oldest.map(|oldest| self.weeks.remove(&oldest));
         }
         // A week met for the first time starts empty, which is right when the file has none.
         let known = self.weeks.entry(week).or_default();
-        if known.next != next_in_file {
+        if known.generation != generation {
             known.by_session = transaction
                 .prepare_cached("SELECT session_id, arrival FROM sessions WHERE week = ?1")?
                 .query_map([&week_text], |row| Ok((row.get(0)?, row.get(1)?)))?
                 .collect::<Result<_, _>>()?;
-            known.next = next_in_file;
+            known.next = known.by_session.values().max().map_or(0, |last| last + 1);
+            known.generation = generation;
         }
         Ok(known)
     }
@@ -239,32 +245,27 @@ impl SqliteStore {
         let now = unix_now();
         self.with_inner(move |Inner { connection, .. }| {
             let weeks: Vec<String> = connection
-                .prepare("SELECT week FROM week_expiry WHERE earliest <= ?1")?
+                .prepare("SELECT week FROM weeks WHERE earliest_expiry <= ?1")?
                 .query_map([now], |row| row.get(0))?
                 .collect::<Result<_, _>>()?;
             let mut deleted = 0;
             for week in weeks {
                 // One transaction per week, so the writer waits for one week at most.
                 let transaction = connection.transaction()?;
-                deleted += transaction.execute(
+                let deleted_in_week = transaction.execute(
                     "DELETE FROM sessions WHERE week = ?1 AND expires_at <= ?2",
                     params![week, now],
                 )?;
-                let earliest: Option<i64> = transaction.query_row(
-                    "SELECT min(expires_at) FROM sessions WHERE week = ?1",
-                    [&week],
-                    |row| row.get(0),
+                // The week's row stays when it empties: its generation must never go back.
+                transaction.execute(
+                    "UPDATE weeks SET
+                         earliest_expiry = (SELECT min(expires_at) FROM sessions WHERE week = ?1),
+                         generation = generation + (?2 > 0)
+                     WHERE week = ?1",
+                    params![week, deleted_in_week],
                 )?;
-                match earliest {
-                    Some(earliest) => transaction.execute(
-                        "UPDATE week_expiry SET earliest = ?2 WHERE week = ?1",
-                        params![week, earliest],
-                    )?,
-                    None => {
-                        transaction.execute("DELETE FROM week_expiry WHERE week = ?1", [&week])?
-                    }
-                };
                 transaction.commit()?;
+                deleted += deleted_in_week;
             }
             Ok(deleted)
         })
@@ -286,15 +287,17 @@ fn write_rows(
              ON CONFLICT (week, arrival)
              DO UPDATE SET record = excluded.record, expires_at = excluded.expires_at",
         )?;
-        let mut note_expiry = transaction.prepare_cached(
-            "INSERT INTO week_expiry (week, earliest) VALUES (?1, ?2)
-             ON CONFLICT (week) DO UPDATE SET earliest = min(earliest, excluded.earliest)",
+        let mut note_week = transaction.prepare_cached(
+            "INSERT INTO weeks (week, earliest_expiry, generation) VALUES (?1, ?2, 1)
+             ON CONFLICT (week) DO UPDATE SET
+                 earliest_expiry = min(coalesce(earliest_expiry, ?2), ?2),
+                 generation = generation + 1
+             RETURNING generation",
         )?;
         // A batch is almost always one week; the file is checked once per run of one.
         for run in batch.chunk_by(|a, b| a.week == b.week) {
             let Some(first) = run.first() else { continue };
             let week_text = first.week.to_string();
-            note_expiry.execute(params![week_text, expires_at])?;
             let week = arrivals.week(&transaction, first.week)?;
             for write in run {
                 upsert.execute(params![
@@ -305,6 +308,8 @@ fn write_rows(
                     expires_at
                 ])?;
             }
+            week.generation =
+                note_week.query_row(params![week_text, expires_at], |row| row.get(0))?;
         }
     }
     transaction.commit()
@@ -448,6 +453,22 @@ mod tests {
         let w48 = IsoWeek::parse(w48).unwrap();
         assert_eq!(server.count_week(w48).await.unwrap(), 5);
         assert_eq!(importer.count_week(w48).await.unwrap(), 5);
+    }
+
+    #[tokio::test]
+    async fn a_purge_then_another_writer_does_not_leave_a_stale_map() {
+        let path = scratch_file("purge-race");
+        let server = SqliteStore::open(&path).unwrap();
+        let w48 = "2026-W48";
+        write_all(&server, &[(w48, "session-a")], 3600).await;
+        write_all(&server, &[(w48, "session-y")], 0).await; // expires now
+        assert_eq!(server.purge_expired().await.unwrap(), 1);
+        // The importer is handed the number the purge freed, as many rows as it took.
+        let importer = SqliteStore::open(&path).unwrap();
+        write_all(&importer, &[(w48, "session-z")], 3600).await;
+        write_all(&server, &[(w48, "session-y")], 3600).await;
+        let ids: Vec<String> = rows(&path).into_iter().map(|(_, id, _)| id).collect();
+        assert_eq!(ids, ["session-a", "session-y", "session-z"]);
     }
 
     #[tokio::test]
