@@ -17,6 +17,26 @@ struct Window {
     pings: u32,
 }
 
+/// Counts a client's ping against the abuse limit: the limiter itself (the Worker, one per
+/// isolate) or a lock around one shared by threads (the rollback), taken only for the count,
+/// not while the ping is parsed.
+pub trait Admission {
+    fn admit(&mut self, client: &str, now_unix_seconds: u64) -> Result<(), Rejection>;
+}
+
+impl Admission for AbuseLimiter {
+    fn admit(&mut self, client: &str, now_unix_seconds: u64) -> Result<(), Rejection> {
+        AbuseLimiter::admit(self, client, now_unix_seconds)
+    }
+}
+
+impl Admission for &std::sync::Mutex<AbuseLimiter> {
+    fn admit(&mut self, client: &str, now_unix_seconds: u64) -> Result<(), Rejection> {
+        let mut limiter = self.lock().map_err(|_| Rejection::Internal)?;
+        limiter.admit(client, now_unix_seconds)
+    }
+}
+
 pub struct AbuseLimiter {
     limit: u32,
     hasher: RandomState,

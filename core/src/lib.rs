@@ -27,7 +27,7 @@ pub mod response;
 pub mod service;
 pub mod week;
 
-pub use abuse::AbuseLimiter;
+pub use abuse::{AbuseLimiter, Admission};
 pub use auth::ReadToken;
 pub use body::CappedBody;
 pub use config::Config;

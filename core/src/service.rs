@@ -4,7 +4,7 @@
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use crate::abuse::AbuseLimiter;
+use crate::abuse::Admission;
 use crate::auth::ReadToken;
 use crate::body::{check_declared_length, check_received_length};
 use crate::ping::parse_ping;
@@ -125,7 +125,7 @@ pub fn decide_ping(
     head: &RequestHead<'_>,
     body: &[u8],
     now: OffsetDateTime,
-    limiter: &mut AbuseLimiter,
+    limiter: &mut impl Admission,
 ) -> Result<SessionWrite, Rejection> {
     check_received_length(head.content_length, body.len())?;
     let ping = parse_ping(body)?;
@@ -160,6 +160,7 @@ pub fn utc_from_unix_millis(unix_millis: i64) -> OffsetDateTime {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::abuse::AbuseLimiter;
 
     const PING: &[u8] = br#"{"protocol_version":"1.0.0","daemon_version":"1.0.0","session_id":"abcdefgh","platform":"linux","node_version":"20.0.0","primary_framework":"vue"}"#;
 

@@ -77,10 +77,7 @@ async fn decide(state: &AppState, request: Request) -> (Route, Response, usize, 
                 Err(rejection) => return (route_taken, rejection.into_response(), 0, None),
             };
             let now = utc_from_unix_millis(unix_now().saturating_mul(1000));
-            let decided = match state.limiter.lock() {
-                Ok(mut limiter) => decide_ping(&head, body.as_bytes(), now, &mut limiter),
-                Err(_) => Err(Rejection::Internal),
-            };
+            let decided = decide_ping(&head, body.as_bytes(), now, &mut &state.limiter);
             let (response, week) = match decided {
                 Ok(write) => {
                     let week = write.week.to_string();
