@@ -192,7 +192,9 @@ mod tests {
 
     fn break_store(path: &std::path::Path) {
         let connection = rusqlite::Connection::open(path).unwrap();
-        connection.execute_batch("DROP TABLE sessions").unwrap();
+        connection
+            .execute_batch("DROP TABLE sessions; DROP TABLE weeks")
+            .unwrap();
     }
 
     #[tokio::test]
