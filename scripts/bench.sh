@@ -29,11 +29,13 @@ trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_for() { for _ in $(seq 1 600); do curl -s -o /dev/null "$1" && return 0; sleep 0.2; done; echo "no answer from $1" >&2; exit 1; }
-# Requests per second from wrk, and the share of non-2xx answers.
+# From one wrk run: 2xx answers per second (a 503 from a full queue is not throughput), all
+# answers per second, and how many were not 2xx.
 rps() { # url script
-  local out
-  out=$(wrk -t1 -c"$CONNECTIONS" -d"${SECONDS_EACH}s" ${2:+-s "$2"} "$1")
-  echo "$out" | awk '/Requests\/sec/ {print $2}'
+  wrk -t1 -c"$CONNECTIONS" -d"${SECONDS_EACH}s" ${2:+-s "$2"} "$1" | awk '
+    / requests in / { requests = $1; seconds = $4 + 0; if ($4 ~ /m,$/) seconds *= 60 }
+    /Non-2xx or 3xx responses:/ { other = $NF }
+    END { printf "%.0f %.0f %d\n", (requests - other) / seconds, requests / seconds, other }'
 }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 week=$(date -u +%G-W%V)
@@ -52,8 +54,8 @@ cargo build -q --release --locked -p rollback --bin rollback --example readout_g
 echo
 echo "### Rollback: valid pings per second as a fraction of its own /healthz (wrk, ${SECONDS_EACH}s each, $CONNECTIONS connections)"
 echo
-echo "| store | /healthz req/s | valid pings req/s | ratio, median of three pairs |"
-echo "|---|---:|---:|---:|"
+echo "| store | /healthz req/s | valid pings 204/s | ratio, median of three pairs | pings not answered 204 |"
+echo "|---|---:|---:|---:|---:|"
 redis_port=$(free_port)
 setsid redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly yes --dir "$work" >/dev/null 2>&1 &
 pids+=($!)
@@ -66,13 +68,13 @@ for store in "sqlite://$work/bench.db" "redis://127.0.0.1:$redis_port/0"; do
   wait_for "http://127.0.0.1:$port/healthz"
   # Three alternating pairs: the machine is shared and noisy, so report the median pair.
   pairs=$(for _ in 1 2 3; do
-    health=$(rps "http://127.0.0.1:$port" bench/healthz.lua)
-    pings=$(rps "http://127.0.0.1:$port" bench/ping.lua)
-    echo "$(ratio "$pings" "$health") $health $pings"
+    read -r health _ _ <<<"$(rps "http://127.0.0.1:$port" bench/healthz.lua)"
+    read -r pings _ refused <<<"$(rps "http://127.0.0.1:$port" bench/ping.lua)"
+    echo "$(ratio "$pings" "$health") $health $pings $refused"
   done | sort -n)
-  read -r median_ratio health pings <<<"$(sed -n 2p <<<"$pairs")"
+  read -r median_ratio health pings refused <<<"$(sed -n 2p <<<"$pairs")"
   all=$(awk '{printf "%s%s", sep, $1; sep=", "}' <<<"$pairs")
-  echo "| ${store%%:*} | $health | $pings | $median_ratio (of $all) |"
+  echo "| ${store%%:*} | $health | $pings | $median_ratio (of $all) | $refused |"
   kill "$pid"; wait "$pid" 2>/dev/null || true
 done
 
@@ -95,10 +97,10 @@ TELEMETRY_WORKER_PREBUILT=1 setsid node_modules/.bin/wrangler dev --ip 127.0.0.1
   --var "WAU_READ_TOKEN:$TOKEN" --var ABUSE_LIMIT_PER_MINUTE:0 >"$work/wrangler.log" 2>&1 &
 pids+=($!)
 wait_for "http://127.0.0.1:$port/healthz"
-health=$(rps "http://127.0.0.1:$port" bench/healthz.lua)
-pings=$(rps "http://127.0.0.1:$port" bench/ping.lua)
-rejected=$(rps "http://127.0.0.1:$port" bench/rejected.lua)
-readout=$(READOUT_PATH="/v1/wau/$week" READOUT_TOKEN=$TOKEN rps "http://127.0.0.1:$port" bench/readout.lua)
+read -r health _ _ <<<"$(rps "http://127.0.0.1:$port" bench/healthz.lua)"
+read -r pings _ _ <<<"$(rps "http://127.0.0.1:$port" bench/ping.lua)"
+read -r _ rejected _ <<<"$(rps "http://127.0.0.1:$port" bench/rejected.lua)" # all are 400s
+read -r readout _ _ <<<"$(READOUT_PATH="/v1/wau/$week" READOUT_TOKEN=$TOKEN rps "http://127.0.0.1:$port" bench/readout.lua)"
 echo "| load | req/s | ratio to /healthz |"
 echo "|---|---:|---:|"
 echo "| /healthz | $health | 1.00 |"
