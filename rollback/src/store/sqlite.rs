@@ -390,6 +390,10 @@ mod tests {
         assert_eq!(read, u64::try_from(counted).unwrap(), "readout of {week}");
     }
 
+    fn session_ids(path: &Path) -> Vec<String> {
+        rows(path).into_iter().map(|(_, id, _)| id).collect()
+    }
+
     #[tokio::test]
     async fn expired_records_are_not_counted_and_the_purge_deletes_them() {
         let path = scratch_file("purge");
@@ -505,8 +509,7 @@ mod tests {
         let importer = SqliteStore::open(&path).unwrap();
         write_all(&importer, &[(w48, "session-z")], 3600).await;
         write_all(&server, &[(w48, "session-y")], 3600).await;
-        let ids: Vec<String> = rows(&path).into_iter().map(|(_, id, _)| id).collect();
-        assert_eq!(ids, ["session-a", "session-y", "session-z"]);
+        assert_eq!(session_ids(&path), ["session-a", "session-y", "session-z"]);
         assert_count_is_exact(&server, &path, w48).await;
     }
 
@@ -528,8 +531,7 @@ mod tests {
         let importer = SqliteStore::open(&path).unwrap();
         write_all(&importer, &[(w48, "session-y"), (w48, "session-z")], 60).await;
         write_all(&server, &[(w48, "session-x")], 60).await;
-        let ids: Vec<String> = rows(&path).into_iter().map(|(_, id, _)| id).collect();
-        assert_eq!(ids, ["session-x", "session-y", "session-z"]);
+        assert_eq!(session_ids(&path), ["session-x", "session-y", "session-z"]);
         assert_count_is_exact(&server, &path, w48).await;
     }
 
