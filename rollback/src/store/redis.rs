@@ -54,10 +54,16 @@ impl RedisStore {
     ) -> Result<(), StoreError> {
         let mut pipe = redis::pipe();
         pipe.atomic();
-        for write in batch {
-            let key = week_key(write.week);
-            pipe.hset(&key, write.session_id.as_str(), &write.record_json)
-                .ignore();
+        // One HSET per week in the batch (a batch is almost always one week): a repeat within
+        // the batch is a later field of the same command, and the later value wins.
+        for run in batch.chunk_by(|a, b| a.week == b.week) {
+            let Some(first) = run.first() else { continue };
+            let key = week_key(first.week);
+            let fields: Vec<(&str, &str)> = run
+                .iter()
+                .map(|write| (write.session_id.as_str(), write.record_json.as_str()))
+                .collect();
+            pipe.cmd("HSET").arg(&key).arg(&fields).ignore();
             pipe.cmd("EXPIRE")
                 .arg(&key)
                 .arg(ttl_seconds)
