@@ -25,7 +25,7 @@ async fn main() {
     println!("|---:|---:|---:|");
     for size in SIZES {
         while filled < size {
-            let batch: Vec<SessionWrite> = (filled..(filled + 10_000).min(size))
+            let batch: std::sync::Arc<[SessionWrite]> = (filled..(filled + 10_000).min(size))
                 .map(|n| SessionWrite {
                     week,
                     session_id: SessionId::parse(&format!("growth-{n:08}")).unwrap(),

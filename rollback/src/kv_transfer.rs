@@ -7,6 +7,8 @@
 //! - `rollback export-kv WEEK`: prints the week's records in the form `wrangler kv bulk put`
 //!   takes, for the swap back.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 use telemetry_core::{IsoWeek, SessionId, SessionWrite, StoredRecord as Record};
 
@@ -70,7 +72,7 @@ pub async fn import(
     let count = writes.len();
     for (write, ttl) in writes {
         store
-            .write_batch(vec![write], ttl)
+            .write_batch(Arc::new([write]), ttl)
             .await
             .map_err(|StoreError(e)| format!("writing to the store: {e}"))?;
     }

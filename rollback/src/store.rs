@@ -5,6 +5,8 @@
 mod redis;
 mod sqlite;
 
+use std::sync::Arc;
+
 use telemetry_core::{IsoWeek, SessionWrite};
 
 pub use self::redis::RedisStore;
@@ -63,10 +65,10 @@ impl Store {
     }
 
     /// Writes a batch atomically (a transaction, a MULTI pipeline): all or nothing, so the
-    /// writer can retry the whole batch.
+    /// writer can retry the whole batch. Shared, so that a retry does not copy every record.
     pub async fn write_batch(
         &self,
-        batch: Vec<SessionWrite>,
+        batch: Arc<[SessionWrite]>,
         ttl_seconds: u64,
     ) -> Result<(), StoreError> {
         match self {

@@ -2,6 +2,7 @@
 //! drains it in batches. A ping is answered 204 only once it is in the queue, and the queue
 //! is drained before the process exits, so every 204 ends up in the store.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use telemetry_core::event::{StoreFailureEvent, to_line};
@@ -109,17 +110,16 @@ async fn write_until_drained(
                 batch.push(write);
             }
         }
-        write_with_retry(&store, std::mem::take(&mut batch), ttl_seconds).await;
-        batch.reserve(BATCH_SIZE);
+        write_with_retry(&store, batch.drain(..).collect(), ttl_seconds).await;
     }
 }
 
 /// Writes one batch, retrying with backoff for as long as it takes: the batch was
 /// acknowledged, so giving up would lose it. Meanwhile the queue fills and new pings get 503.
-async fn write_with_retry(store: &Store, batch: Vec<SessionWrite>, ttl_seconds: u64) {
+async fn write_with_retry(store: &Store, batch: Arc<[SessionWrite]>, ttl_seconds: u64) {
     let mut wait = BACKOFF.0;
     loop {
-        match store.write_batch(batch.clone(), ttl_seconds).await {
+        match store.write_batch(Arc::clone(&batch), ttl_seconds).await {
             Ok(()) => return,
             Err(error) => {
                 let week = batch

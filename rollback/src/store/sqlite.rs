@@ -3,6 +3,7 @@
 //! week's range of the primary key; a periodic purge deletes what has expired.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -135,16 +136,24 @@ impl Arrivals {
 }
 
 impl WeekArrivals {
-    /// The session's row, or the next one at the end of the week.
-    fn arrival_of(&mut self, session_id: &str) -> i64 {
-        if let Some(&arrival) = self.by_session.get(session_id) {
-            return arrival;
+    /// The session's row: its own when the week has it, else a new one at the end.
+    fn place(&mut self, session_id: &str) -> Row {
+        match self.by_session.entry(session_id.to_owned()) {
+            Entry::Occupied(known) => Row::Existing(*known.get()),
+            Entry::Vacant(new) => {
+                let arrival = self.next;
+                self.next += 1;
+                new.insert(arrival);
+                Row::New(arrival)
+            }
         }
-        let arrival = self.next;
-        self.next += 1;
-        self.by_session.insert(session_id.to_owned(), arrival);
-        arrival
     }
+}
+
+/// Where a write goes, by its arrival number.
+enum Row {
+    New(i64),
+    Existing(i64),
 }
 
 impl SqliteStore {
@@ -189,7 +198,7 @@ impl SqliteStore {
     /// Writes a batch in one transaction; each record expires `ttl_seconds` from now.
     pub async fn write_batch(
         &self,
-        batch: Vec<SessionWrite>,
+        batch: Arc<[SessionWrite]>,
         ttl_seconds: u64,
     ) -> Result<(), StoreError> {
         let expires_at = unix_now().saturating_add(i64::try_from(ttl_seconds).unwrap_or(i64::MAX));
@@ -294,11 +303,16 @@ fn write_rows(
 ) -> Result<(), rusqlite::Error> {
     let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
     {
-        let mut upsert = transaction.prepare_cached(
+        // A new session is a plain insert and a repeat updates its own row, matched by
+        // session id too: were the map ever wrong, the batch fails (and the maps are reloaded
+        // for the retry) rather than one session's record landing in another's row.
+        let mut insert = transaction.prepare_cached(
             "INSERT INTO sessions (week, arrival, session_id, record, expires_at)
-             VALUES (?1, ?2, ?3, ?4, ?5)
-             ON CONFLICT (week, arrival)
-             DO UPDATE SET record = excluded.record, expires_at = excluded.expires_at",
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?;
+        let mut overwrite = transaction.prepare_cached(
+            "UPDATE sessions SET record = ?4, expires_at = ?5
+             WHERE week = ?1 AND arrival = ?2 AND session_id = ?3",
         )?;
         let mut note_week = transaction.prepare_cached(
             "INSERT INTO weeks (week, earliest_expiry, sessions, generation) VALUES (?1, ?2, ?3, 1)
@@ -313,18 +327,27 @@ fn write_rows(
             let Some(first) = run.first() else { continue };
             let week_text = first.week.to_string();
             let week = arrivals.week(&transaction, first.week)?;
-            // A new arrival number is a new row: the map holds every row of the week.
-            let first_new_arrival = week.next;
+            let mut new_rows = 0;
             for write in run {
-                upsert.execute(params![
+                let session_id = write.session_id.as_str();
+                let (statement, arrival) = match week.place(session_id) {
+                    Row::New(arrival) => {
+                        new_rows += 1;
+                        (&mut insert, arrival)
+                    }
+                    Row::Existing(arrival) => (&mut overwrite, arrival),
+                };
+                let changed = statement.execute(params![
                     week_text,
-                    week.arrival_of(write.session_id.as_str()),
-                    write.session_id.as_str(),
+                    arrival,
+                    session_id,
                     write.record_json,
                     expires_at
                 ])?;
+                if changed != 1 {
+                    return Err(rusqlite::Error::StatementChangedRows(changed));
+                }
             }
-            let new_rows = week.next - first_new_arrival;
             week.generation =
                 note_week.query_row(params![week_text, expires_at, new_rows], |row| row.get(0))?;
         }
@@ -355,7 +378,7 @@ mod tests {
     }
 
     async fn write_all(store: &SqliteStore, writes: &[(&str, &str)], ttl_seconds: u64) {
-        let batch = writes.iter().map(|(week, id)| write(week, id)).collect();
+        let batch: Arc<[SessionWrite]> = writes.iter().map(|(week, id)| write(week, id)).collect();
         store.write_batch(batch, ttl_seconds).await.unwrap();
     }
 
@@ -514,6 +537,40 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_map_out_of_step_with_the_file_fails_the_batch_instead_of_mixing_sessions() {
+        let path = scratch_file("out-of-step");
+        let server = SqliteStore::open(&path).unwrap();
+        let w48 = "2026-W48";
+        write_all(&server, &[(w48, "session-a")], 60).await;
+        // Hand edits that bypass the generation: first arrival 0 holds another session, then
+        // the next arrival number is taken.
+        let hand_edits = [
+            "UPDATE sessions SET session_id = 'session-q', record = '{\"id\":\"session-q\"}'",
+            "INSERT INTO sessions VALUES ('2026-W48', 2, 'session-r', '{\"id\":\"session-r\"}', 4000000000)",
+        ];
+        for (hand_edit, next_write) in hand_edits.into_iter().zip(["session-a", "session-b"]) {
+            Connection::open(&path)
+                .unwrap()
+                .execute_batch(hand_edit)
+                .unwrap();
+            let batch: Arc<[SessionWrite]> = Arc::new([write(w48, next_write)]);
+            let refused = server.write_batch(Arc::clone(&batch), 60).await;
+            assert!(refused.is_err(), "{next_write} written against a stale map");
+            // The retry reads the week again from the file and succeeds.
+            server.write_batch(batch, 60).await.unwrap();
+        }
+        let mut expected = ["session-q", "session-a", "session-r", "session-b"]
+            .map(|id| (w48.to_owned(), id.to_owned(), format!(r#"{{"id":"{id}"}}"#)))
+            .to_vec();
+        expected.sort();
+        assert_eq!(
+            rows(&path),
+            expected,
+            "each record in its own session's row"
+        );
+    }
+
+    #[tokio::test]
     async fn a_failed_batch_leaves_no_arrival_numbers_behind() {
         let path = scratch_file("failed");
         let server = SqliteStore::open(&path).unwrap();
@@ -525,7 +582,7 @@ mod tests {
             )
             .unwrap();
         let w48 = "2026-W48";
-        let batch = vec![write(w48, "session-x"), write(w48, "poison-pill")];
+        let batch = Arc::new([write(w48, "session-x"), write(w48, "poison-pill")]);
         assert!(server.write_batch(batch, 60).await.is_err());
         // Another process then writes as many rows as the failed batch had numbered.
         let importer = SqliteStore::open(&path).unwrap();
