@@ -6,11 +6,11 @@
 //! code). The six strings then go into [`SessionPingWire`], whose `garde` rules are the one
 //! place the value rules live, and [`SessionPing::try_from`] turns it into domain types.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use garde::Validate;
-use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
-use serde_json::Value;
+use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 
 use crate::limits::{MAX_VERSION_CHARS, SESSION_ID_CHARS};
 use crate::rejection::Rejection;
@@ -26,20 +26,21 @@ pub const FIELDS: [&str; 6] = [
 ];
 
 /// The payload as sent, every field present and a string, none yet checked against its rule.
+/// The strings are borrowed from the body unless they held JSON escapes.
 #[derive(Debug, Validate)]
-pub struct SessionPingWire {
+pub struct SessionPingWire<'a> {
     #[garde(length(max = MAX_VERSION_CHARS), custom(semver_rule))]
-    pub protocol_version: String,
+    pub protocol_version: Cow<'a, str>,
     #[garde(length(max = MAX_VERSION_CHARS), custom(semver_rule))]
-    pub daemon_version: String,
+    pub daemon_version: Cow<'a, str>,
     #[garde(length(min = *SESSION_ID_CHARS.start(), max = *SESSION_ID_CHARS.end()), custom(url_safe_rule))]
-    pub session_id: String,
+    pub session_id: Cow<'a, str>,
     #[garde(skip)]
-    pub platform: String,
+    pub platform: Cow<'a, str>,
     #[garde(length(max = MAX_VERSION_CHARS), custom(node_version_rule))]
-    pub node_version: String,
+    pub node_version: Cow<'a, str>,
     #[garde(skip)]
-    pub primary_framework: String,
+    pub primary_framework: Cow<'a, str>,
 }
 
 /// What each field must be, as said in a 400's message.
@@ -189,21 +190,22 @@ impl Framework {
     }
 }
 
-/// A ping whose every field met its rule.
+/// A ping whose every field met its rule; the versions are borrowed from the body unless
+/// they held JSON escapes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SessionPing {
+pub struct SessionPing<'a> {
     pub session_id: SessionId,
-    pub protocol_version: String,
-    pub daemon_version: String,
+    pub protocol_version: Cow<'a, str>,
+    pub daemon_version: Cow<'a, str>,
     pub platform: Platform,
-    pub node_version: String,
+    pub node_version: Cow<'a, str>,
     pub primary_framework: Framework,
 }
 
-impl TryFrom<SessionPingWire> for SessionPing {
+impl<'a> TryFrom<SessionPingWire<'a>> for SessionPing<'a> {
     type Error = Rejection;
 
-    fn try_from(wire: SessionPingWire) -> Result<Self, Rejection> {
+    fn try_from(wire: SessionPingWire<'a>) -> Result<Self, Rejection> {
         if let Err(report) = wire.validate() {
             // Report the first failing field in payload order, whatever order garde used.
             let failing: Vec<String> = report.iter().map(|(path, _)| path.to_string()).collect();
@@ -217,7 +219,7 @@ impl TryFrom<SessionPingWire> for SessionPing {
         let primary_framework = Framework::from_name(&wire.primary_framework)
             .ok_or(invalid_value("primary_framework"))?;
         Ok(Self {
-            session_id: SessionId(wire.session_id),
+            session_id: SessionId(wire.session_id.into_owned()),
             protocol_version: wire.protocol_version,
             daemon_version: wire.daemon_version,
             platform,
@@ -235,7 +237,7 @@ fn invalid_value(field: &'static str) -> Rejection {
 }
 
 /// Parses a request body into a valid ping, or the first reason it is not one.
-pub fn parse_ping(body: &[u8]) -> Result<SessionPing, Rejection> {
+pub fn parse_ping(body: &[u8]) -> Result<SessionPing<'_>, Rejection> {
     if body.is_empty() {
         return Err(Rejection::EmptyBody);
     }
@@ -252,14 +254,20 @@ pub fn parse_ping(body: &[u8]) -> Result<SessionPing, Rejection> {
 }
 
 /// The top-level keys and values of a JSON object in the order sent, duplicates kept.
-struct TopLevelEntries(Vec<(String, Value)>);
+/// A value is kept only when it is a string; any other is parsed (so its syntax is checked)
+/// and dropped, as its type is all an error reports.
+struct TopLevelEntries<'de>(Vec<(JsonText<'de>, JsonText<'de>)>);
 
-impl<'de> Deserialize<'de> for TopLevelEntries {
+/// A JSON string borrowed from the body (owned only when it held escapes), or `None` for a
+/// value of any other type.
+struct JsonText<'de>(Option<Cow<'de, str>>);
+
+impl<'de> Deserialize<'de> for TopLevelEntries<'de> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct EntriesVisitor;
 
         impl<'de> Visitor<'de> for EntriesVisitor {
-            type Value = TopLevelEntries;
+            type Value = TopLevelEntries<'de>;
 
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("a JSON object")
@@ -267,7 +275,7 @@ impl<'de> Deserialize<'de> for TopLevelEntries {
 
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
                 let mut entries = Vec::with_capacity(FIELDS.len());
-                while let Some(entry) = map.next_entry::<String, Value>()? {
+                while let Some(entry) = map.next_entry()? {
                     entries.push(entry);
                 }
                 Ok(TopLevelEntries(entries))
@@ -278,31 +286,92 @@ impl<'de> Deserialize<'de> for TopLevelEntries {
     }
 }
 
-impl TopLevelEntries {
+impl<'de> Deserialize<'de> for JsonText<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct TextVisitor;
+
+        impl<'de> Visitor<'de> for TextVisitor {
+            type Value = JsonText<'de>;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON value")
+            }
+
+            fn visit_borrowed_str<E>(self, text: &'de str) -> Result<Self::Value, E> {
+                Ok(JsonText(Some(Cow::Borrowed(text))))
+            }
+
+            fn visit_str<E>(self, text: &str) -> Result<Self::Value, E> {
+                Ok(JsonText(Some(Cow::Owned(text.to_owned()))))
+            }
+
+            fn visit_string<E>(self, text: String) -> Result<Self::Value, E> {
+                Ok(JsonText(Some(Cow::Owned(text))))
+            }
+
+            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(JsonText(None))
+            }
+
+            fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(JsonText(None))
+            }
+
+            fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(JsonText(None))
+            }
+
+            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(JsonText(None))
+            }
+
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(JsonText(None))
+            }
+
+            // Nested values go through `deserialize_any` too (not `IgnoredAny`, which serde_json
+            // skips without its nesting limit), so deep nesting stays invalid JSON.
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                while seq.next_element::<JsonText>()?.is_some() {}
+                Ok(JsonText(None))
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                while map.next_entry::<JsonText, JsonText>()?.is_some() {}
+                Ok(JsonText(None))
+            }
+        }
+
+        deserializer.deserialize_any(TextVisitor)
+    }
+}
+
+impl<'de> TopLevelEntries<'de> {
     /// Checks the keys in the contract's order: duplicates, unknown, missing, then types.
-    fn into_wire(self) -> Result<SessionPingWire, Rejection> {
+    fn into_wire(self) -> Result<SessionPingWire<'de>, Rejection> {
         let entries = self.0;
         for (index, (key, _)) in entries.iter().enumerate() {
             if entries
                 .iter()
                 .skip(index + 1)
-                .any(|(other, _)| other == key)
+                .any(|(other, _)| other.0 == key.0)
             {
-                let field = FIELDS.into_iter().find(|f| f == key);
+                let field = FIELDS.into_iter().find(|f| key.0.as_deref() == Some(*f));
                 return Err(Rejection::DuplicateKey { field });
             }
         }
         if let Some((key, _)) = entries
             .iter()
-            .find(|(key, _)| !FIELDS.contains(&key.as_str()))
+            .find(|(key, _)| !key.0.as_deref().is_some_and(|key| FIELDS.contains(&key)))
         {
             return Err(Rejection::UnknownField {
-                name: printable_key(key),
+                // JSON object keys are always strings: a `None` key cannot be parsed.
+                name: printable_key(key.0.as_deref().unwrap_or_default()),
             });
         }
-        let mut values: [Option<Value>; 6] = Default::default();
+        let mut values: [Option<JsonText<'de>>; 6] = Default::default();
         for (key, value) in entries {
-            let slot = FIELDS.iter().position(|f| *f == key);
+            let slot = FIELDS.iter().position(|f| key.0.as_deref() == Some(*f));
             if let Some(place) = slot.and_then(|index| values.get_mut(index)) {
                 *place = Some(value);
             }
@@ -314,7 +383,7 @@ impl TopLevelEntries {
             .into_iter()
             .zip(values)
             .map(|(field, value)| match value {
-                Some(Value::String(text)) => Ok(text),
+                Some(JsonText(Some(text))) => Ok(text),
                 _ => Err(Rejection::InvalidType { field }),
             });
         // Fields are initialised in FIELDS order, so each takes its own string.

@@ -38,11 +38,32 @@ fn invalid(field: &'static str) -> Result<(), Rejection> {
 
 #[test]
 fn a_valid_ping_parses_into_domain_types() {
-    let ping = parse_ping(&serde_json::to_vec(&valid()).unwrap()).unwrap();
+    let body = serde_json::to_vec(&valid()).unwrap();
+    let ping = parse_ping(&body).unwrap();
     assert_eq!(ping.session_id.as_str(), "AbCdEf12_-xyz");
     assert_eq!(ping.platform, Platform::Linux);
     assert_eq!(ping.primary_framework, Framework::React);
     assert_eq!(ping.node_version, "v20.11.1");
+    assert!(
+        matches!(ping.node_version, Cow::Borrowed(_)),
+        "read from the body, not copied"
+    );
+}
+
+#[test]
+fn escaped_strings_are_unescaped_like_any_other() {
+    let body = br#"{"protocol_version":"1.0.0","daemon_version":"0.9.3","session_id":"AbCdEf12_-xyz","platform":"linux","node_version":"v20.11.1","primary_framework":"react","session_id":"x"}"#;
+    assert_eq!(
+        parse_ping(body).unwrap_err(),
+        Rejection::DuplicateKey {
+            field: Some("session_id")
+        },
+        "an escaped key is the same key"
+    );
+    let body = br#"{"protocol_version":"1.0.0","daemon_version":"0.9.3","session_id":"AbCdEf12_-xyz","platform":"linux","node_version":"v20.11.1","primary_framework":"react"}"#;
+    let ping = parse_ping(body).unwrap();
+    assert_eq!(ping.session_id.as_str(), "AbCdEf12_-xyz");
+    assert_eq!(ping.platform, Platform::Linux);
 }
 
 #[test]

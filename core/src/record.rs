@@ -15,16 +15,17 @@ pub fn week_key_prefix(week: IsoWeek) -> String {
 
 /// The stored record: the five non-key fields and the server's time. Nothing else exists
 /// in this type, so nothing else (no address, no user agent) can be stored by mistake, and
-/// reading one back (a KV import) refuses any other field.
+/// reading one back (a KV import) refuses any other field. Read back as owned strings; a
+/// new one is written from borrowed ones.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct StoredRecord {
-    pub protocol_version: String,
-    pub daemon_version: String,
-    pub platform: String,
-    pub node_version: String,
-    pub primary_framework: String,
-    pub first_seen_at: String,
+pub struct StoredRecord<Text = String> {
+    pub protocol_version: Text,
+    pub daemon_version: Text,
+    pub platform: Text,
+    pub node_version: Text,
+    pub primary_framework: Text,
+    pub first_seen_at: Text,
 }
 
 /// One write to perform after answering 204.
@@ -39,23 +40,37 @@ pub struct SessionWrite {
 impl SessionWrite {
     /// The write for a ping received at `now`: the server's clock picks the week, so a
     /// client cannot write into any other week.
-    pub fn new(ping: SessionPing, now: OffsetDateTime) -> Self {
+    pub fn new(ping: SessionPing<'_>, now: OffsetDateTime) -> Self {
         // Whole seconds: finer timing says nothing useful and narrows who sent the ping.
         let now = now
             .to_offset(time::UtcOffset::UTC)
             .replace_nanosecond(0)
             .unwrap_or(now);
+        // RFC 3339 in whole seconds UTC is 20 bytes; formatted on the stack, not the heap.
+        let mut instant = [0u8; 32];
+        let mut unwritten = &mut instant[..];
+        let written = now
+            .format_into(&mut unwritten, &Rfc3339)
+            .ok()
+            .and_then(|length| instant.get(..length))
+            .and_then(|bytes| std::str::from_utf8(bytes).ok());
         let record = StoredRecord {
-            protocol_version: ping.protocol_version,
-            daemon_version: ping.daemon_version,
-            platform: ping.platform.as_str().to_owned(),
-            node_version: ping.node_version,
-            primary_framework: ping.primary_framework.as_str().to_owned(),
-            first_seen_at: now.format(&Rfc3339).unwrap_or_default(),
+            protocol_version: &*ping.protocol_version,
+            daemon_version: &*ping.daemon_version,
+            platform: ping.platform.as_str(),
+            node_version: &*ping.node_version,
+            primary_framework: ping.primary_framework.as_str(),
+            first_seen_at: written.unwrap_or_default(),
         };
+        // Sized for a typical record (~170 bytes), so it is written without regrowing.
+        let mut record_json = Vec::with_capacity(256);
+        let record_json = serde_json::to_writer(&mut record_json, &record)
+            .ok()
+            .and_then(|()| String::from_utf8(record_json).ok())
+            .unwrap_or_default();
         Self {
             week: IsoWeek::containing(now),
-            record_json: serde_json::to_string(&record).unwrap_or_default(),
+            record_json,
             session_id: ping.session_id,
         }
     }
