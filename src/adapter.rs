@@ -6,8 +6,8 @@ use futures_util::StreamExt;
 use telemetry_core::event::{RequestEvent, method_label, to_line};
 use telemetry_core::limits::MAX_DISCARDED_BYTES;
 use telemetry_core::{
-    AbuseLimiter, CappedBody, Config, Next, Rejection, RequestHead, Response, Route, decide_ping,
-    route, utc_from_unix_millis, weekly_active_response,
+    AbuseLimiter, CappedBody, Config, IsoWeek, Next, Rejection, RequestHead, Response, Route,
+    decide_ping, route, utc_from_unix_millis, weekly_active_response,
 };
 use worker::worker_sys::ext::RequestExt;
 use worker::{Context, Date, Env, Headers, Request, console_log, event};
@@ -46,7 +46,7 @@ struct Handled {
     route: Route,
     response: Response,
     body_bytes: usize,
-    week: Option<String>,
+    week: Option<IsoWeek>,
 }
 
 async fn handle(mut req: Request, env: &Env, ctx: &Context) -> Handled {
@@ -98,7 +98,7 @@ async fn handle(mut req: Request, env: &Env, ctx: &Context) -> Handled {
             });
             match (decided, Sessions::bind(env)) {
                 (Ok(write), Ok(sessions)) => {
-                    handled.week = Some(write.week.to_string());
+                    handled.week = Some(write.week);
                     // The answer goes out now; the runtime keeps the isolate alive for the write.
                     ctx.wait_until(sessions.put(write, config.session_ttl_seconds));
                     Response::no_content()
@@ -108,7 +108,7 @@ async fn handle(mut req: Request, env: &Env, ctx: &Context) -> Handled {
             }
         }
         Next::CountWeek(week) => {
-            handled.week = Some(week.to_string());
+            handled.week = Some(week);
             match Sessions::bind(env) {
                 Ok(sessions) => match sessions.count_week(week).await {
                     Some(count) => weekly_active_response(week, count),

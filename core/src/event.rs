@@ -3,6 +3,8 @@
 
 use serde::Serialize;
 
+use crate::week::IsoWeek;
+
 /// One line per request.
 #[derive(Debug, Serialize)]
 pub struct RequestEvent<'a> {
@@ -15,7 +17,7 @@ pub struct RequestEvent<'a> {
     pub body_bytes: usize,
     pub duration_ms: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub week: Option<String>,
+    pub week: Option<IsoWeek>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub colo: Option<&'a str>,
 }
@@ -51,4 +53,29 @@ pub fn method_label(method: &str) -> &'static str {
 /// Serialises an event to its single line; these plain structs always serialise.
 pub fn to_line(event: &impl Serialize) -> String {
     serde_json::to_string(event).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_line_names_its_week_as_text_and_leaves_out_what_it_lacks() {
+        let event = RequestEvent {
+            event: RequestEvent::NAME,
+            target: "rollback",
+            route: "session",
+            method: "POST",
+            status: 204,
+            outcome: "accepted",
+            body_bytes: 165,
+            duration_ms: 0,
+            week: IsoWeek::parse("2026-W05"),
+            colo: None,
+        };
+        assert_eq!(
+            to_line(&event),
+            r#"{"event":"request","target":"rollback","route":"session","method":"POST","status":204,"outcome":"accepted","body_bytes":165,"duration_ms":0,"week":"2026-W05"}"#
+        );
+    }
 }

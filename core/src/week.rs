@@ -2,6 +2,7 @@
 
 use std::fmt;
 
+use serde::{Serialize, Serializer};
 use time::OffsetDateTime;
 use time::util::weeks_in_year;
 
@@ -48,6 +49,13 @@ impl IsoWeek {
 impl fmt::Display for IsoWeek {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:04}-W{:02}", self.year, self.week)
+    }
+}
+
+/// As its `YYYY-Www` text (a wide event's `week`).
+impl Serialize for IsoWeek {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
     }
 }
 

@@ -12,8 +12,8 @@ use axum::http::{HeaderName, HeaderValue, StatusCode};
 use futures_util::StreamExt;
 use telemetry_core::event::{RequestEvent, method_label, to_line};
 use telemetry_core::{
-    AbuseLimiter, CappedBody, Config, Next, Rejection, RequestHead, Response, Route, decide_ping,
-    route, utc_from_unix_millis, weekly_active_response,
+    AbuseLimiter, CappedBody, Config, IsoWeek, Next, Rejection, RequestHead, Response, Route,
+    decide_ping, route, utc_from_unix_millis, weekly_active_response,
 };
 
 use crate::store::Store;
@@ -55,7 +55,7 @@ async fn handle(State(state): State<Arc<AppState>>, request: Request) -> axum::r
     into_axum_response(response)
 }
 
-async fn decide(state: &AppState, request: Request) -> (Route, Response, usize, Option<String>) {
+async fn decide(state: &AppState, request: Request) -> (Route, Response, usize, Option<IsoWeek>) {
     let (parts, body) = request.into_parts();
     let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
     // The client's address, for the abuse limit only; it is never stored or logged.
@@ -80,7 +80,7 @@ async fn decide(state: &AppState, request: Request) -> (Route, Response, usize, 
             let decided = decide_ping(&head, body.as_bytes(), now, &mut &state.limiter);
             let (response, week) = match decided {
                 Ok(write) => {
-                    let week = write.week.to_string();
+                    let week = write.week;
                     // 204 only once the record is queued; a full queue is a 503, never a loss.
                     match state.queue.push(write) {
                         Ok(()) => (Response::no_content(), Some(week)),
@@ -99,7 +99,7 @@ async fn decide(state: &AppState, request: Request) -> (Route, Response, usize, 
                     Rejection::StoreUnavailable.into_response()
                 }
             };
-            (route_taken, response, 0, Some(week.to_string()))
+            (route_taken, response, 0, Some(week))
         }
     }
 }
