@@ -79,7 +79,7 @@ for store in "sqlite://$work/bench.db" "redis://127.0.0.1:$redis_port/0"; do
 done
 
 echo
-echo "### Readout time as a week grows (rollback stores)"
+echo "### Writes and readout as a week grows (rollback stores, batches of 1,000 like the writer's)"
 for store in "sqlite://$work/growth.db" "redis://127.0.0.1:$redis_port/1"; do
   echo
   echo "${store%%:*}:"

@@ -324,6 +324,13 @@ impl SqliteStore {
     }
 }
 
+/// A batch of a few thousand rows takes milliseconds. When every CPU is busy, a request
+/// thread preempted by the writer would wait for all of it, even while another CPU goes idle
+/// (the scheduler keeps a thread that just ran where it was): seen with `perf sched` under a
+/// ping load, where 10–15% of the CPU time went idle. Giving the CPU up every so many rows
+/// (about 0.15 ms of work) lets such a thread run; the idle share fell to 6–8%.
+const ROWS_BETWEEN_YIELDS: usize = 64;
+
 fn write_rows(
     connection: &mut Connection,
     arrivals: &mut Arrivals,
@@ -357,7 +364,10 @@ fn write_rows(
             let week_text = first.week.to_string();
             let week = arrivals.week(&transaction, first.week)?;
             let mut new_rows = 0;
-            for write in run {
+            for (index, write) in run.iter().enumerate() {
+                if index % ROWS_BETWEEN_YIELDS == ROWS_BETWEEN_YIELDS - 1 {
+                    std::thread::yield_now();
+                }
                 let session_id = write.session_id.as_str();
                 let (statement, arrival) = match week.place(session_id) {
                     Row::New(arrival) => {
