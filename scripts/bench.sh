@@ -17,6 +17,10 @@ if ! command -v wrk >/dev/null 2>&1; then
 fi
 export WRANGLER_SEND_METRICS=false
 SECONDS_EACH=${BENCH_SECONDS:-10}
+# The rollback's ratio comes from many short alternating pairs: on a shared machine a pair's
+# ratio can move by ±0.07 from one to the next, so three long pairs gave a shaky median.
+PAIRS=${BENCH_PAIRS:-11}
+PAIR_SECONDS=${BENCH_PAIR_SECONDS:-3}
 CONNECTIONS=${BENCH_CONNECTIONS:-32}
 TOKEN=bench-token
 work=$(mktemp -d)
@@ -31,8 +35,8 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 wait_for() { for _ in $(seq 1 600); do curl -s -o /dev/null "$1" && return 0; sleep 0.2; done; echo "no answer from $1" >&2; exit 1; }
 # From one wrk run: 2xx answers per second (a 503 from a full queue is not throughput), all
 # answers per second, and how many were not 2xx.
-rps() { # url script
-  wrk -t1 -c"$CONNECTIONS" -d"${SECONDS_EACH}s" ${2:+-s "$2"} "$1" | awk '
+rps() { # url script [seconds]
+  wrk -t1 -c"$CONNECTIONS" -d"${3:-$SECONDS_EACH}s" ${2:+-s "$2"} "$1" | awk '
     / requests in / { requests = $1; seconds = $4 + 0; if ($4 ~ /m,$/) seconds *= 60 }
     /Non-2xx or 3xx responses:/ { other = $NF }
     END { printf "%.0f %.0f %d\n", (requests - other) / seconds, requests / seconds, other }'
@@ -52,9 +56,9 @@ cargo bench -q -p telemetry-core --bench decide -- --warm-up-time 1 --measuremen
 
 cargo build -q --release --locked -p rollback --bin rollback --example readout_growth
 echo
-echo "### Rollback: valid pings per second as a fraction of its own /healthz (wrk, ${SECONDS_EACH}s each, $CONNECTIONS connections)"
+echo "### Rollback: valid pings per second as a fraction of its own /healthz (wrk, $PAIRS alternating pairs of ${PAIR_SECONDS}s runs, $CONNECTIONS connections)"
 echo
-echo "| store | /healthz req/s | valid pings 204/s | ratio, median of three pairs | pings not answered 204 |"
+echo "| store | /healthz req/s | valid pings 204/s | ratio of the median pair (middle half of the pairs) | pings not answered 204 |"
 echo "|---|---:|---:|---:|---:|"
 redis_port=$(free_port)
 setsid redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly yes --dir "$work" >/dev/null 2>&1 &
@@ -66,15 +70,17 @@ for store in "sqlite://$work/bench.db" "redis://127.0.0.1:$redis_port/0"; do
     --listen "127.0.0.1:$port" --store "$store" >/dev/null 2>&1 &
   pid=$!
   wait_for "http://127.0.0.1:$port/healthz"
-  # Three alternating pairs: the machine is shared and noisy, so report the median pair.
-  pairs=$(for _ in 1 2 3; do
-    read -r health _ _ <<<"$(rps "http://127.0.0.1:$port" bench/healthz.lua)"
-    read -r pings _ refused <<<"$(rps "http://127.0.0.1:$port" bench/ping.lua)"
+  # Alternating pairs, each /healthz then pings: report the median pair and the quartiles.
+  pairs=$(for _ in $(seq "$PAIRS"); do
+    read -r health _ _ <<<"$(rps "http://127.0.0.1:$port" bench/healthz.lua "$PAIR_SECONDS")"
+    read -r pings _ refused <<<"$(rps "http://127.0.0.1:$port" bench/ping.lua "$PAIR_SECONDS")"
     echo "$(ratio "$pings" "$health") $health $pings $refused"
   done | sort -n)
-  read -r median_ratio health pings refused <<<"$(sed -n 2p <<<"$pairs")"
-  all=$(awk '{printf "%s%s", sep, $1; sep=", "}' <<<"$pairs")
-  echo "| ${store%%:*} | $health | $pings | $median_ratio (of $all) | $refused |"
+  read -r median_ratio health pings _ <<<"$(sed -n "$(((PAIRS + 1) / 2))p" <<<"$pairs")"
+  low=$(sed -n "$(((PAIRS + 3) / 4))p" <<<"$pairs" | cut -d' ' -f1)
+  high=$(sed -n "$((PAIRS - (PAIRS + 3) / 4 + 1))p" <<<"$pairs" | cut -d' ' -f1)
+  refused=$(awk '{sum += $4} END {print sum}' <<<"$pairs")
+  echo "| ${store%%:*} | $health | $pings | $median_ratio ($low–$high) | $refused |"
   kill "$pid"; wait "$pid" 2>/dev/null || true
 done
 
