@@ -52,7 +52,7 @@ fn a_valid_ping_parses_into_domain_types() {
 
 #[test]
 fn escaped_strings_are_unescaped_like_any_other() {
-    let body = br#"{"protocol_version":"1.0.0","daemon_version":"0.9.3","session_id":"AbCdEf12_-xyz","platform":"linux","node_version":"v20.11.1","primary_framework":"react","session_id":"x"}"#;
+    let body = br#"{"protocol_version":"1.0.0","daemon_version":"0.9.3","session_id":"AbCdEf12_-xyz","platform":"linux","node_version":"v20.11.1","primary_framework":"react","\u0073ession_id":"x"}"#;
     assert_eq!(
         parse_ping(body).unwrap_err(),
         Rejection::DuplicateKey {
@@ -60,10 +60,12 @@ fn escaped_strings_are_unescaped_like_any_other() {
         },
         "an escaped key is the same key"
     );
-    let body = br#"{"protocol_version":"1.0.0","daemon_version":"0.9.3","session_id":"AbCdEf12_-xyz","platform":"linux","node_version":"v20.11.1","primary_framework":"react"}"#;
+    let body = br#"{"protocol_version":"1.0.0","daemon_version":"0.9.3","session_id":"AbCd\u0045f12_-xyz","platform":"lin\u0075x","node_version":"v20.11\u002e1","primary_framework":"react"}"#;
     let ping = parse_ping(body).unwrap();
     assert_eq!(ping.session_id.as_str(), "AbCdEf12_-xyz");
     assert_eq!(ping.platform, Platform::Linux);
+    assert_eq!(ping.node_version, "v20.11.1");
+    assert!(matches!(ping.node_version, Cow::Owned(_)));
 }
 
 #[test]
