@@ -46,31 +46,18 @@ impl SessionWrite {
             .to_offset(time::UtcOffset::UTC)
             .replace_nanosecond(0)
             .unwrap_or(now);
-        // RFC 3339 in whole seconds UTC is 20 bytes; formatted on the stack, not the heap.
-        let mut instant = [0u8; 32];
-        let mut unwritten = &mut instant[..];
-        let written = now
-            .format_into(&mut unwritten, &Rfc3339)
-            .ok()
-            .and_then(|length| instant.get(..length))
-            .and_then(|bytes| std::str::from_utf8(bytes).ok());
+        let first_seen_at = now.format(&Rfc3339).unwrap_or_default();
         let record = StoredRecord {
             protocol_version: &*ping.protocol_version,
             daemon_version: &*ping.daemon_version,
             platform: ping.platform.as_str(),
             node_version: &*ping.node_version,
             primary_framework: ping.primary_framework.as_str(),
-            first_seen_at: written.unwrap_or_default(),
+            first_seen_at: &first_seen_at,
         };
-        // Sized for a typical record (~170 bytes), so it is written without regrowing.
-        let mut record_json = Vec::with_capacity(256);
-        let record_json = serde_json::to_writer(&mut record_json, &record)
-            .ok()
-            .and_then(|()| String::from_utf8(record_json).ok())
-            .unwrap_or_default();
         Self {
             week: IsoWeek::containing(now),
-            record_json,
+            record_json: serde_json::to_string(&record).unwrap_or_default(),
             session_id: ping.session_id,
         }
     }
