@@ -100,7 +100,11 @@ async fn handle(mut req: Request, env: &Env, ctx: &Context) -> Handled {
                 (Ok(write), Ok(sessions)) => {
                     handled.week = Some(write.week);
                     // The answer goes out now; the runtime keeps the isolate alive for the write.
-                    ctx.wait_until(sessions.put(write, config.session_ttl_seconds));
+                    ctx.wait_until(sessions.put(
+                        write,
+                        now.unix_timestamp(),
+                        config.session_ttl_seconds,
+                    ));
                     Response::no_content()
                 }
                 (Ok(_), Err(_)) => Rejection::StoreUnavailable.into_response(),

@@ -2,7 +2,7 @@
 
 use telemetry_core::event::{StoreFailureEvent, to_line};
 use telemetry_core::limits::KV_LIST_PAGE;
-use telemetry_core::{IsoWeek, SessionWrite, week_key_prefix};
+use telemetry_core::{IsoWeek, SessionWrite, expires_at, week_key_prefix};
 use worker::kv::KvStore;
 use worker::{Env, console_log};
 
@@ -22,14 +22,16 @@ impl Sessions {
         })
     }
 
-    /// Writes one record with its TTL, as the value and as the key's metadata so that a
-    /// `list` can count and break a week down without reading values. Runs in `waitUntil`,
-    /// so a failure can only be logged: it gets its own event.
-    pub async fn put(self, write: SessionWrite, ttl_seconds: u64) {
+    /// Writes one record received at `now_unix` with its expiry (cut to the day, as the
+    /// core decides), as the value and as the key's metadata so that a `list` can count and
+    /// break a week down without reading values. Runs in `waitUntil`, so a failure can only
+    /// be logged: it gets its own event.
+    pub async fn put(self, write: SessionWrite, now_unix: i64, ttl_seconds: u64) {
         let key = write.key();
         let metadata = serde_json::from_str::<serde_json::Value>(&write.record_json);
+        let expiration = u64::try_from(expires_at(now_unix, ttl_seconds)).unwrap_or(0);
         let result = match (self.store.put(&key, write.record_json.as_str()), metadata) {
-            (Ok(put), Ok(metadata)) => match put.expiration_ttl(ttl_seconds).metadata(metadata) {
+            (Ok(put), Ok(metadata)) => match put.expiration(expiration).metadata(metadata) {
                 Ok(put) => put.execute().await.map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),
             },

@@ -11,14 +11,14 @@
 
 mod support;
 
-use contract_suite::privacy::{log_problems, record_problems};
+use contract_suite::privacy::{expiry_problems, log_problems, record_problems};
 use contract_suite::{Target, run, run_without_token};
 use serde_json::Value;
 use support::wrangler::{Wrangler, wrangler_json};
 
 const TOKEN: &str = "contract-token-4f9a";
 const ABUSE_LIMIT: u32 = 60;
-const TTL_SECONDS: u64 = 7_257_600;
+const TTL_SECONDS: i64 = 7_257_600;
 
 #[test]
 fn worker_keeps_the_contract_and_stores_and_logs_nothing_more() {
@@ -31,6 +31,7 @@ fn worker_keeps_the_contract_and_stores_and_logs_nothing_more() {
         token: TOKEN.into(),
         abuse_limit: Some(ABUSE_LIMIT),
     };
+    let started = unix_now();
     let run = run(&target);
     assert!(run.cases > 60, "the table ran only {} cases", run.cases);
     assert!(
@@ -46,13 +47,9 @@ fn worker_keeps_the_contract_and_stores_and_logs_nothing_more() {
     );
 
     // Stored keys: exactly the accepted sessions, nothing refused, each with the record as
-    // metadata (five fields and first_seen_at) and a 12-week expiration.
+    // metadata (five fields and first_seen_at) and a 12-week expiration, both to the day.
     let listed = wrangler_json(&worker, &["kv", "key", "list", "--prefix", "session:"]);
     let keys = listed.as_array().expect("kv key list prints an array");
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
     let mut stored_ids = Vec::new();
     for key in keys {
         let name = key["name"].as_str().unwrap();
@@ -61,11 +58,9 @@ fn worker_keeps_the_contract_and_stores_and_logs_nothing_more() {
         assert_eq!(parts[1], contract_suite::current_iso_week(), "{name}");
         stored_ids.push(parts[2].to_owned());
         assert_record_is_minimal(&key["metadata"], name);
-        let expiration = key["expiration"].as_u64().expect("an expiration");
-        assert!(
-            expiration.abs_diff(now + TTL_SECONDS) < 300,
-            "{name} expires at {expiration}, expected about now + 12 weeks"
-        );
+        let expiration = key["expiration"].as_i64().expect("an expiration");
+        let problems = expiry_problems(expiration, started, TTL_SECONDS);
+        assert!(problems.is_empty(), "{name}: {}", problems.join("; "));
     }
     stored_ids.sort();
     let mut accepted = run.accepted.clone();
@@ -93,6 +88,13 @@ fn worker_keeps_the_contract_and_stores_and_logs_nothing_more() {
     // Logs: one wide event per request, and none of what was sent.
     let problems = log_problems(&worker.log(), &run, TOKEN);
     assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+fn unix_now() -> i64 {
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    i64::try_from(since_epoch.as_secs()).unwrap()
 }
 
 fn assert_record_is_minimal(record: &Value, key: &str) {

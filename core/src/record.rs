@@ -1,9 +1,13 @@
 //! What is stored for an accepted ping: one record per (ISO week, session), under a key
-//! that holds the session id so that the record itself does not.
+//! that holds the session id so that the record itself does not, and when it expires.
+//!
+//! No stored time is finer than a day: neither `first_seen_at` nor the expiry. A time to the
+//! second could be matched with any log that saw the request (a proxy's, the platform's) and
+//! so tie a session id to a client address; a weekly metric needs only the day.
 
 use serde::{Deserialize, Serialize};
-use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
+use time::{Date, Month, OffsetDateTime, Time};
 
 use crate::ping::{SessionId, SessionPing};
 use crate::week::IsoWeek;
@@ -41,12 +45,8 @@ impl SessionWrite {
     /// The write for a ping received at `now`: the server's clock picks the week, so a
     /// client cannot write into any other week.
     pub fn new(ping: SessionPing<'_>, now: OffsetDateTime) -> Self {
-        // Whole seconds: finer timing says nothing useful and narrows who sent the ping.
-        let now = now
-            .to_offset(time::UtcOffset::UTC)
-            .replace_nanosecond(0)
-            .unwrap_or(now);
-        let first_seen_at = now.format(&Rfc3339).unwrap_or_default();
+        let now = now.to_offset(time::UtcOffset::UTC);
+        let first_seen_at = day_stamp(now.date());
         let record = StoredRecord {
             protocol_version: &*ping.protocol_version,
             daemon_version: &*ping.daemon_version,
@@ -65,5 +65,128 @@ impl SessionWrite {
     /// `session:<YYYY-Www>:<session_id>`: a repeat ping in the same week overwrites it.
     pub fn key(&self) -> String {
         format!("{}{}", week_key_prefix(self.week), self.session_id.as_str())
+    }
+}
+
+impl StoredRecord {
+    /// The record with `first_seen_at` cut to its day, as every new record is written; for
+    /// records that come from elsewhere (a KV import, a file written by an older version).
+    /// `None` when `first_seen_at` is not an RFC 3339 UTC time: such a record is refused.
+    pub fn to_day_precision(mut self) -> Option<Self> {
+        self.first_seen_at = day_stamp(utc_date_of(&self.first_seen_at)?);
+        Some(self)
+    }
+}
+
+/// Seconds in a day: the precision of every stored time.
+pub const DAY_SECONDS: i64 = 24 * 60 * 60;
+
+/// When a record written at `now_unix` with a TTL of `ttl_seconds` expires, in seconds since
+/// the epoch: the start of the UTC day in which the TTL runs out, so that the expiry (which
+/// KV lists with every key) says no more than the day of the write. A record therefore lives
+/// at most the TTL, and at most a day less. A TTL too short for that (under a day, in tests)
+/// is kept exact, since KV refuses an expiry less than a minute away.
+pub fn expires_at(now_unix: i64, ttl_seconds: u64) -> i64 {
+    let exact = now_unix.saturating_add(i64::try_from(ttl_seconds).unwrap_or(i64::MAX));
+    let day_start = exact - exact.rem_euclid(DAY_SECONDS);
+    let soonest = now_unix.saturating_add(
+        i64::try_from(ttl_seconds.min(crate::limits::MIN_SESSION_TTL_SECONDS)).unwrap_or(0),
+    );
+    if day_start >= soonest {
+        day_start
+    } else {
+        exact
+    }
+}
+
+/// `YYYY-MM-DDT00:00:00Z`: a day, written as the RFC 3339 time the field has always held.
+fn day_stamp(date: Date) -> String {
+    OffsetDateTime::new_utc(date, Time::MIDNIGHT)
+        .format(&Rfc3339)
+        .unwrap_or_default()
+}
+
+/// The date of an RFC 3339 UTC time (`2026-11-24T15:04:05Z`, fractions allowed).
+fn utc_date_of(text: &str) -> Option<Date> {
+    let (date, time) = text.split_once('T')?;
+    if !time.ends_with('Z') || time.len() < 9 {
+        return None;
+    }
+    let mut parts = date.splitn(3, '-');
+    let mut number = |digits: usize| {
+        let part = parts.next().filter(|p| p.len() == digits)?;
+        part.bytes()
+            .all(|b| b.is_ascii_digit())
+            .then(|| part.parse::<i32>().ok())
+            .flatten()
+    };
+    let (year, month, day) = (number(4)?, number(2)?, number(2)?);
+    let month = Month::try_from(u8::try_from(month).ok()?).ok()?;
+    Date::from_calendar_date(year, month, u8::try_from(day).ok()?).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(first_seen_at: &str) -> StoredRecord {
+        StoredRecord {
+            protocol_version: "1.0.0".into(),
+            daemon_version: "1.0.0".into(),
+            platform: "linux".into(),
+            node_version: "v20.0.0".into(),
+            primary_framework: "vue".into(),
+            first_seen_at: first_seen_at.into(),
+        }
+    }
+
+    #[test]
+    fn a_stored_time_says_the_day_and_nothing_finer() {
+        let cut = |text: &str| record(text).to_day_precision().map(|r| r.first_seen_at);
+        assert_eq!(
+            cut("2026-11-24T15:04:05Z").as_deref(),
+            Some("2026-11-24T00:00:00Z")
+        );
+        assert_eq!(
+            cut("2024-02-29T23:59:59.999Z").as_deref(),
+            Some("2024-02-29T00:00:00Z")
+        );
+        for bad in [
+            "2026-11-24",
+            "2026-11-24T15:04:05+01:00",
+            "2025-02-29T00:00:00Z",
+            "2026-13-01T00:00:00Z",
+            "26-11-24T00:00:00Z",
+            "2026-1-240T00:00:00Z",
+            "+2026-11-24T00:00:00Z",
+            "",
+        ] {
+            assert_eq!(cut(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_record_expires_at_the_start_of_the_day_its_ttl_runs_out() {
+        let ttl = crate::limits::DEFAULT_SESSION_TTL_SECONDS;
+        // 2026-11-24T15:04:05Z and the same day's first and last second.
+        let afternoon = 1_795_532_645;
+        let midnight = afternoon - afternoon % DAY_SECONDS;
+        let ttl_i64 = i64::try_from(ttl).unwrap_or(0);
+        for now in [afternoon, midnight, midnight + DAY_SECONDS - 1] {
+            let expiry = expires_at(now, ttl);
+            assert_eq!(expiry, midnight + ttl_i64, "written at {now}");
+            assert!(expiry <= now + ttl_i64 && expiry > now + ttl_i64 - DAY_SECONDS);
+        }
+        // Short TTLs stay exact rather than expire sooner than KV allows.
+        assert_eq!(expires_at(afternoon, 0), afternoon);
+        assert_eq!(expires_at(afternoon, 600), afternoon + 600);
+        assert_eq!(expires_at(midnight - 30, 60), midnight + 30);
+        // A TTL over a day that ends just past midnight still gets the midnight.
+        assert_eq!(
+            expires_at(midnight - 100, 86_500),
+            midnight + DAY_SECONDS,
+            "at least a minute away, so the day's start"
+        );
+        assert_eq!(expires_at(i64::MAX - 5, u64::MAX), i64::MAX, "saturates");
     }
 }

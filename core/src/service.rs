@@ -245,14 +245,14 @@ mod tests {
     }
 
     #[test]
-    fn an_accepted_ping_is_written_into_the_servers_week() {
+    fn an_accepted_ping_is_written_into_the_servers_week_and_day() {
         let now = time::macros::datetime!(2027-01-01 12:34:56.789 UTC);
         let mut limiter = AbuseLimiter::new(0);
         let write = decide_ping(&head("POST", SESSION_PATH), PING, now, &mut limiter).unwrap();
         assert_eq!(write.key(), "session:2026-W53:abcdefgh");
         assert_eq!(
             write.record_json,
-            r#"{"protocol_version":"1.0.0","daemon_version":"1.0.0","platform":"linux","node_version":"20.0.0","primary_framework":"vue","first_seen_at":"2027-01-01T12:34:56Z"}"#
+            r#"{"protocol_version":"1.0.0","daemon_version":"1.0.0","platform":"linux","node_version":"20.0.0","primary_framework":"vue","first_seen_at":"2027-01-01T00:00:00Z"}"#
         );
     }
 

@@ -6,11 +6,15 @@
 //!   session:<week>:` prints (key names with the record as metadata) into the store.
 //! - `rollback export-kv WEEK`: prints the week's records in the form `wrangler kv bulk put`
 //!   takes, for the swap back.
+//!
+//! Either way a record keeps the expiry it has, so moving it never extends its life past the
+//! retention, and its `first_seen_at` is cut to the day as every new record's is.
 
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use telemetry_core::{IsoWeek, SessionId, SessionWrite, StoredRecord as Record};
+use telemetry_core::limits::MIN_SESSION_TTL_SECONDS;
+use telemetry_core::{IsoWeek, SessionId, SessionWrite, StoredRecord as Record, expires_at};
 
 use crate::store::{Store, StoreError};
 
@@ -28,7 +32,16 @@ struct BulkEntry {
     key: String,
     value: String,
     metadata: Record,
-    expiration_ttl: u64,
+    /// Seconds since the epoch: the record's own expiry in the store it comes from.
+    expiration: i64,
+}
+
+/// What an import did.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Imported {
+    pub written: usize,
+    /// Keys whose expiration had passed: their records are gone, not revived.
+    pub expired: usize,
 }
 
 /// Parses `session:<YYYY-Www>:<session_id>`.
@@ -38,27 +51,34 @@ fn parse_key(name: &str) -> Option<(IsoWeek, SessionId)> {
     Some((IsoWeek::parse(week)?, SessionId::parse(id)?))
 }
 
-/// Imports a `wrangler kv key list` dump; returns how many records were written. Keys that
-/// are not session records, and records with other fields, are refused as a whole file.
+/// Imports a `wrangler kv key list` dump at `now` (seconds since the epoch). Keys that are
+/// not session records, and records with other fields or a malformed time, are refused as a
+/// whole file. A key without an expiration (KV keys written by this service always have one)
+/// gets the expiry of a record written now.
 pub async fn import(
     store: &Store,
     listing: &str,
     default_ttl: u64,
     now: i64,
-) -> Result<usize, String> {
+) -> Result<Imported, String> {
     let keys: Vec<ListedKey> = serde_json::from_str(listing)
         .map_err(|e| format!("not a `wrangler kv key list` dump: {e}"))?;
     let mut writes = Vec::with_capacity(keys.len());
+    let mut expired = 0;
     for key in keys {
         let (week, session_id) =
             parse_key(&key.name).ok_or_else(|| format!("not a session key: {}", key.name))?;
         let record = key
             .metadata
-            .ok_or_else(|| format!("{week}: a key without its record as metadata"))?;
-        // What is left of the record's life in KV, at least the minimum any store accepts.
-        let ttl = key.expiration.map_or(default_ttl, |at| {
-            u64::try_from(at.saturating_sub(now)).unwrap_or(0).max(60)
-        });
+            .and_then(Record::to_day_precision)
+            .ok_or_else(|| format!("{week}: a key without a valid record as metadata"))?;
+        let expiry = key
+            .expiration
+            .unwrap_or_else(|| expires_at(now, default_ttl));
+        if expiry <= now {
+            expired += 1;
+            continue;
+        }
         let record_json = serde_json::to_string(&record).map_err(|e| e.to_string())?;
         writes.push((
             SessionWrite {
@@ -66,34 +86,44 @@ pub async fn import(
                 session_id,
                 record_json,
             },
-            ttl,
+            expiry,
         ));
     }
-    let count = writes.len();
-    for (write, ttl) in writes {
+    let written = writes.len();
+    // One record per transaction: each keeps its own expiry.
+    for (write, expiry) in writes {
         store
-            .write_batch(Arc::new([write]), ttl)
+            .write_batch_expiring(Arc::new([write]), expiry)
             .await
             .map_err(|StoreError(e)| format!("writing to the store: {e}"))?;
     }
-    Ok(count)
+    Ok(Imported { written, expired })
 }
 
-/// The week's records as `wrangler kv bulk put` input, each with `ttl` seconds to live.
-pub async fn export(store: &Store, week: IsoWeek, ttl: u64) -> Result<String, String> {
+/// The week's records as `wrangler kv bulk put` input, each with the expiry it has in the
+/// store. KV refuses an expiry less than a minute away, so a record that close to its end is
+/// left out (it would be gone before the put took effect anyway).
+pub async fn export(store: &Store, week: IsoWeek, now: i64) -> Result<String, String> {
     let records = store
         .records_of_week(week)
         .await
         .map_err(|StoreError(e)| format!("reading the store: {e}"))?;
+    let soonest = now.saturating_add(i64::try_from(MIN_SESSION_TTL_SECONDS).unwrap_or(0));
     let mut entries = Vec::with_capacity(records.len());
-    for (session_id, record_json) in records {
-        let metadata: Record =
-            serde_json::from_str(&record_json).map_err(|e| format!("a stored record: {e}"))?;
+    for live in records.into_iter().filter(|r| r.expires_at >= soonest) {
+        let metadata = serde_json::from_str::<Record>(&live.record_json)
+            .ok()
+            .and_then(Record::to_day_precision)
+            .ok_or_else(|| format!("{week}: a stored record that is not a valid record"))?;
         entries.push(BulkEntry {
-            key: format!("{}{session_id}", telemetry_core::week_key_prefix(week)),
-            value: record_json,
+            key: format!(
+                "{}{}",
+                telemetry_core::week_key_prefix(week),
+                live.session_id
+            ),
+            value: serde_json::to_string(&metadata).map_err(|e| e.to_string())?,
             metadata,
-            expiration_ttl: ttl,
+            expiration: live.expires_at,
         });
     }
     serde_json::to_string_pretty(&entries).map_err(|e| e.to_string())

@@ -49,10 +49,16 @@ struct Options {
 #[derive(Debug, clap::Subcommand)]
 enum Command {
     /// Import a week from the Worker's KV: FILE is what `wrangler kv key list --remote
-    /// --prefix session:<YYYY-Www>:` prints. Run it with the server stopped or running.
+    /// --prefix session:<YYYY-Www>:` prints, or - to read it from standard input (no dump file
+    /// to clean up). Each record keeps its expiry; expired ones are skipped. Run it with the
+    /// server stopped or running.
     ImportKv { file: std::path::PathBuf },
-    /// Print a week's records (YYYY-Www) for `wrangler kv bulk put --remote`.
+    /// Print a week's records (YYYY-Www) for `wrangler kv bulk put --remote`, each with the
+    /// expiry it has here.
     ExportKv { week: String },
+    /// Delete every record of one session, in every week (a deletion request). Run it with
+    /// the server stopped or running.
+    DeleteSession { session_id: String },
 }
 
 #[tokio::main]
@@ -85,7 +91,12 @@ async fn main() -> ExitCode {
     };
     match options.command {
         Some(Command::ImportKv { file }) => {
-            let listing = match std::fs::read_to_string(&file) {
+            let listing = if file.as_os_str() == "-" {
+                std::io::read_to_string(std::io::stdin())
+            } else {
+                std::fs::read_to_string(&file)
+            };
+            let listing = match listing {
                 Ok(text) => text,
                 Err(error) => return fail(&format!("cannot read {}: {error}", file.display())),
             };
@@ -97,20 +108,34 @@ async fn main() -> ExitCode {
             )
             .await;
             return match imported {
-                Ok(count) => {
-                    println!("imported {count} records");
+                Ok(imported) => {
+                    println!(
+                        "imported {} records ({} expired, not imported)",
+                        imported.written, imported.expired
+                    );
                     ExitCode::SUCCESS
                 }
                 Err(error) => fail(&error),
+            };
+        }
+        Some(Command::DeleteSession { session_id }) => {
+            // Never echoed: a mistyped id is still somebody's.
+            let Some(session_id) = telemetry_core::SessionId::parse(&session_id) else {
+                return fail("not a session id (8 to 64 of A-Z a-z 0-9 _ -)");
+            };
+            return match store.delete_session(session_id).await {
+                Ok(deleted) => {
+                    println!("deleted {deleted} records");
+                    ExitCode::SUCCESS
+                }
+                Err(error) => fail(&format!("deleting from the store: {error}")),
             };
         }
         Some(Command::ExportKv { week }) => {
             let Some(week) = telemetry_core::IsoWeek::parse(&week) else {
                 return fail("the week must be YYYY-Www, e.g. 2026-W48");
             };
-            return match rollback::kv_transfer::export(&store, week, config.session_ttl_seconds)
-                .await
-            {
+            return match rollback::kv_transfer::export(&store, week, rollback::unix_now()).await {
                 Ok(json) => {
                     println!("{json}");
                     ExitCode::SUCCESS

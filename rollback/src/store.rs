@@ -7,7 +7,7 @@ mod sqlite;
 
 use std::sync::Arc;
 
-use telemetry_core::{IsoWeek, SessionWrite};
+use telemetry_core::{IsoWeek, SessionId, SessionWrite};
 
 pub use self::redis::RedisStore;
 pub use self::sqlite::SqliteStore;
@@ -49,6 +49,16 @@ impl std::fmt::Display for StoreError {
     }
 }
 
+/// A record that has not expired, as `export-kv` hands it on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveRecord {
+    pub session_id: String,
+    pub record_json: String,
+    /// When it expires, in seconds since the epoch: the store's own expiry, so that a record
+    /// moved to another store keeps the lifetime it has left and no more.
+    pub expires_at: i64,
+}
+
 #[derive(Clone)]
 pub enum Store {
     Sqlite(SqliteStore),
@@ -77,6 +87,19 @@ impl Store {
         }
     }
 
+    /// Writes a batch whose records all expire at `expires_at` (seconds since the epoch), for
+    /// `import-kv`. On Redis a week's hash keeps the expiry it has: it never gets later.
+    pub async fn write_batch_expiring(
+        &self,
+        batch: Arc<[SessionWrite]>,
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
+        match self {
+            Self::Sqlite(store) => store.write_batch_expiring(batch, expires_at).await,
+            Self::Redis(store) => store.write_batch_expiring(&batch, expires_at).await,
+        }
+    }
+
     pub async fn count_week(&self, week: IsoWeek) -> Result<u64, StoreError> {
         match self {
             Self::Sqlite(store) => store.count_week(week).await,
@@ -84,14 +107,20 @@ impl Store {
         }
     }
 
-    /// The week's live records as (session id, record JSON), for `export-kv`.
-    pub async fn records_of_week(
-        &self,
-        week: IsoWeek,
-    ) -> Result<Vec<(String, String)>, StoreError> {
+    /// The week's live records, for `export-kv`.
+    pub async fn records_of_week(&self, week: IsoWeek) -> Result<Vec<LiveRecord>, StoreError> {
         match self {
             Self::Sqlite(store) => store.records_of_week(week).await,
             Self::Redis(store) => store.records_of_week(week).await,
+        }
+    }
+
+    /// Deletes a session's records in every week (a deletion request); returns how many
+    /// there were. Safe while the server runs.
+    pub async fn delete_session(&self, session_id: SessionId) -> Result<usize, StoreError> {
+        match self {
+            Self::Sqlite(store) => store.delete_session(session_id).await,
+            Self::Redis(store) => store.delete_session(&session_id).await,
         }
     }
 

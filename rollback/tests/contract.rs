@@ -12,7 +12,7 @@ mod support;
 
 use std::collections::HashMap;
 
-use contract_suite::privacy::{log_problems, record_problems};
+use contract_suite::privacy::{expiry_problems, log_problems, record_problems};
 use contract_suite::{Run, Target, current_iso_week, run, run_without_token};
 use support::{RedisServer, Rollback, scratch_dir};
 
@@ -71,6 +71,7 @@ fn assert_stored_exactly(run: &Run, stored: &HashMap<String, String>) {
 fn rollback_on_sqlite_keeps_the_contract_and_stores_nothing_more() {
     let dir = scratch_dir("contract-sqlite");
     let db = dir.join("telemetry.db");
+    let started = rollback::unix_now();
     let run = run_contract(&format!("sqlite://{}", db.display()), &dir);
 
     let connection = rusqlite::Connection::open(&db).unwrap();
@@ -85,7 +86,6 @@ fn rollback_on_sqlite_keeps_the_contract_and_stores_nothing_more() {
         columns,
         ["week", "arrival", "session_id", "record", "expires_at"]
     );
-    let now = rollback::unix_now();
     let mut statement = connection
         .prepare("SELECT week, session_id, record, expires_at FROM sessions")
         .unwrap();
@@ -103,10 +103,8 @@ fn rollback_on_sqlite_keeps_the_contract_and_stores_nothing_more() {
     {
         let (week, id, record, expires_at) = row.unwrap();
         assert_eq!(week, current_iso_week());
-        assert!(
-            (expires_at - now - TTL_SECONDS).abs() < 300,
-            "{id} expires at {expires_at}"
-        );
+        let problems = expiry_problems(expires_at, started, TTL_SECONDS);
+        assert!(problems.is_empty(), "{id}: {}", problems.join("; "));
         assert!(
             stored.insert(id.clone(), record).is_none(),
             "{id} has two rows"
@@ -119,6 +117,7 @@ fn rollback_on_sqlite_keeps_the_contract_and_stores_nothing_more() {
 fn rollback_on_redis_keeps_the_contract_and_stores_nothing_more() {
     let dir = scratch_dir("contract-redis");
     let redis_server = RedisServer::start(&dir);
+    let started = rollback::unix_now();
     let run = run_contract(&redis_server.url(), &dir);
 
     let mut connection = redis_server.connection();
@@ -133,14 +132,12 @@ fn rollback_on_redis_keeps_the_contract_and_stores_nothing_more() {
         .arg(&week_key)
         .query(&mut connection)
         .unwrap();
-    let ttl: i64 = redis::cmd("TTL")
+    let expires_at: i64 = redis::cmd("EXPIRETIME")
         .arg(&week_key)
         .query(&mut connection)
         .unwrap();
-    assert!(
-        ttl <= TTL_SECONDS && ttl > TTL_SECONDS - 300,
-        "week TTL {ttl}"
-    );
+    let problems = expiry_problems(expires_at, started, TTL_SECONDS);
+    assert!(problems.is_empty(), "week hash: {}", problems.join("; "));
     assert_stored_exactly(&run, &stored);
 }
 

@@ -10,16 +10,18 @@
 
 mod support;
 
-use std::process::Command;
+use std::io::Write;
+use std::process::{Command, Stdio};
 
 use contract_suite::{RawRequest, send};
 use serde_json::{Value, json};
 use support::{Rollback, scratch_dir};
 
-fn record(platform: &str) -> Value {
+/// A record as KV lists it; an older Worker wrote `first_seen_at` to the second.
+fn record(platform: &str, first_seen_at: &str) -> Value {
     json!({
         "daemon_version": "1.2.3",
-        "first_seen_at": "2026-11-23T01:49:51Z",
+        "first_seen_at": first_seen_at,
         "node_version": "v20.1.0",
         "platform": platform,
         "primary_framework": "react",
@@ -28,34 +30,58 @@ fn record(platform: &str) -> Value {
 }
 
 fn rollback(store: &str, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_rollback"))
+    rollback_with_input(store, args, "")
+}
+
+fn rollback_with_input(store: &str, args: &[&str], input: &str) -> std::process::Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rollback"))
         .args(args)
         .args(["--store", store])
         .env_remove("WAU_READ_TOKEN")
-        .output()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
         .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
 }
 
-#[test]
-fn a_week_moves_from_kv_into_the_store_and_back() {
-    let dir = scratch_dir("kv-transfer");
-    let store = format!("sqlite://{}", dir.join("telemetry.db").display());
-    let expires = rollback::unix_now() + 3_000_000;
-    let listing = json!([
-        {"name": "session:2026-W47:kv-session-0001", "expiration": expires, "metadata": record("linux")},
-        {"name": "session:2026-W47:kv-session-0002", "expiration": expires, "metadata": record("darwin")},
-    ]);
-    let file = dir.join("keys.json");
-    std::fs::write(&file, listing.to_string()).unwrap();
-    let output = rollback(&store, &["import-kv", file.to_str().unwrap()]);
+fn succeeded(output: &std::process::Output) -> String {
     assert!(
         output.status.success(),
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+#[test]
+fn a_week_moves_from_kv_into_the_store_and_back_keeping_each_records_expiry() {
+    let dir = scratch_dir("kv-transfer");
+    let store = format!("sqlite://{}", dir.join("telemetry.db").display());
+    let now = rollback::unix_now();
+    // Two live keys with different lifetimes left, one already expired, one whose record
+    // was written to the second by an older version.
+    let (soon, later) = (now + 3_000_000, now + 5_000_000);
+    let listing = json!([
+        {"name": "session:2026-W47:kv-session-0001", "expiration": soon,
+         "metadata": record("linux", "2026-11-23T01:49:51Z")},
+        {"name": "session:2026-W47:kv-session-0002", "expiration": later,
+         "metadata": record("darwin", "2026-11-22T00:00:00Z")},
+        {"name": "session:2026-W47:kv-session-0003", "expiration": now - 5,
+         "metadata": record("win32", "2026-11-21T00:00:00Z")},
+    ]);
+    // From standard input: no dump file to leave behind.
+    let output = rollback_with_input(&store, &["import-kv", "-"], &listing.to_string());
     assert_eq!(
-        String::from_utf8_lossy(&output.stdout).trim(),
-        "imported 2 records"
+        succeeded(&output),
+        "imported 2 records (1 expired, not imported)"
     );
 
     // The server counts them with its own.
@@ -71,35 +97,89 @@ fn a_week_moves_from_kv_into_the_store_and_back() {
     );
     drop(server);
 
+    // Time passes before the swap back: the export carries what is left, not a fresh TTL.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
     let output = rollback(&store, &["export-kv", "2026-W47"]);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let mut entries: Vec<Value> = serde_json::from_slice(&output.stdout).unwrap();
+    let mut entries: Vec<Value> = serde_json::from_str(&succeeded(&output)).unwrap();
     entries.sort_by_key(|e| e["key"].as_str().unwrap().to_owned());
-    assert_eq!(entries.len(), 2);
+    assert_eq!(entries.len(), 2, "the expired key stays gone");
     assert_eq!(entries[0]["key"], "session:2026-W47:kv-session-0001");
-    assert_eq!(entries[0]["metadata"], record("linux"));
+    assert_eq!(
+        entries[0]["metadata"],
+        record("linux", "2026-11-23T00:00:00Z"),
+        "first_seen_at is cut to the day on the way in"
+    );
     let value: Value = serde_json::from_str(entries[1]["value"].as_str().unwrap()).unwrap();
-    assert_eq!(value, record("darwin"));
-    assert_eq!(entries[0]["expiration_ttl"], 7_257_600);
+    assert_eq!(value, record("darwin", "2026-11-22T00:00:00Z"));
+    assert_eq!(entries[0]["expiration"], soon);
+    assert_eq!(entries[1]["expiration"], later);
+    for entry in &entries {
+        let fields: Vec<&String> = entry.as_object().unwrap().keys().collect();
+        assert_eq!(
+            fields,
+            ["expiration", "key", "metadata", "value"],
+            "{entry}"
+        );
+    }
+}
+
+#[test]
+fn a_deletion_request_removes_the_session_from_every_week_of_the_file() {
+    let dir = scratch_dir("delete-session");
+    let store = format!("sqlite://{}", dir.join("telemetry.db").display());
+    let expires = rollback::unix_now() + 3_000_000;
+    let key = |week: &str, id: &str| {
+        json!({"name": format!("session:{week}:{id}"), "expiration": expires,
+               "metadata": record("linux", "2026-11-23T00:00:00Z")})
+    };
+    let listing = json!([
+        key("2026-W46", "asked-to-forget-me"),
+        key("2026-W47", "asked-to-forget-me"),
+        key("2026-W47", "someone-else-01"),
+    ]);
+    let output = rollback_with_input(&store, &["import-kv", "-"], &listing.to_string());
+    succeeded(&output);
+
+    let output = rollback(&store, &["delete-session", "asked-to-forget-me"]);
+    assert_eq!(succeeded(&output), "deleted 2 records");
+    for week in ["2026-W46", "2026-W47"] {
+        let exported = succeeded(&rollback(&store, &["export-kv", week]));
+        assert!(
+            !exported.contains("asked-to-forget-me"),
+            "{week}: {exported}"
+        );
+    }
+    assert!(succeeded(&rollback(&store, &["export-kv", "2026-W47"])).contains("someone-else-01"));
+    let bytes = std::fs::read(dir.join("telemetry.db")).unwrap();
+    assert!(
+        !bytes.windows(18).any(|w| w == b"asked-to-forget-me"),
+        "the id is still in the file"
+    );
+
+    // A mistyped id is refused without being repeated.
+    let output = rollback(&store, &["delete-session", "not an id!"]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("not a session id") && !stderr.contains("not an id!"),
+        "{stderr}"
+    );
 }
 
 #[test]
 fn a_listing_with_anything_more_than_a_record_is_refused_whole() {
     let dir = scratch_dir("kv-refuse");
     let store = format!("sqlite://{}", dir.join("telemetry.db").display());
-    let mut extra = record("linux");
+    let mut extra = record("linux", "2026-11-23T00:00:00Z");
     extra["ip"] = json!("203.0.113.7");
     for listing in [
         json!([
-            {"name": "session:2026-W47:good-session-1", "metadata": record("linux")},
+            {"name": "session:2026-W47:good-session-1", "metadata": record("linux", "2026-11-23T00:00:00Z")},
             {"name": "session:2026-W47:bad-session-2", "metadata": extra},
         ]),
-        json!([{"name": "session:2025-W53:abcdefgh", "metadata": record("linux")}]),
-        json!([{"name": "other:abc", "metadata": record("linux")}]),
+        json!([{"name": "session:2025-W53:abcdefgh", "metadata": record("linux", "2026-11-23T00:00:00Z")}]),
+        json!([{"name": "other:abc", "metadata": record("linux", "2026-11-23T00:00:00Z")}]),
+        json!([{"name": "session:2026-W47:abcdefgh", "metadata": record("linux", "yesterday")}]),
     ] {
         let file = dir.join("keys.json");
         std::fs::write(&file, listing.to_string()).unwrap();

@@ -1,6 +1,7 @@
 //! The Redis store against a real `redis-server`: one batch holding repeats and two weeks is
 //! written as KV would keep it (one field per session, the latest record wins, each week's
-//! hash with its TTL).
+//! hash with its TTL); later writes never extend a week's life; a deletion request reaches
+//! every week.
 
 #![allow(
     clippy::unwrap_used,
@@ -74,4 +75,49 @@ async fn a_batch_with_repeats_and_two_weeks_keeps_one_latest_record_per_session(
             .unwrap();
         assert_eq!(count, 2, "{week}");
     }
+}
+
+fn expire_time(redis_server: &RedisServer, week: &str) -> i64 {
+    redis::cmd("EXPIRETIME")
+        .arg(format!("sessions:{week}"))
+        .query(&mut redis_server.connection())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_later_write_never_extends_the_weeks_life_and_a_deletion_reaches_every_week() {
+    let redis_server = RedisServer::start(&scratch_dir("redis-retention"));
+    let store = Store::open(&StoreUrl::parse(&redis_server.url()).unwrap())
+        .await
+        .unwrap();
+    let w48 = IsoWeek::parse("2026-W48").unwrap();
+    let first = Arc::new([write("2026-W48", "session-a", "a")]);
+    store.write_batch(first, 600).await.unwrap();
+    let set_by_first_write = expire_time(&redis_server, "2026-W48");
+    // A later write with a far longer TTL (as after raising SESSION_TTL_SECONDS): without
+    // NX it would carry session-a past the 600 s it was stored for.
+    let later: Arc<[SessionWrite]> = Arc::new([
+        write("2026-W48", "session-b", "b"),
+        write("2026-W49", "session-a", "a49"),
+    ]);
+    store.write_batch(later, 7_257_600).await.unwrap();
+    assert_eq!(expire_time(&redis_server, "2026-W48"), set_by_first_write);
+    let now = rollback::unix_now();
+    assert!((now + 590..=now + 600).contains(&set_by_first_write));
+    // A default TTL's expiry is the start of a day.
+    let w49_expiry = expire_time(&redis_server, "2026-W49");
+    assert_eq!(w49_expiry % 86_400, 0, "{w49_expiry}");
+    assert!(w49_expiry <= now + 7_257_600 && w49_expiry > now + 7_257_600 - 86_400 - 5);
+
+    // Export hands each record on with the hash's expiry.
+    let records = store.records_of_week(w48).await.unwrap();
+    assert_eq!(records.len(), 2);
+    assert!(records.iter().all(|r| r.expires_at == set_by_first_write));
+
+    let session_a = SessionId::parse("session-a").unwrap();
+    assert_eq!(store.delete_session(session_a.clone()).await.unwrap(), 2);
+    assert_eq!(store.count_week(w48).await.unwrap(), 1);
+    let w49 = IsoWeek::parse("2026-W49").unwrap();
+    assert_eq!(store.count_week(w49).await.unwrap(), 0);
+    assert_eq!(store.delete_session(session_a).await.unwrap(), 0);
 }

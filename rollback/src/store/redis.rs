@@ -1,16 +1,18 @@
 //! Redis: one hash per week, `sessions:<YYYY-Www>`, field = session id, value = record.
 //! `HLEN` counts a week in constant time; a repeat ping overwrites its field.
 //!
-//! Redis 7.0 cannot expire single hash fields, so the week's hash expires as a whole, its
-//! TTL after the week's first write (`EXPIRE … NX`): no record outlives the TTL, and the
-//! week's later records go up to a week earlier than they would in KV.
+//! Redis 7.0 cannot expire single hash fields, so the week's hash expires as a whole, when
+//! the week's first record would (`EXPIREAT … NX`, the core's expiry, cut to the day): no
+//! record outlives the TTL, and the week's later records go up to a week earlier than they
+//! would in KV.
 
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use telemetry_core::{IsoWeek, SessionWrite};
+use telemetry_core::{IsoWeek, SessionId, SessionWrite, expires_at};
 
-use super::StoreError;
+use super::{LiveRecord, StoreError};
+use crate::unix_now;
 
 /// How long a command or a (re)connection may take before it counts as a failure.
 const TIMEOUT: Duration = Duration::from_secs(2);
@@ -52,6 +54,15 @@ impl RedisStore {
         batch: &[SessionWrite],
         ttl_seconds: u64,
     ) -> Result<(), StoreError> {
+        self.write_batch_expiring(batch, expires_at(unix_now(), ttl_seconds))
+            .await
+    }
+
+    pub async fn write_batch_expiring(
+        &self,
+        batch: &[SessionWrite],
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
         let mut pipe = redis::pipe();
         pipe.atomic();
         // One HSET per week in the batch (a batch is almost always one week): a repeat within
@@ -64,9 +75,11 @@ impl RedisStore {
                 .map(|write| (write.session_id.as_str(), write.record_json.as_str()))
                 .collect();
             pipe.cmd("HSET").arg(&key).arg(&fields).ignore();
-            pipe.cmd("EXPIRE")
+            // NX: only a week's first write sets it, so no later record extends the hash's
+            // life, and with it the life of the week's earlier records, past their TTL.
+            pipe.cmd("EXPIREAT")
                 .arg(&key)
-                .arg(ttl_seconds)
+                .arg(expires_at)
                 .arg("NX")
                 .ignore();
         }
@@ -83,14 +96,63 @@ impl RedisStore {
             .await?)
     }
 
-    pub async fn records_of_week(
-        &self,
-        week: IsoWeek,
-    ) -> Result<Vec<(String, String)>, StoreError> {
+    pub async fn records_of_week(&self, week: IsoWeek) -> Result<Vec<LiveRecord>, StoreError> {
         let mut connection = self.connection.clone();
-        Ok(redis::cmd("HGETALL")
+        let (records, expires_at): (Vec<(String, String)>, i64) = redis::pipe()
+            .atomic()
+            .cmd("HGETALL")
             .arg(week_key(week))
-            .query_async::<Vec<(String, String)>>(&mut connection)
-            .await?)
+            .cmd("EXPIRETIME")
+            .arg(week_key(week))
+            .query_async(&mut connection)
+            .await?;
+        // -2: no such hash (no records); -1: a hash without an expiry, which this store never
+        // writes: refuse to hand on records whose lifetime is unknown.
+        if expires_at < 0 && !records.is_empty() {
+            return Err(StoreError(format!("{week}: the hash has no expiry")));
+        }
+        Ok(records
+            .into_iter()
+            .map(|(session_id, record_json)| LiveRecord {
+                session_id,
+                record_json,
+                expires_at,
+            })
+            .collect())
+    }
+
+    /// Deletes the session's field from every week's hash (found with `SCAN`, since which
+    /// weeks it was seen in is not recorded anywhere else).
+    pub async fn delete_session(&self, session_id: &SessionId) -> Result<usize, StoreError> {
+        let mut connection = self.connection.clone();
+        let mut weeks: Vec<String> = Vec::new();
+        let mut cursor = 0u64;
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg("sessions:*")
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut connection)
+                .await?;
+            weeks.extend(keys);
+            if next == 0 {
+                // SCAN may name a key twice.
+                weeks.sort_unstable();
+                weeks.dedup();
+                break;
+            }
+            cursor = next;
+        }
+        let mut deleted = 0;
+        for week in weeks {
+            deleted += redis::cmd("HDEL")
+                .arg(&week)
+                .arg(session_id.as_str())
+                .query_async::<usize>(&mut connection)
+                .await?;
+        }
+        Ok(deleted)
     }
 }

@@ -9,9 +9,9 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
-use telemetry_core::{IsoWeek, SessionWrite};
+use telemetry_core::{IsoWeek, SessionId, SessionWrite, expires_at};
 
-use super::StoreError;
+use super::{LiveRecord, StoreError};
 use crate::unix_now;
 
 impl From<rusqlite::Error> for StoreError {
@@ -32,10 +32,14 @@ struct Inner {
     arrivals: Arrivals,
 }
 
+/// `secure_delete` overwrites a deleted row's bytes (an expired record, a session deleted on
+/// request) instead of leaving them in a free page for anyone who opens the file; after such
+/// deletes the WAL, which still holds the pages as they were, is emptied (see [`forget_wal`]).
 const PRAGMAS: &str = "
     PRAGMA journal_mode = WAL;
     PRAGMA synchronous = NORMAL;
     PRAGMA busy_timeout = 5000;
+    PRAGMA secure_delete = ON;
 ";
 /// Rows are keyed by (week, arrival), not (week, session id). Session ids are random, so a
 /// B-tree keyed by them takes each new session at a random page: once a week outgrows the
@@ -224,13 +228,24 @@ impl SqliteStore {
         .map_err(|e| StoreError(format!("store task failed: {e}")))?
     }
 
-    /// Writes a batch in one transaction; each record expires `ttl_seconds` from now.
+    /// Writes a batch in one transaction; each record expires when the core says a record
+    /// written now with `ttl_seconds` does.
     pub async fn write_batch(
         &self,
         batch: Arc<[SessionWrite]>,
         ttl_seconds: u64,
     ) -> Result<(), StoreError> {
-        let expires_at = unix_now().saturating_add(i64::try_from(ttl_seconds).unwrap_or(i64::MAX));
+        self.write_batch_expiring(batch, expires_at(unix_now(), ttl_seconds))
+            .await
+    }
+
+    /// Writes a batch in one transaction, every record expiring at `expires_at` (seconds since
+    /// the epoch): for `import-kv`, which keeps each record's remaining lifetime.
+    pub async fn write_batch_expiring(
+        &self,
+        batch: Arc<[SessionWrite]>,
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
         self.with_inner(
             move |Inner {
                       connection,
@@ -271,20 +286,54 @@ impl SqliteStore {
         .map(|count| u64::try_from(count).unwrap_or(0))
     }
 
-    pub async fn records_of_week(
-        &self,
-        week: IsoWeek,
-    ) -> Result<Vec<(String, String)>, StoreError> {
+    pub async fn records_of_week(&self, week: IsoWeek) -> Result<Vec<LiveRecord>, StoreError> {
         let now = unix_now();
         self.with_inner(move |Inner { connection, .. }| {
             connection
                 .prepare(
-                    "SELECT session_id, record FROM sessions WHERE week = ?1 AND expires_at > ?2",
+                    "SELECT session_id, record, expires_at FROM sessions
+                     WHERE week = ?1 AND expires_at > ?2",
                 )?
                 .query_map(params![week.to_string(), now], |row| {
-                    Ok((row.get(0)?, row.get(1)?))
+                    Ok(LiveRecord {
+                        session_id: row.get(0)?,
+                        record_json: row.get(1)?,
+                        expires_at: row.get(2)?,
+                    })
                 })?
                 .collect()
+        })
+        .await
+    }
+
+    /// Deletes every record of `session_id`, in every week, and empties the WAL of them; the
+    /// weeks' counts and generations move with it, so a running server notices. Returns how
+    /// many records there were.
+    pub async fn delete_session(&self, session_id: SessionId) -> Result<usize, StoreError> {
+        self.with_inner(move |Inner { connection, .. }| {
+            let transaction =
+                connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            // No index on session_id: it would cost every write, and a request to delete is
+            // rare enough to afford a scan of the file.
+            let weeks: Vec<String> = transaction
+                .prepare("DELETE FROM sessions WHERE session_id = ?1 RETURNING week")?
+                .query_map([session_id.as_str()], |row| row.get(0))?
+                .collect::<Result<_, _>>()?;
+            for week in &weeks {
+                transaction.execute(
+                    "UPDATE weeks SET
+                         earliest_expiry = (SELECT min(expires_at) FROM sessions WHERE week = ?1),
+                         sessions = sessions - 1,
+                         generation = generation + 1
+                     WHERE week = ?1",
+                    [week],
+                )?;
+            }
+            transaction.commit()?;
+            if !weeks.is_empty() {
+                forget_wal(connection)?;
+            }
+            Ok(weeks.len())
         })
         .await
     }
@@ -318,10 +367,21 @@ impl SqliteStore {
                 transaction.commit()?;
                 deleted += deleted_in_week;
             }
+            if deleted > 0 {
+                forget_wal(connection)?;
+            }
             Ok(deleted)
         })
         .await
     }
+}
+
+/// Copies the WAL into the file and truncates it to nothing. `secure_delete` clears deleted
+/// rows in the pages, but until the next checkpoint the WAL still holds earlier copies of
+/// those pages, rows and all. If another connection is reading, the checkpoint does what it
+/// can and the next purge finishes it.
+fn forget_wal(connection: &Connection) -> Result<(), rusqlite::Error> {
+    connection.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
 }
 
 /// A batch of a few thousand rows takes milliseconds. When every CPU is busy, a request
@@ -397,7 +457,6 @@ fn write_rows(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use telemetry_core::SessionId;
 
     fn scratch_file(name: &str) -> std::path::PathBuf {
         let path =
@@ -629,6 +688,97 @@ mod tests {
         write_all(&server, &[(w48, "session-x")], 60).await;
         assert_eq!(session_ids(&path), ["session-x", "session-y", "session-z"]);
         assert_count_is_exact(&server, &path, w48).await;
+    }
+
+    #[tokio::test]
+    async fn a_session_is_deleted_from_every_week_and_the_counts_follow() {
+        let path = scratch_file("delete");
+        let server = SqliteStore::open(&path).unwrap();
+        let (w47, w48) = ("2026-W47", "2026-W48");
+        write_all(
+            &server,
+            &[
+                (w47, "session-a"),
+                (w47, "session-b"),
+                (w48, "session-a"),
+                (w48, "session-c"),
+            ],
+            3600,
+        )
+        .await;
+        // Another process (`rollback delete-session`) deletes while the server runs.
+        let deleter = SqliteStore::open(&path).unwrap();
+        let session_a = SessionId::parse("session-a").unwrap();
+        assert_eq!(deleter.delete_session(session_a.clone()).await.unwrap(), 2);
+        assert_eq!(session_ids(&path), ["session-b", "session-c"]);
+        // The server's map of W48 is stale: its next write must notice, not reuse a's row.
+        write_all(&server, &[(w48, "session-a"), (w48, "session-d")], 3600).await;
+        assert_eq!(
+            session_ids(&path),
+            ["session-b", "session-a", "session-c", "session-d"],
+            "W47: b; W48: a again, c, d"
+        );
+        for week in [w47, w48] {
+            assert_count_is_exact(&server, &path, week).await;
+        }
+        assert_eq!(
+            server
+                .count_week(IsoWeek::parse(w47).unwrap())
+                .await
+                .unwrap(),
+            1
+        );
+        assert_eq!(deleter.delete_session(session_a.clone()).await.unwrap(), 1);
+        assert_eq!(deleter.delete_session(session_a).await.unwrap(), 0);
+        assert_count_is_exact(&server, &path, w48).await;
+    }
+
+    /// What is on disk: the file and its WAL, as anyone who can read them would see them.
+    fn bytes_on_disk(path: &Path) -> Vec<u8> {
+        let mut bytes = std::fs::read(path).unwrap();
+        bytes.extend(std::fs::read(format!("{}-wal", path.display())).unwrap_or_default());
+        bytes
+    }
+
+    fn holds(haystack: &[u8], needle: &str) -> bool {
+        haystack
+            .windows(needle.len())
+            .any(|window| window == needle.as_bytes())
+    }
+
+    #[tokio::test]
+    async fn purged_and_deleted_records_leave_no_bytes_in_the_file_or_its_wal() {
+        let path = scratch_file("no-remains");
+        let store = SqliteStore::open(&path).unwrap();
+        let w48 = "2026-W48";
+        // Enough rows to fill several pages, so deletes free whole pages as well as cells.
+        let kept: Vec<String> = (0..300).map(|n| format!("kept-session-{n:04}")).collect();
+        let kept: Vec<(&str, &str)> = kept.iter().map(|id| (w48, id.as_str())).collect();
+        write_all(&store, &kept, 3600).await;
+        let expiring: Vec<String> = (0..300).map(|n| format!("expiring-{n:04}")).collect();
+        let expiring: Vec<(&str, &str)> = expiring.iter().map(|id| (w48, id.as_str())).collect();
+        write_all(&store, &expiring, 0).await;
+        write_all(&store, &[(w48, "deleted-on-request")], 3600).await;
+        assert!(holds(&bytes_on_disk(&path), "expiring-0150"));
+        assert!(holds(&bytes_on_disk(&path), "deleted-on-request"));
+
+        assert_eq!(store.purge_expired().await.unwrap(), 300);
+        let session = SessionId::parse("deleted-on-request").unwrap();
+        assert_eq!(store.delete_session(session).await.unwrap(), 1);
+
+        let on_disk = bytes_on_disk(&path);
+        assert!(
+            holds(&on_disk, "kept-session-0150"),
+            "the scan sees live rows"
+        );
+        for gone in [
+            "expiring-0000",
+            "expiring-0150",
+            "expiring-0299",
+            "deleted-on-request",
+        ] {
+            assert!(!holds(&on_disk, gone), "{gone} is still on disk");
+        }
     }
 
     #[tokio::test]

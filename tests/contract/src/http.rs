@@ -119,6 +119,36 @@ impl RawResponse {
 pub fn send(addr: SocketAddr, request: &RawRequest) -> Result<RawResponse, String> {
     let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
         .map_err(|e| format!("connect to {addr}: {e}"))?;
+    exchange(stream, addr, request)
+}
+
+/// [`send`] from the local address `from` (any of 127.0.0.0/8 works on Linux), so that the
+/// server sees a client address no server or proxy log has for its own reasons.
+pub fn send_from(
+    from: std::net::IpAddr,
+    addr: SocketAddr,
+    request: &RawRequest,
+) -> Result<RawResponse, String> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        None,
+    )
+    .map_err(|e| e.to_string())?;
+    socket
+        .bind(&SocketAddr::new(from, 0).into())
+        .map_err(|e| format!("bind to {from}: {e}"))?;
+    socket
+        .connect_timeout(&addr.into(), Duration::from_secs(5))
+        .map_err(|e| format!("connect to {addr} from {from}: {e}"))?;
+    exchange(socket.into(), addr, request)
+}
+
+fn exchange(
+    stream: TcpStream,
+    addr: SocketAddr,
+    request: &RawRequest,
+) -> Result<RawResponse, String> {
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .map_err(|e| e.to_string())?;

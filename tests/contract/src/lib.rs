@@ -23,7 +23,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 pub use cases::{Case, Expect, ping_json};
-pub use http::{Framing, RawRequest, RawResponse, send};
+pub use http::{Framing, RawRequest, RawResponse, send, send_from};
 pub use week::current_iso_week;
 
 /// Where and how to reach the service under test.
