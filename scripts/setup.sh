@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building, running and testing need, and skips what is already there:
 # the wasm32 target, worker-build and wasm-bindgen-cli at the versions in Cargo.lock, and
-# the npm packages (wrangler, workerd, esbuild) from package-lock.json, and redis-server and
-# openssl (Debian's packages) for the rollback's Redis tests.
+# the npm packages (wrangler, workerd, esbuild) from package-lock.json, and redis-server,
+# openssl and caddy (Debian's packages) for the rollback's Redis and proxy tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -38,9 +38,9 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$lock_sum" ]; then
 fi
 
 # The rollback's tests start their own redis-server (plain and TLS, with certificates made
-# by openssl).
+# by openssl) and their own caddy with the deployment's Caddyfile.
 missing=""
-for tool in redis-server openssl; do
+for tool in redis-server openssl caddy; do
   command -v "$tool" >/dev/null 2>&1 || missing="$missing $tool"
 done
 if [ -n "$missing" ]; then
@@ -50,7 +50,7 @@ if [ -n "$missing" ]; then
     # shellcheck disable=SC2086 # one word per package
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
   else
-    echo "missing:$missing. Install (Debian/Ubuntu: sudo apt-get install$missing; macOS: brew install redis openssl)" >&2
+    echo "missing:$missing. Install (Debian/Ubuntu: sudo apt-get install$missing; macOS: brew install redis openssl caddy)" >&2
     exit 1
   fi
 fi

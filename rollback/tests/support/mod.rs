@@ -28,6 +28,11 @@ impl Rollback {
     /// Starts the server on `store` (a `--store` URL) with these environment variables,
     /// logging into `dir`, and waits for `/healthz`.
     pub fn start(store: &str, dir: &Path, vars: &[(&str, &str)]) -> Self {
+        Self::start_with_args(store, dir, vars, &[])
+    }
+
+    /// [`Rollback::start`] with more command-line arguments.
+    pub fn start_with_args(store: &str, dir: &Path, vars: &[(&str, &str)], args: &[&str]) -> Self {
         let port = free_local_port();
         let log_path = dir.join(format!("rollback-{port}.log"));
         let log = std::fs::File::create(&log_path).expect("log file");
@@ -35,6 +40,7 @@ impl Rollback {
         command
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(["--store", store])
+            .args(args)
             .env_remove("WAU_READ_TOKEN")
             .env_remove("ABUSE_LIMIT_PER_MINUTE")
             .env_remove("SESSION_TTL_SECONDS")
@@ -175,5 +181,70 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// Caddy serving `rollback/deploy/Caddyfile` as it is, on a free loopback port in plain HTTP,
+/// in front of `upstream`; its log (everything it prints) goes to a file.
+pub struct Caddy {
+    pub addr: SocketAddr,
+    child: Child,
+    log_path: PathBuf,
+}
+
+impl Caddy {
+    pub fn start(upstream: SocketAddr, dir: &Path) -> Self {
+        let port = free_local_port();
+        let log_path = dir.join(format!("caddy-{port}.log"));
+        let log = std::fs::File::create(&log_path).expect("log file");
+        let caddyfile = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/Caddyfile");
+        let child = Command::new("caddy")
+            .args(["run", "--adapter", "caddyfile", "--config"])
+            .arg(&caddyfile)
+            // The file's placeholders: a plain-HTTP site on this port, no admin endpoint (tests
+            // run side by side), and its state in the test's directory.
+            .env("TELEMETRY_SITE", format!("http://127.0.0.1:{port}"))
+            .env("ROLLBACK_UPSTREAM", upstream.to_string())
+            .env("CADDY_ADMIN", "off")
+            .env("HOME", dir)
+            .env("XDG_CONFIG_HOME", dir)
+            .env("XDG_DATA_HOME", dir)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start caddy ({e}): run scripts/setup.sh, or apt-get install caddy")
+            });
+        let mut caddy = Self {
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            child,
+            log_path,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        // Caddy answers once it listens: 200 from the rollback's /healthz, or 502 without it.
+        while send(caddy.addr, &RawRequest::new("GET", "/healthz")).is_err() {
+            if let Ok(Some(status)) = caddy.child.try_wait() {
+                panic!("caddy exited ({status}):\n{}", caddy.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "caddy not ready:\n{}",
+                caddy.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        caddy
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+}
+
+impl Drop for Caddy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

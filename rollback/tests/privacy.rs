@@ -1,0 +1,88 @@
+//! No client address reaches any log of the documented rollback set-up: the rollback behind
+//! Caddy (`deploy/Caddyfile` as it is, the unit's `--client-address-header X-Forwarded-For`),
+//! with pings carrying addresses in every header that may hold one, and with the rollback
+//! down so that Caddy logs an error for each of them.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use contract_suite::privacy::{address_problems, holds_an_address, send_address_bearing_pings};
+use contract_suite::{current_iso_week, readout_request, send};
+use support::{Caddy, Rollback, scratch_dir};
+
+const TOKEN: &str = "privacy-token-5d1e";
+
+#[test]
+fn no_client_address_reaches_the_rollbacks_or_caddys_log() {
+    let dir = scratch_dir("privacy");
+    let store = format!("sqlite://{}", dir.join("telemetry.db").display());
+    let server = Rollback::start_with_args(
+        &store,
+        &dir,
+        &[("WAU_READ_TOKEN", TOKEN)],
+        &["--client-address-header", "X-Forwarded-For"],
+    );
+    let caddy = Caddy::start(server.addr, &dir);
+
+    // Through Caddy, as relays reach it, and straight to the rollback.
+    let (through_caddy, problems) = send_address_bearing_pings(caddy.addr, "via-caddy");
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    let (direct, problems) = send_address_bearing_pings(server.addr, "direct");
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    let expected = u64::try_from(through_caddy.len() + direct.len()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let readout = send(caddy.addr, &readout_request(&current_iso_week(), TOKEN)).unwrap();
+        let count = readout.json().unwrap()["weekly_active_sessions"].as_u64();
+        if count == Some(expected) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "readout {}", readout.text());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // The rollback restarts: Caddy answers 502 and logs an error for every ping.
+    let rollback_log = server.log();
+    drop(server);
+    let (accepted, refused) = send_address_bearing_pings(caddy.addr, "while-down");
+    assert!(accepted.is_empty());
+    assert!(refused.iter().all(|p| p.contains("502")), "{refused:?}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while caddy.log().matches("\"status\":502").count() < refused.len() {
+        assert!(
+            Instant::now() < deadline,
+            "caddy logged no error per 502:\n{}",
+            caddy.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let caddy_log = caddy.log();
+    let mut problems = address_problems(&caddy_log);
+    problems.extend(address_problems(&rollback_log));
+    for line in rollback_log
+        .lines()
+        .filter(|l| l.starts_with("{\"event\":"))
+    {
+        if holds_an_address(line) {
+            problems.push(format!("a wide event holds an address: {line}"));
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "{}\n\ncaddy's log:\n{caddy_log}",
+        problems.join("\n")
+    );
+    assert!(
+        rollback_log.matches("\"status\":204").count() >= through_caddy.len() + direct.len(),
+        "the rollback logged its requests:\n{rollback_log}"
+    );
+}
