@@ -11,8 +11,12 @@
 
 mod support;
 
-use contract_suite::privacy::{expiry_problems, log_problems, record_problems};
-use contract_suite::{Target, run, run_without_token};
+use contract_suite::privacy::{
+    address_problems, expiry_problems, log_problems, record_problems, send_address_bearing_pings,
+};
+use contract_suite::{
+    Target, current_iso_week, ping_request, readout_request, run, run_without_token, send,
+};
 use serde_json::Value;
 use support::wrangler::{Wrangler, wrangler_json};
 
@@ -32,6 +36,10 @@ fn worker_keeps_the_contract_and_stores_and_logs_nothing_more() {
         abuse_limit: Some(ABUSE_LIMIT),
     };
     let started = unix_now();
+    // Before the table (whose last case spends the abuse limit): pings from 127.0.0.2 that
+    // carry client addresses in every header that may hold one.
+    let (with_addresses, problems) = send_address_bearing_pings(worker.addr, "worker-addr");
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
     let run = run(&target);
     assert!(run.cases > 60, "the table ran only {} cases", run.cases);
     assert!(
@@ -64,6 +72,7 @@ fn worker_keeps_the_contract_and_stores_and_logs_nothing_more() {
     }
     stored_ids.sort();
     let mut accepted = run.accepted.clone();
+    accepted.extend(with_addresses);
     accepted.sort();
     assert_eq!(
         stored_ids, accepted,
@@ -85,9 +94,37 @@ fn worker_keeps_the_contract_and_stores_and_logs_nothing_more() {
         "value and metadata hold the same record"
     );
 
-    // Logs: one wide event per request, and none of what was sent.
-    let problems = log_problems(&worker.log(), &run, TOKEN);
+    // Logs: one wide event per request, and none of what was sent; no client address in
+    // anything wrangler or workerd printed.
+    let log = worker.log();
+    let mut problems = log_problems(&log, &run, TOKEN);
+    problems.extend(address_problems(&log));
     assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[test]
+fn worker_counts_a_week_past_one_kv_list_page() {
+    let worker = Wrangler::start(&[("WAU_READ_TOKEN", TOKEN), ("ABUSE_LIMIT_PER_MINUTE", "0")]);
+    // One KV `list` returns at most 1,000 keys: the readout must follow the cursor.
+    let sessions = 1_050;
+    for n in 0..sessions {
+        let response = send(worker.addr, &ping_request(&format!("page-test-{n:05}"))).unwrap();
+        assert_eq!(response.status, 204, "ping {n}: {}", response.text());
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let readout = send(worker.addr, &readout_request(&current_iso_week(), TOKEN)).unwrap();
+        let count = readout.json().unwrap()["weekly_active_sessions"].as_u64();
+        if count == Some(sessions) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "readout {} after {sessions} new sessions",
+            readout.text()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
 }
 
 fn unix_now() -> i64 {
