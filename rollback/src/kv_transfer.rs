@@ -61,17 +61,26 @@ pub async fn import(
     default_ttl: u64,
     now: i64,
 ) -> Result<Imported, String> {
-    let keys: Vec<ListedKey> = serde_json::from_str(listing)
-        .map_err(|e| format!("not a `wrangler kv key list` dump: {e}"))?;
+    // Where, not what: serde's message may quote a value from the file, such as a key.
+    let keys: Vec<ListedKey> = serde_json::from_str(listing).map_err(|e| {
+        format!(
+            "not a `wrangler kv key list` dump of session records (line {}, column {})",
+            e.line(),
+            e.column()
+        )
+    })?;
     let mut writes = Vec::with_capacity(keys.len());
     let mut expired = 0;
-    for key in keys {
-        let (week, session_id) =
-            parse_key(&key.name).ok_or_else(|| format!("not a session key: {}", key.name))?;
+    // Errors name an entry by its position, never by its key: the key holds a session id.
+    for (position, key) in keys.into_iter().enumerate() {
+        let entry = position + 1;
+        let (week, session_id) = parse_key(&key.name).ok_or_else(|| {
+            format!("entry {entry}: not a session key (session:<YYYY-Www>:<session_id>)")
+        })?;
         let record = key
             .metadata
             .and_then(Record::to_day_precision)
-            .ok_or_else(|| format!("{week}: a key without a valid record as metadata"))?;
+            .ok_or_else(|| format!("entry {entry}: no valid record as its metadata"))?;
         let expiry = key
             .expiration
             .unwrap_or_else(|| expires_at(now, default_ttl));

@@ -18,6 +18,74 @@ fn rollback(args: &[&str], env: &[(&str, &str)]) -> Output {
         .unwrap()
 }
 
+/// Settings, each holding a value that must never be printed back.
+const SECRETS: [(&str, &str); 4] = [
+    ("WAU_READ_TOKEN", "token-never-shown"),
+    (
+        "ROLLBACK_STORE",
+        "rediss://:password-never-shown@example.net:6380",
+    ),
+    ("SESSION_TTL_SECONDS", "ttl-never-shown"),
+    ("ABUSE_LIMIT_PER_MINUTE", "limit-never-shown"),
+];
+
+fn assert_shows_no_configured_value(output: &Output, what: &str) {
+    for stream in [&output.stdout, &output.stderr] {
+        let text = String::from_utf8_lossy(stream);
+        assert!(
+            !text.contains("never-shown") && !text.contains("secret-token-x"),
+            "{what} shows a configured value:\n{text}"
+        );
+    }
+}
+
+#[test]
+fn no_help_or_error_output_shows_a_configured_value() {
+    for args in [
+        &["--help"][..],
+        &["import-kv", "--help"],
+        &["export-kv", "--help"],
+        &["delete-session", "--help"],
+        &["--version"],
+    ] {
+        let output = rollback(args, &SECRETS);
+        assert!(output.status.success(), "{args:?}");
+        assert_shows_no_configured_value(&output, &format!("{args:?}"));
+    }
+    // Each bad setting stops the start with its name alone.
+    for (name, bad) in &SECRETS[2..] {
+        let output = rollback(
+            &["--store", "sqlite://unused.db"],
+            &[(name, bad), ("WAU_READ_TOKEN", "secret-token-x")],
+        );
+        assert_eq!(output.status.code(), Some(1), "{name}");
+        assert!(String::from_utf8_lossy(&output.stderr).contains(&format!("{name} must be")));
+        assert_shows_no_configured_value(&output, name);
+    }
+    // A store URL with a password, refused or unreachable, and a bad header name. (clap
+    // repeats a malformed argument to whoever typed it, as for `--listen nonsense`; none of
+    // the settings above is a clap-parsed value, so none is ever repeated.)
+    let unreachable = format!(
+        "redis://:password-never-shown@127.0.0.1:{}/0",
+        free_local_port()
+    );
+    for args in [
+        &["--store", "mysql://admin:password-never-shown@db/t"][..],
+        &["--store", &unreachable],
+        &["--store", &unreachable, "export-kv", "2026-W48"],
+        &[
+            "--store",
+            "sqlite://unused.db",
+            "--client-address-header",
+            "bad header never-shown",
+        ],
+    ] {
+        let output = rollback(args, &[("WAU_READ_TOKEN", "secret-token-x")]);
+        assert!(!output.status.success(), "{args:?}");
+        assert_shows_no_configured_value(&output, &format!("{args:?}"));
+    }
+}
+
 #[test]
 fn help_names_the_options_and_never_a_secret() {
     let output = rollback(

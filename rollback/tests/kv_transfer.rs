@@ -185,7 +185,17 @@ fn a_listing_with_anything_more_than_a_record_is_refused_whole() {
         std::fs::write(&file, listing.to_string()).unwrap();
         let output = rollback(&store, &["import-kv", file.to_str().unwrap()]);
         assert!(!output.status.success(), "{listing}");
-        assert!(!String::from_utf8_lossy(&output.stderr).is_empty());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("entry ") || stderr.contains("not a `wrangler kv key list` dump"),
+            "{stderr}"
+        );
+        for never in ["session-", "abcdefgh", "203.0.113.7"] {
+            assert!(
+                !stderr.contains(never),
+                "the error repeats {never}: {stderr}"
+            );
+        }
     }
     let output = rollback(&store, &["export-kv", "2026-W47"]);
     assert_eq!(
