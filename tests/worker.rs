@@ -145,3 +145,51 @@ fn worker_without_a_token_has_no_readout() {
     let run = run_without_token(worker.addr);
     assert!(run.failures.is_empty(), "{}", run.failures.join("\n"));
 }
+
+#[test]
+fn worker_forgets_a_session_on_request() {
+    let worker = Wrangler::start(&[("WAU_READ_TOKEN", TOKEN)]);
+    for id in ["forget-me-please-1", "keep-me-around-2"] {
+        assert_eq!(send(worker.addr, &ping_request(id)).unwrap().status, 204);
+    }
+    let stored = |worker: &Wrangler| -> Vec<String> {
+        let listed = wrangler_json(worker, &["kv", "key", "list", "--prefix", "session:"]);
+        let mut names: Vec<String> = listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|key| key["name"].as_str().unwrap().to_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while stored(&worker).len() < 2 {
+        assert!(std::time::Instant::now() < deadline, "pings not stored");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+
+    // RUNBOOK's command, on this instance's local KV instead of --remote.
+    let output = std::process::Command::new("node")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/scripts/kv-delete-session.mjs"
+        ))
+        .args(["forget-me-please-1", "--local", "--persist-to"])
+        .arg(worker.kv_dir())
+        .env("WRANGLER_SEND_METRICS", "false")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let week = current_iso_week();
+    assert_eq!(
+        stored(&worker),
+        [format!("session:{week}:keep-me-around-2")]
+    );
+    let readout = send(worker.addr, &readout_request(&week, TOKEN)).unwrap();
+    assert_eq!(readout.json().unwrap()["weekly_active_sessions"], 1);
+}

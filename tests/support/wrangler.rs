@@ -117,7 +117,8 @@ impl Wrangler {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
-    fn kv_dir(&self) -> PathBuf {
+    /// Where this instance keeps its local KV (`--persist-to`).
+    pub fn kv_dir(&self) -> PathBuf {
         self.state.join("kv")
     }
 }
