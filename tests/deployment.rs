@@ -1,0 +1,196 @@
+//! Checks of the deployment files, for what no request can show: that nothing around the
+//! records (platform logs, the tail, dump files) keeps a client address or a session id,
+//! and that every check PRIVACY.md names exists.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use contract_suite::privacy::{address_problems, holds_an_address};
+use toml_edit::DocumentMut;
+
+fn read(path: &str) -> String {
+    let full = Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
+    std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("{}: {e}", full.display()))
+}
+
+#[test]
+fn workers_logs_keep_the_wide_events_and_no_invocation_logs_traces_or_logpush() {
+    let config: DocumentMut = read("wrangler.toml").parse().unwrap();
+    let observability = &config["observability"];
+    assert_eq!(observability["enabled"].as_bool(), Some(true));
+    let logs = &observability["logs"];
+    assert_eq!(
+        logs["enabled"].as_bool(),
+        Some(true),
+        "wide events are kept"
+    );
+    assert_eq!(
+        logs["head_sampling_rate"].as_float(),
+        None,
+        "a whole number"
+    );
+    assert_eq!(
+        logs["head_sampling_rate"].as_integer(),
+        Some(1),
+        "every one"
+    );
+    assert_eq!(
+        logs["invocation_logs"].as_bool(),
+        Some(false),
+        "invocation logs hold every request's headers and client address"
+    );
+    assert_ne!(
+        observability["traces"]["enabled"].as_bool(),
+        Some(true),
+        "traces hold every request's URL and timing"
+    );
+    assert_ne!(
+        config.get("logpush").and_then(|item| item.as_bool()),
+        Some(true),
+        "Logpush ships requests out"
+    );
+    assert!(
+        config.get("tail_consumers").is_none(),
+        "a tail consumer receives every request's headers"
+    );
+}
+
+/// One `wrangler tail --format json` event, as wrangler prints it (pretty, four spaces).
+fn tail_event(message: &str) -> String {
+    let event = serde_json::json!({
+        "outcome": "ok",
+        "scriptName": "telemetry",
+        "exceptions": [],
+        "logs": [{"message": [message], "level": "log", "timestamp": 1_795_549_261_000_u64}],
+        "eventTimestamp": 1_795_549_261_000_u64,
+        "event": {"request": {
+            "url": "https://telemetry.example.com/v1/session",
+            "method": "POST",
+            "headers": {
+                "cf-connecting-ip": "203.0.113.7",
+                "x-forwarded-for": "203.0.113.7, 2001:db8::7",
+                "user-agent": "relay/1.2.3"
+            },
+            "cf": {"clientTcpRtt": 3, "city": "Amsterdam", "asn": 64_496, "colo": "AMS"}
+        }}
+    });
+    serde_json::to_string_pretty(&event).unwrap()
+}
+
+#[test]
+fn the_tail_filter_prints_the_wide_events_and_nothing_of_the_request() {
+    let wide = r#"{"event":"request","target":"worker","route":"session","method":"POST","status":204,"outcome":"accepted","body_bytes":165,"duration_ms":1,"week":"2026-W48","colo":"AMS"}"#;
+    let failure = r#"{"event":"store_failure","target":"worker","operation":"put","week":"2026-W48","error":"quota"}"#;
+    let input = format!(
+        "Successfully created tail, expires at 2026-11-24T23:00:00Z\n{}\n{}\n{}",
+        tail_event(wide),
+        tail_event("not one of ours: {\"a\": 1}"),
+        tail_event(failure)
+    );
+    let mut child = Command::new("node")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/scripts/wide-events.mjs"
+        ))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("node runs scripts/wide-events.mjs (install Node.js >= 20)");
+    let mut stdin = child.stdin.take().unwrap();
+    // In pieces that split JSON strings and objects, as a socket delivers them.
+    for piece in input.as_bytes().chunks(37) {
+        stdin.write_all(piece).unwrap();
+        stdin.flush().unwrap();
+    }
+    drop(stdin);
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success());
+    let printed = String::from_utf8(output.stdout).unwrap();
+    assert_eq!(printed, format!("{wide}\n{failure}\n"));
+    assert!(address_problems(&printed).is_empty() && !holds_an_address(&printed));
+    assert!(!printed.contains("Amsterdam") && !printed.contains("relay/1.2.3"));
+}
+
+#[test]
+fn runbook_dumps_go_to_a_private_directory_and_the_tail_through_the_filter() {
+    let runbook = read("RUNBOOK.md");
+    assert!(
+        !runbook.contains("/tmp/"),
+        "a dump or secret in a shared /tmp"
+    );
+    for line in runbook.lines() {
+        if line.contains("wrangler tail") && line.trim_start().starts_with("npx") {
+            assert!(
+                line.contains("scripts/wide-events.mjs"),
+                "unfiltered: {line}"
+            );
+        }
+        if line.contains("export-kv") && line.contains('>') {
+            assert!(
+                line.contains("\"$dump/"),
+                "a dump outside the private dir: {line}"
+            );
+        }
+        if line.contains("kv key list") && line.trim_start().starts_with("npx") {
+            assert!(
+                line.trim_end().ends_with('\\') || line.contains('|'),
+                "{line}"
+            );
+        }
+    }
+    assert!(
+        runbook.contains("dump=$(mktemp -d)") && runbook.contains("trap 'rm -rf \"$dump\"' EXIT")
+    );
+    // And a dump written in the checkout by mistake is never committed.
+    for name in [
+        "kv-2026-W48.json",
+        "bulk-2026-W48.json",
+        "keys.json",
+        "telemetry.db-wal",
+    ] {
+        let ignored = Command::new("git")
+            .args(["check-ignore", "-q", name])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("git");
+        assert!(ignored.success(), "{name} is not git-ignored");
+    }
+}
+
+/// Every file and test PRIVACY.md cites as the check of a line exists, so the document
+/// cannot point at a check that was renamed or removed.
+#[test]
+fn every_check_privacy_md_names_exists() {
+    let privacy = read("PRIVACY.md");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut named = 0;
+    for cited in privacy.split('`').skip(1).step_by(2) {
+        // `path/to/file.rs::test_name` or `path/to/file`.
+        let (file, test) = cited
+            .split_once("::")
+            .map_or((cited, None), |(f, t)| (f, Some(t)));
+        let looks_like_a_path =
+            file.contains('/') || file.ends_with(".toml") || file == "Caddyfile";
+        if !looks_like_a_path || file.contains(' ') || file.starts_with('/') {
+            continue;
+        }
+        let text = std::fs::read_to_string(root.join(file))
+            .unwrap_or_else(|e| panic!("PRIVACY.md cites {file}: {e}"));
+        if let Some(test) = test {
+            assert!(
+                text.contains(&format!("fn {test}(")),
+                "PRIVACY.md cites {file}::{test}, which does not exist"
+            );
+        }
+        named += 1;
+    }
+    assert!(named >= 15, "PRIVACY.md cites only {named} checks");
+}
