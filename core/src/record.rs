@@ -81,6 +81,11 @@ impl StoredRecord {
 /// Seconds in a day: the precision of every stored time.
 pub const DAY_SECONDS: i64 = 24 * 60 * 60;
 
+/// The start of the UTC day holding `unix` (seconds since the epoch).
+pub fn day_start(unix: i64) -> i64 {
+    unix - unix.rem_euclid(DAY_SECONDS)
+}
+
 /// When a record written at `now_unix` with a TTL of `ttl_seconds` expires, in seconds since
 /// the epoch: the start of the UTC day in which the TTL runs out, so that the expiry (which
 /// KV lists with every key) says no more than the day of the write. A record therefore lives
@@ -88,12 +93,11 @@ pub const DAY_SECONDS: i64 = 24 * 60 * 60;
 /// is kept exact, since KV refuses an expiry less than a minute away.
 pub fn expires_at(now_unix: i64, ttl_seconds: u64) -> i64 {
     let exact = now_unix.saturating_add(i64::try_from(ttl_seconds).unwrap_or(i64::MAX));
-    let day_start = exact - exact.rem_euclid(DAY_SECONDS);
     let soonest = now_unix.saturating_add(
         i64::try_from(ttl_seconds.min(crate::limits::MIN_SESSION_TTL_SECONDS)).unwrap_or(0),
     );
-    if day_start >= soonest {
-        day_start
+    if day_start(exact) >= soonest {
+        day_start(exact)
     } else {
         exact
     }
@@ -188,5 +192,7 @@ mod tests {
             "at least a minute away, so the day's start"
         );
         assert_eq!(expires_at(i64::MAX - 5, u64::MAX), i64::MAX, "saturates");
+        assert_eq!(day_start(afternoon), midnight);
+        assert_eq!(day_start(-1), -DAY_SECONDS, "before 1970 too");
     }
 }

@@ -14,9 +14,11 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use telemetry_core::limits::MIN_SESSION_TTL_SECONDS;
-use telemetry_core::{IsoWeek, SessionId, SessionWrite, StoredRecord as Record, expires_at};
+use telemetry_core::{
+    IsoWeek, SessionId, SessionWrite, StoredRecord as Record, day_start, expires_at,
+};
 
-use crate::store::{Store, StoreError};
+use crate::store::{LiveRecord, Store, StoreError};
 
 /// One entry of `wrangler kv key list`.
 #[derive(Debug, Deserialize)]
@@ -53,8 +55,9 @@ fn parse_key(name: &str) -> Option<(IsoWeek, SessionId)> {
 
 /// Imports a `wrangler kv key list` dump at `now` (seconds since the epoch). Keys that are
 /// not session records, and records with other fields or a malformed time, are refused as a
-/// whole file. A key without an expiration (KV keys written by this service always have one)
-/// gets the expiry of a record written now.
+/// whole file. Each record expires at the start of the day of its key's expiration (an older
+/// Worker set it to the second); a key without one (KV keys written by this service always
+/// have one) gets the expiry of a record written now.
 pub async fn import(
     store: &Store,
     listing: &str,
@@ -83,7 +86,7 @@ pub async fn import(
             .ok_or_else(|| format!("entry {entry}: no valid record as its metadata"))?;
         let expiry = key
             .expiration
-            .unwrap_or_else(|| expires_at(now, default_ttl));
+            .map_or_else(|| expires_at(now, default_ttl), day_start);
         if expiry <= now {
             expired += 1;
             continue;
@@ -110,8 +113,9 @@ pub async fn import(
 }
 
 /// The week's records as `wrangler kv bulk put` input, each with the expiry it has in the
-/// store. KV refuses an expiry less than a minute away, so a record that close to its end is
-/// left out (it would be gone before the put took effect anyway).
+/// store (its day's start, should the store hold one to the second). KV refuses an expiry
+/// less than a minute away, so a record that close to its end is left out (it would be gone
+/// before the put took effect anyway).
 pub async fn export(store: &Store, week: IsoWeek, now: i64) -> Result<String, String> {
     let records = store
         .records_of_week(week)
@@ -119,7 +123,14 @@ pub async fn export(store: &Store, week: IsoWeek, now: i64) -> Result<String, St
         .map_err(|StoreError(e)| format!("reading the store: {e}"))?;
     let soonest = now.saturating_add(i64::try_from(MIN_SESSION_TTL_SECONDS).unwrap_or(0));
     let mut entries = Vec::with_capacity(records.len());
-    for live in records.into_iter().filter(|r| r.expires_at >= soonest) {
+    for live in records
+        .into_iter()
+        .map(|live| LiveRecord {
+            expires_at: day_start(live.expires_at),
+            ..live
+        })
+        .filter(|live| live.expires_at >= soonest)
+    {
         let metadata = serde_json::from_str::<Record>(&live.record_json)
             .ok()
             .and_then(Record::to_day_precision)

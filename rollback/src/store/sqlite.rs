@@ -87,6 +87,21 @@ const COPY_FROM_SESSION_ID_KEYS: &str = "
     DROP TABLE sessions_by_session_id;
 ";
 
+/// The file's `user_version` from which every stored time is a day (`first_seen_at` and
+/// `expires_at`, as `telemetry_core::record` writes them).
+const TIMES_TO_THE_DAY: i64 = 1;
+/// A file written before that has its times cut to the day once, in the transaction that
+/// opens it (a record without `first_seen_at`, which this server never writes, is left as is).
+const CUT_TIMES_TO_THE_DAY: &str = "
+    UPDATE sessions SET
+        expires_at = expires_at - expires_at % 86400,
+        record = CASE WHEN json_valid(record) AND json_type(record, '$.first_seen_at') = 'text'
+            THEN json_set(record, '$.first_seen_at',
+                          substr(json_extract(record, '$.first_seen_at'), 1, 10) || 'T00:00:00Z')
+            ELSE record END;
+    UPDATE weeks SET earliest_expiry = earliest_expiry - earliest_expiry % 86400;
+";
+
 /// Where each session of a week sits in that week's arrival order, for the weeks this process
 /// writes to. The file is the truth: a week's map is read from it on first use, and again
 /// whenever the week's generation in the file is not the one this process last wrote (another
@@ -204,7 +219,13 @@ impl SqliteStore {
         if keyed_by_session_id {
             transaction.execute_batch(COPY_FROM_SESSION_ID_KEYS)?;
         }
+        let version: i64 = transaction.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+        if version < TIMES_TO_THE_DAY {
+            transaction.execute_batch(CUT_TIMES_TO_THE_DAY)?;
+            transaction.pragma_update(None, "user_version", TIMES_TO_THE_DAY)?;
+        }
         transaction.commit()?;
+        forget_wal(&connection)?;
         Ok(Self {
             inner: Arc::new(Mutex::new(Inner {
                 connection,
@@ -779,6 +800,57 @@ mod tests {
         ] {
             assert!(!holds(&on_disk, gone), "{gone} is still on disk");
         }
+    }
+
+    #[tokio::test]
+    async fn a_file_with_times_to_the_second_has_them_cut_to_the_day_once() {
+        let path = scratch_file("to-the-day");
+        drop(SqliteStore::open(&path).unwrap());
+        let record = |seen: &str| {
+            format!(r#"{{"protocol_version":"1.0.0","platform":"linux","first_seen_at":"{seen}"}}"#)
+        };
+        let connection = Connection::open(&path).unwrap();
+        connection
+            .execute_batch(&format!(
+                "PRAGMA user_version = 0;
+                 INSERT INTO sessions VALUES ('2026-W48', 0, 'session-a', '{}', 1802794691);
+                 INSERT INTO weeks VALUES ('2026-W48', 1802794691, 1, 1);",
+                record("2026-11-24T15:04:05Z")
+            ))
+            .unwrap();
+        drop(connection);
+
+        let store = SqliteStore::open(&path).unwrap();
+        let day_record = record("2026-11-24T00:00:00Z");
+        let row = || -> (String, i64, i64) {
+            Connection::open(&path)
+                .unwrap()
+                .query_row(
+                    "SELECT record, expires_at, (SELECT earliest_expiry FROM weeks) FROM sessions",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .unwrap()
+        };
+        assert_eq!(row(), (day_record.clone(), 1802736000, 1802736000));
+        assert!(
+            !holds(&bytes_on_disk(&path), "15:04:05"),
+            "the old time is gone"
+        );
+        // Once: a later row with an exact expiry (a TTL under a day) is left alone.
+        write_all(&store, &[("2026-W48", "session-b")], 3600).await;
+        drop(store);
+        drop(SqliteStore::open(&path).unwrap());
+        let exact: i64 = Connection::open(&path)
+            .unwrap()
+            .query_row(
+                "SELECT expires_at FROM sessions WHERE session_id = 'session-b'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_ne!(exact % 86_400, 0);
+        assert_eq!(row().0, day_record);
     }
 
     #[tokio::test]
