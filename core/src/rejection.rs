@@ -16,6 +16,9 @@ pub enum Rejection {
     InvalidContentLength,
     PayloadTooLarge,
     IncompleteBody,
+    /// The body did not arrive within the server's time limit (the rollback's
+    /// `--body-timeout-seconds`; the platform bounds the Worker's).
+    BodyTimeout,
     EmptyBody,
     InvalidUtf8,
     InvalidJson,
@@ -63,6 +66,7 @@ impl Rejection {
             Self::MethodNotAllowed { .. } => 405,
             Self::UnsupportedMediaType => 415,
             Self::PayloadTooLarge => 413,
+            Self::BodyTimeout => 408,
             Self::InvalidContentLength
             | Self::IncompleteBody
             | Self::EmptyBody
@@ -90,6 +94,7 @@ impl Rejection {
             Self::InvalidContentLength => "invalid_content_length",
             Self::PayloadTooLarge => "payload_too_large",
             Self::IncompleteBody => "incomplete_body",
+            Self::BodyTimeout => "request_timeout",
             Self::EmptyBody => "empty_body",
             Self::InvalidUtf8 => "invalid_utf8",
             Self::InvalidJson => "invalid_json",
@@ -116,6 +121,7 @@ impl Rejection {
             Self::InvalidContentLength => "content-length is not a number".into(),
             Self::PayloadTooLarge => format!("body is larger than {MAX_BODY_BYTES} bytes"),
             Self::IncompleteBody => "body ended before its content-length".into(),
+            Self::BodyTimeout => "body not received in time".into(),
             Self::EmptyBody => "body is empty".into(),
             Self::InvalidUtf8 => "body is not valid UTF-8".into(),
             Self::InvalidJson => "body is not a single valid JSON value".into(),
@@ -156,6 +162,8 @@ impl Rejection {
                 retry_after_seconds,
             } => response.with_header("retry-after", retry_after_seconds.to_string()),
             Self::StoreUnavailable => response.with_header("retry-after", "5"),
+            // The rest of a late body may still come: the connection cannot be reused.
+            Self::BodyTimeout => response.with_header("connection", "close"),
             _ => response,
         }
     }

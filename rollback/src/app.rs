@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Body;
@@ -16,6 +16,7 @@ use telemetry_core::{
     decide_ping, route, utc_from_unix_millis, weekly_active_response,
 };
 
+use crate::connection::Slot;
 use crate::store::Store;
 use crate::writer::Queue;
 use crate::{TARGET, unix_now};
@@ -25,6 +26,8 @@ pub struct AppState {
     /// The header a reverse proxy puts the client's address in (`--client-address-header`);
     /// without it, the peer address is the client's.
     pub client_address_header: Option<String>,
+    /// How long a request's body may take to arrive: past it, 408.
+    pub body_timeout: Duration,
     pub store: Store,
     pub queue: Queue,
     pub limiter: Mutex<AbuseLimiter>,
@@ -72,9 +75,18 @@ async fn decide(state: &AppState, request: Request) -> (Route, Response, usize, 
     match next {
         Next::Respond(response) => (route_taken, response, 0, None),
         Next::ReadPing => {
-            let body = match read_capped(body).await {
-                Ok(body) => body,
-                Err(rejection) => return (route_taken, rejection.into_response(), 0, None),
+            // The connection's watchdog knows the client is sending now (absent in unit tests).
+            let slot = parts.extensions.get::<Arc<Slot>>();
+            slot.inspect(|slot| slot.reading_body());
+            let body = tokio::time::timeout(state.body_timeout, read_capped(body)).await;
+            slot.inspect(|slot| slot.handling());
+            let body = match body {
+                Ok(Ok(body)) => body,
+                Ok(Err(rejection)) => return (route_taken, rejection.into_response(), 0, None),
+                Err(_) => {
+                    let rejection = Rejection::BodyTimeout;
+                    return (route_taken, rejection.into_response(), 0, None);
+                }
             };
             let now = utc_from_unix_millis(unix_now().saturating_mul(1000));
             let decided = decide_ping(&head, body.as_bytes(), now, &mut &state.limiter);
@@ -167,6 +179,7 @@ mod tests {
         Arc::new(AppState {
             config,
             client_address_header: None,
+            body_timeout: Duration::from_secs(10),
             store,
             queue,
             limiter: Mutex::new(AbuseLimiter::new(0)),
@@ -284,6 +297,7 @@ mod proxy_tests {
         let state = AppState {
             config: Config::from_lookup(|_| None).unwrap(),
             client_address_header: Some("x-forwarded-for".into()),
+            body_timeout: Duration::from_secs(10),
             store,
             queue,
             limiter: Mutex::new(AbuseLimiter::new(0)),

@@ -7,33 +7,28 @@
 //! - [`kv_transfer`]: `import-kv` and `export-kv`, for a week that spans both targets.
 //! - [`writer`]: the bounded queue and the background writer that drains it in batches.
 //! - [`store`]: SQLite or Redis, with KV's semantics (one record per week and session, TTL).
-//! - [`serve`] (here): runs the server until a shutdown signal, then drains the queue.
+//! - [`server`]: accepts connections up to a bound, runs until a shutdown signal, then
+//!   drains the queue; [`connection`]: one connection, bounded in time.
 //!
-//! The request path: hyper → [`app`] streams the body under the cap → the core decides →
-//! a 204 once the record is queued → the writer stores it in the next batch.
+//! The request path: [`server`] accepts → [`connection`] serves HTTP/1.1 under its time
+//! limits → [`app`] streams the body under the cap → the core decides → a 204 once the
+//! record is queued → the writer stores it in the next batch.
 
 pub mod app;
+pub mod connection;
 pub mod kv_transfer;
+pub mod server;
 pub mod store;
 pub mod writer;
 
-use std::future::Future;
+pub use server::{ServeError, ServeOptions, serve};
+
 use std::io::Write;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use telemetry_core::event::{StoreFailureEvent, to_line};
-use telemetry_core::{AbuseLimiter, Config};
-use tokio::net::TcpListener;
-
-use crate::app::{AppState, app};
-use crate::store::Store;
 
 /// The name this target's wide events carry.
 pub const TARGET: &str = "rollback";
-
-/// How often expired records are deleted.
-const PURGE_EVERY: Duration = Duration::from_secs(3600);
 
 /// Seconds since the epoch.
 pub fn unix_now() -> i64 {
@@ -57,41 +52,4 @@ pub fn log_store_failure(operation: &'static str, week: &str, error: &str) {
         week: week.to_owned(),
         error,
     }));
-}
-
-/// Serves on `listener` until `shutdown` completes, then stops accepting, finishes the
-/// requests in flight, and writes every queued record before returning.
-pub async fn serve(
-    listener: TcpListener,
-    config: Config,
-    store: Store,
-    client_address_header: Option<String>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let (queue, writer) = writer::start(store.clone(), config.session_ttl_seconds);
-    let purge = tokio::spawn(purge_periodically(store.clone()));
-    let state = Arc::new(AppState {
-        limiter: Mutex::new(AbuseLimiter::new(config.abuse_limit_per_minute)),
-        config,
-        client_address_header,
-        store,
-        queue,
-    });
-    let service = app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let served = axum::serve(listener, service)
-        .with_graceful_shutdown(shutdown)
-        .await;
-    purge.abort();
-    writer.drain().await;
-    served
-}
-
-async fn purge_periodically(store: Store) {
-    let mut ticks = tokio::time::interval(PURGE_EVERY);
-    loop {
-        ticks.tick().await;
-        if let Err(error) = store.purge_expired().await {
-            log_store_failure("purge", "", &error.0);
-        }
-    }
 }

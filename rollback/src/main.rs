@@ -5,6 +5,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+use rollback::ServeOptions;
+use rollback::connection::TimeLimits;
 use rollback::store::{Store, StoreUrl};
 use telemetry_core::Config;
 use tokio::net::TcpListener;
@@ -43,6 +45,28 @@ struct Options {
     /// After SIGTERM or Ctrl-C, how long to wait for queued records to be written.
     #[arg(long, default_value_t = 30)]
     drain_timeout_seconds: u64,
+    /// How long a connection may wait for the first byte of a request (new or kept alive).
+    #[arg(long, env = "ROLLBACK_IDLE_TIMEOUT_SECONDS", value_parser = clap::value_parser!(u64).range(1..), default_value_t = 60)]
+    idle_timeout_seconds: u64,
+    /// How long a request's head may take from its first byte; past it the connection closes.
+    #[arg(long, env = "ROLLBACK_HEAD_TIMEOUT_SECONDS", value_parser = clap::value_parser!(u64).range(1..), default_value_t = 10)]
+    head_timeout_seconds: u64,
+    /// How long a request's body may take once its head has arrived; past it, 408.
+    #[arg(long, env = "ROLLBACK_BODY_TIMEOUT_SECONDS", value_parser = clap::value_parser!(u64).range(1..), default_value_t = 10)]
+    body_timeout_seconds: u64,
+    /// Connections served at once. At the bound, the connection that has kept the server
+    /// waiting longest is closed to make room; new ones wait in the listen backlog.
+    #[arg(
+        long,
+        env = "ROLLBACK_MAX_CONNECTIONS",
+        value_parser = clap::value_parser!(u32).range(1..),
+        default_value_t = rollback::server::DEFAULT_MAX_CONNECTIONS
+    )]
+    max_connections: u32,
+    /// After SIGTERM or Ctrl-C, how long open connections may finish their requests before
+    /// they are closed; the queue is written after that in any case.
+    #[arg(long, default_value_t = 5)]
+    shutdown_grace_seconds: u64,
 }
 
 /// Without a command, the server runs.
@@ -154,36 +178,33 @@ async fn main() -> ExitCode {
         readout = config.read_token.is_some(),
         "rollback listening"
     );
-    let drain = Duration::from_secs(options.drain_timeout_seconds);
-    let (signalled, on_signal) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(async move {
-        if on_signal.await.is_ok() {
-            tokio::time::sleep(drain).await;
-            tracing::error!("queued records were not all written within the drain timeout");
-            std::process::exit(1);
-        }
-    });
     let shutdown = async move {
         wait_for_signal().await;
         tracing::info!("shutting down: no new connections; writing what is queued");
-        let _ = signalled.send(());
     };
-    match rollback::serve(
-        listener,
-        config,
-        store,
-        options
+    let seconds = Duration::from_secs;
+    let serve_options = ServeOptions {
+        client_address_header: options
             .client_address_header
             .map(|h| h.to_ascii_lowercase()),
-        shutdown,
-    )
-    .await
-    {
+        time_limits: TimeLimits {
+            idle: seconds(options.idle_timeout_seconds),
+            head: seconds(options.head_timeout_seconds),
+            body: seconds(options.body_timeout_seconds),
+        },
+        max_connections: usize::try_from(options.max_connections).unwrap_or(usize::MAX),
+        shutdown_grace: seconds(options.shutdown_grace_seconds),
+        drain_timeout: seconds(options.drain_timeout_seconds),
+    };
+    match rollback::serve(listener, config, store, serve_options, shutdown).await {
         Ok(()) => {
             tracing::info!("stopped; every acknowledged record is stored");
             ExitCode::SUCCESS
         }
-        Err(error) => fail(&format!("server: {error}")),
+        Err(error) => {
+            tracing::error!("{error}");
+            fail(&error.to_string())
+        }
     }
 }
 

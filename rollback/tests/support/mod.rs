@@ -76,6 +76,13 @@ impl Rollback {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
+    /// The server's open file descriptors, as Linux counts them.
+    pub fn open_files(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.child.id()))
+            .map(Iterator::count)
+            .unwrap_or(0)
+    }
+
     /// Sends SIGTERM without waiting.
     pub fn terminate(&self) {
         let status = Command::new("kill")

@@ -1,0 +1,242 @@
+//! Hostile clients against the real binary: slow heads, slow bodies, idle connections and a
+//! flood of stalled connections are cut within their limits, a normal client is still served
+//! meanwhile, and SIGTERM with stalled clients connected still writes every acknowledged ping.
+
+#![cfg(target_os = "linux")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use contract_suite::{
+    RawRequest, Target, current_iso_week, ping_json, ping_request, readout_request, send,
+};
+use support::{Rollback, scratch_dir};
+
+const TOKEN: &str = "hostile-token";
+
+/// A ping's head declaring its whole body, with `part` of the body after it.
+fn partial_ping(id: &str, part: usize) -> Vec<u8> {
+    let body = ping_json(id);
+    let mut bytes = format!(
+        "POST /v1/session HTTP/1.1\r\nhost: rollback\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    bytes.extend_from_slice(&body.as_bytes()[..part]);
+    bytes
+}
+
+const HALF_A_HEAD: &[u8] = b"POST /v1/session HTTP/1.1\r\nhost: rollback\r\ncontent-ty";
+
+/// Connects and sends `bytes`, then nothing more.
+fn stall(addr: SocketAddr, bytes: &[u8]) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.write_all(bytes).unwrap();
+    stream
+}
+
+/// Reads until the server closes the connection (or `within` passes): what it sent, and
+/// how long after `since` it closed.
+fn until_closed(mut stream: TcpStream, since: Instant, within: Duration) -> (String, Duration) {
+    stream.set_read_timeout(Some(within)).unwrap();
+    let mut received = Vec::new();
+    let mut buffer = [0u8; 4096];
+    loop {
+        match stream.read(&mut buffer) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => received.extend_from_slice(&buffer[..n]),
+        }
+    }
+    (
+        String::from_utf8_lossy(&received).into_owned(),
+        since.elapsed(),
+    )
+}
+
+fn weekly_count(addr: SocketAddr) -> u64 {
+    let target = Target {
+        addr,
+        token: TOKEN.into(),
+        abuse_limit: None,
+    };
+    target.weekly_count().unwrap()
+}
+
+fn start(dir: &std::path::Path, args: &[&str]) -> Rollback {
+    let store = format!("sqlite://{}", dir.join("telemetry.db").display());
+    let vars = [("WAU_READ_TOKEN", TOKEN), ("ABUSE_LIMIT_PER_MINUTE", "0")];
+    Rollback::start_with_args(&store, dir, &vars, args)
+}
+
+#[test]
+fn slow_heads_slow_bodies_and_idle_connections_are_cut_within_their_limits() {
+    let dir = scratch_dir("hostile-limits");
+    let server = start(
+        &dir,
+        &[
+            "--head-timeout-seconds",
+            "1",
+            "--body-timeout-seconds",
+            "1",
+            "--idle-timeout-seconds",
+            "2",
+        ],
+    );
+    let addr = server.addr;
+    let started = Instant::now();
+    let slow_head = stall(addr, HALF_A_HEAD);
+    let slow_body = stall(addr, &partial_ping("slow-body-0001", 20));
+    let silent = stall(addr, b"");
+    let mut kept_alive = stall(
+        addr,
+        b"GET /healthz HTTP/1.1\r\nhost: rollback\r\nconnection: keep-alive\r\n\r\n",
+    );
+    let mut first = [0u8; 17];
+    kept_alive.read_exact(&mut first).unwrap();
+    assert_eq!(&first, b"HTTP/1.1 200 OK\r\n");
+
+    // Meanwhile a normal client is served.
+    assert_eq!(
+        send(addr, &ping_request("normal-0001")).unwrap().status,
+        204
+    );
+
+    let wait = Duration::from_secs(10);
+    let handles = [
+        ("slow head", slow_head, 1.0),
+        ("slow body", slow_body, 1.0),
+        ("silent", silent, 2.0),
+        ("kept alive", kept_alive, 2.0),
+    ]
+    .map(|(name, stream, limit)| {
+        std::thread::spawn(move || (name, limit, until_closed(stream, started, wait)))
+    });
+    for handle in handles {
+        let (name, limit, (received, after)) = handle.join().unwrap();
+        let after = after.as_secs_f64();
+        // The watchdog looks every quarter of the shortest limit: allow that and some slack.
+        assert!(
+            after >= limit && after < limit + 1.5,
+            "{name}: closed after {after:.2} s, limit {limit} s"
+        );
+        if name == "slow body" {
+            assert!(received.starts_with("HTTP/1.1 408 "), "{name}: {received}");
+            assert!(
+                received.contains("\"error\":\"request_timeout\""),
+                "{received}"
+            );
+        }
+        if name == "slow head" || name == "silent" {
+            assert!(received.is_empty(), "{name}: {received}");
+        }
+    }
+    // The cut body wrote nothing; the normal ping was stored.
+    assert_eq!(weekly_count(addr), 1);
+}
+
+#[test]
+fn a_flood_of_stalled_connections_neither_locks_out_a_client_nor_exhausts_descriptors() {
+    let dir = scratch_dir("hostile-flood");
+    // Time limits far longer than the test: only the bound and its eviction can help.
+    let server = start(
+        &dir,
+        &[
+            "--max-connections",
+            "40",
+            "--head-timeout-seconds",
+            "60",
+            "--body-timeout-seconds",
+            "60",
+            "--idle-timeout-seconds",
+            "60",
+        ],
+    );
+    let addr = server.addr;
+    for n in 0..5 {
+        let response = send(addr, &ping_request(&format!("before-flood-{n}"))).unwrap();
+        assert_eq!(response.status, 204);
+    }
+    let files_before = server.open_files();
+    let flood: Vec<TcpStream> = (0..200)
+        .map(|n| {
+            if n % 2 == 0 {
+                stall(addr, HALF_A_HEAD)
+            } else {
+                stall(addr, &partial_ping(&format!("flood-{n:04}"), 10))
+            }
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+
+    // A normal client gets its answers promptly, every time.
+    for n in 0..5 {
+        let asked = Instant::now();
+        let health = send(addr, &RawRequest::new("GET", "/healthz")).unwrap();
+        assert_eq!(health.status, 200);
+        let ping = send(addr, &ping_request(&format!("during-flood-{n}"))).unwrap();
+        assert_eq!(ping.status, 204);
+        let readout = send(addr, &readout_request(&current_iso_week(), TOKEN)).unwrap();
+        assert_eq!(readout.status, 200);
+        assert!(
+            asked.elapsed() < Duration::from_secs(3),
+            "answered after {:?}",
+            asked.elapsed()
+        );
+    }
+    let files_during = server.open_files();
+    assert!(
+        files_during <= files_before + 40 + 2,
+        "{files_during} open files during the flood, {files_before} before, bound 40"
+    );
+    drop(flood);
+    // Every ping answered 204 was stored; none of the flood's half-sent ones was.
+    assert_eq!(weekly_count(addr), 10);
+}
+
+#[test]
+fn sigterm_with_stalled_clients_connected_still_writes_every_acknowledged_ping() {
+    let dir = scratch_dir("hostile-sigterm");
+    let args = [
+        "--head-timeout-seconds",
+        "60",
+        "--body-timeout-seconds",
+        "60",
+        "--shutdown-grace-seconds",
+        "1",
+    ];
+    let mut server = start(&dir, &args);
+    let addr = server.addr;
+    for n in 0..50 {
+        let response = send(addr, &ping_request(&format!("before-stop-{n:03}"))).unwrap();
+        assert_eq!(response.status, 204);
+    }
+    let _stalled = [
+        stall(addr, HALF_A_HEAD),
+        stall(addr, &partial_ping("stalled-at-stop", 30)),
+        stall(addr, b""),
+    ];
+    std::thread::sleep(Duration::from_millis(200));
+    let stopped = Instant::now();
+    server.terminate();
+    let status = server.wait_exit(Duration::from_secs(20));
+    assert!(status.success(), "exit status {status}:\n{}", server.log());
+    assert!(
+        stopped.elapsed() < Duration::from_secs(5),
+        "took {:?} with stalled clients connected",
+        stopped.elapsed()
+    );
+    assert!(server.log().contains("every acknowledged record is stored"));
+    drop(server);
+
+    let restarted = start(&dir, &[]);
+    assert_eq!(weekly_count(restarted.addr), 50);
+}
