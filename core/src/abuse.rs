@@ -1,12 +1,16 @@
 //! The abuse limit: a fixed window of valid pings per client address, held in memory only.
 //!
-//! Addresses are kept as keyed hashes, never as text, and never leave the process. In a
-//! Worker each isolate counts on its own, so the limit there is per isolate: a brake on a
-//! single noisy client, not a global quota.
+//! Addresses are kept as keyed hashes, never as text, and never leave the process. An IPv6
+//! client counts by its /64, the block a single site is handed (one host can use billions of
+//! its addresses). When the limiter tracks as many clients as it may, the window that began
+//! first is dropped to make room, so memory stays bounded and everyone else keeps counting.
+//! In a Worker each isolate counts on its own, so the limit there is per isolate: a brake on
+//! a single noisy client, not a global quota.
 
-use std::collections::HashMap;
 use std::collections::hash_map::RandomState;
+use std::collections::{BTreeSet, HashMap};
 use std::hash::BuildHasher;
+use std::net::IpAddr;
 
 use crate::limits::{ABUSE_MAX_TRACKED_CLIENTS, ABUSE_WINDOW_SECONDS};
 use crate::rejection::Rejection;
@@ -41,6 +45,18 @@ pub struct AbuseLimiter {
     limit: u32,
     hasher: RandomState,
     windows: HashMap<u64, Window>,
+    /// The same windows by (start, client), oldest first, to find the one to drop.
+    by_start: BTreeSet<(u64, u64)>,
+}
+
+/// What a client is counted as: an IPv4 address, an IPv6 /64, or (for a value that is not an
+/// address, from a misconfigured proxy header) the text itself.
+fn counted_as(client: &str) -> Vec<u8> {
+    match client.parse::<IpAddr>().map(|ip| ip.to_canonical()) {
+        Ok(IpAddr::V4(v4)) => v4.octets().to_vec(),
+        Ok(IpAddr::V6(v6)) => v6.octets().get(..8).unwrap_or_default().to_vec(),
+        Err(_) => client.as_bytes().to_vec(),
+    }
 }
 
 impl AbuseLimiter {
@@ -50,6 +66,7 @@ impl AbuseLimiter {
             limit,
             hasher: RandomState::new(),
             windows: HashMap::new(),
+            by_start: BTreeSet::new(),
         }
     }
 
@@ -59,21 +76,24 @@ impl AbuseLimiter {
         if self.limit == 0 {
             return Ok(());
         }
-        let key = self.hasher.hash_one(client);
-        if self.windows.len() >= ABUSE_MAX_TRACKED_CLIENTS && !self.windows.contains_key(&key) {
-            self.windows
-                .retain(|_, w| now_unix_seconds < w.started_at + ABUSE_WINDOW_SECONDS);
-            if self.windows.len() >= ABUSE_MAX_TRACKED_CLIENTS {
-                // Fail open rather than grow without bound under an address flood.
-                self.windows.clear();
-            }
+        let key = self.hasher.hash_one(counted_as(client));
+        if self.windows.len() >= ABUSE_MAX_TRACKED_CLIENTS
+            && !self.windows.contains_key(&key)
+            && let Some((_, oldest)) = self.by_start.pop_first()
+        {
+            self.windows.remove(&oldest);
         }
-        let window = self.windows.entry(key).or_insert(Window {
-            started_at: now_unix_seconds,
-            pings: 0,
+        let window = self.windows.entry(key).or_insert_with(|| {
+            self.by_start.insert((now_unix_seconds, key));
+            Window {
+                started_at: now_unix_seconds,
+                pings: 0,
+            }
         });
         let ends_at = window.started_at.saturating_add(ABUSE_WINDOW_SECONDS);
         if now_unix_seconds >= ends_at || now_unix_seconds < window.started_at {
+            self.by_start.remove(&(window.started_at, key));
+            self.by_start.insert((now_unix_seconds, key));
             *window = Window {
                 started_at: now_unix_seconds,
                 pings: 0,
@@ -137,6 +157,54 @@ mod tests {
             limiter.admit(&format!("client-{n}"), 7).unwrap();
         }
         assert!(limiter.tracked_clients() <= ABUSE_MAX_TRACKED_CLIENTS);
+        assert_eq!(limiter.by_start.len(), limiter.tracked_clients());
+    }
+
+    #[test]
+    fn a_flood_drops_the_oldest_windows_and_a_limited_client_stays_limited() {
+        let mut limiter = AbuseLimiter::new(1);
+        for n in 0..ABUSE_MAX_TRACKED_CLIENTS - 1 {
+            limiter.admit(&format!("early-{n}"), 100).unwrap();
+        }
+        limiter.admit("203.0.113.9", 101).unwrap();
+        assert!(limiter.admit("203.0.113.9", 101).is_err());
+        // New addresses past the bound push out the windows that began first, one each.
+        for n in 0..100 {
+            limiter.admit(&format!("flood-{n}"), 102).unwrap();
+        }
+        assert_eq!(limiter.tracked_clients(), ABUSE_MAX_TRACKED_CLIENTS);
+        assert!(
+            limiter.admit("203.0.113.9", 103).is_err(),
+            "a flood must not clear a limited client's window"
+        );
+        let dropped = (0..ABUSE_MAX_TRACKED_CLIENTS - 1)
+            .map(|n| limiter.hasher.hash_one(counted_as(&format!("early-{n}"))))
+            .filter(|key| !limiter.windows.contains_key(key))
+            .count();
+        assert_eq!(dropped, 100, "one of the earliest windows per new client");
+    }
+
+    #[test]
+    fn an_ipv6_client_counts_by_its_64_and_a_mapped_ipv4_as_itself() {
+        let mut limiter = AbuseLimiter::new(2);
+        limiter.admit("2001:db8:1:2::1", 10).unwrap();
+        limiter
+            .admit("2001:db8:1:2:ffff:ffff:ffff:ffff", 10)
+            .unwrap();
+        assert!(
+            limiter.admit("2001:db8:1:2:abcd::7", 10).is_err(),
+            "same /64"
+        );
+        assert!(limiter.admit("2001:db8:1:3::1", 10).is_ok(), "another /64");
+        limiter.admit("192.0.2.7", 10).unwrap();
+        limiter.admit("::ffff:192.0.2.7", 10).unwrap();
+        assert!(
+            limiter.admit("192.0.2.7", 10).is_err(),
+            "the same IPv4 client"
+        );
+        assert!(limiter.admit("192.0.2.8", 10).is_ok());
+        assert!(limiter.admit("not an address", 10).is_ok());
+        assert_eq!(limiter.by_start.len(), limiter.tracked_clients());
     }
 
     #[test]
