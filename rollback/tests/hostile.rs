@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use contract_suite::{
     RawRequest, Target, current_iso_week, ping_json, ping_request, readout_request, send,
 };
+use rollback::connection::{DEFAULT_BODY_TIMEOUT, DEFAULT_HEAD_TIMEOUT, DEFAULT_IDLE_TIMEOUT};
 use support::{Rollback, scratch_dir};
 
 const TOKEN: &str = "hostile-token";
@@ -239,4 +240,38 @@ fn sigterm_with_stalled_clients_connected_still_writes_every_acknowledged_ping()
 
     let restarted = start(&dir, &[]);
     assert_eq!(weekly_count(restarted.addr), 50);
+}
+
+/// Caddy in front cuts slow clients no later than the rollback would, reads no body much
+/// larger than a ping, and drops idle upstream connections before the rollback does.
+#[test]
+fn the_caddyfile_carries_the_rollbacks_limits() {
+    let caddyfile = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/Caddyfile");
+    let output = std::process::Command::new("caddy")
+        .args(["adapt", "--adapter", "caddyfile", "--config", caddyfile])
+        .env("CADDY_ADMIN", "off")
+        .output()
+        .expect("caddy adapt (run scripts/setup.sh, or apt-get install caddy)");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let config: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let server = &config["apps"]["http"]["servers"]["srv0"];
+    let nanos = |value: &serde_json::Value| Duration::from_nanos(value.as_u64().unwrap());
+    assert_eq!(nanos(&server["read_header_timeout"]), DEFAULT_HEAD_TIMEOUT);
+    assert!(nanos(&server["read_timeout"]) <= DEFAULT_HEAD_TIMEOUT + DEFAULT_BODY_TIMEOUT);
+    assert_eq!(nanos(&server["idle_timeout"]), DEFAULT_IDLE_TIMEOUT);
+    let handlers = &server["routes"][0]["handle"][0]["routes"][0]["handle"];
+    let body_limit = handlers[0]["max_size"].as_u64().unwrap();
+    assert!(
+        body_limit <= 16 * 1024,
+        "request_body max_size {body_limit}"
+    );
+    let upstream_idle = nanos(&handlers[1]["transport"]["keep_alive"]["idle_timeout"]);
+    assert!(
+        upstream_idle < DEFAULT_IDLE_TIMEOUT,
+        "upstream keep-alive {upstream_idle:?}"
+    );
 }

@@ -28,6 +28,28 @@ impl From<redis::RedisError> for StoreError {
     }
 }
 
+/// Oldest Redis this store runs on: `EXPIREAT … NX` and `EXPIRETIME` came in 7.0. On an
+/// older server every batch would fail, forever; better to refuse to start.
+const MIN_MAJOR_VERSION: u32 = 7;
+
+/// Checks `redis_version` in the `INFO server` answer.
+fn check_version(info: &str) -> Result<(), String> {
+    let version = info
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("redis_version:"))
+        .unwrap_or("unknown");
+    let major = version
+        .split('.')
+        .next()
+        .and_then(|major| major.parse::<u32>().ok());
+    match major {
+        Some(major) if major >= MIN_MAJOR_VERSION => Ok(()),
+        _ => Err(format!(
+            "Redis {MIN_MAJOR_VERSION}.0 or newer is needed (EXPIREAT … NX); the server reports {version}"
+        )),
+    }
+}
+
 fn week_key(week: IsoWeek) -> String {
     format!("sessions:{week}")
 }
@@ -46,6 +68,11 @@ impl RedisStore {
         redis::cmd("PING")
             .query_async::<()>(&mut connection)
             .await?;
+        let info: String = redis::cmd("INFO")
+            .arg("server")
+            .query_async(&mut connection)
+            .await?;
+        check_version(&info).map_err(StoreError)?;
         Ok(Self { connection })
     }
 
@@ -154,5 +181,25 @@ impl RedisStore {
                 .await?;
         }
         Ok(deleted)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_redis_7_or_newer_is_accepted() {
+        let info = |version: &str| {
+            format!("# Server\r\nredis_version:{version}\r\nredis_mode:standalone\r\n")
+        };
+        assert!(check_version(&info("7.0.15")).is_ok());
+        assert!(check_version(&info("8.2.1")).is_ok());
+        let old = check_version(&info("6.2.14")).unwrap_err();
+        assert!(
+            old.contains("7.0 or newer") && old.contains("6.2.14"),
+            "{old}"
+        );
+        assert!(check_version("# Server\r\n").is_err());
     }
 }
