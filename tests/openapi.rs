@@ -1,0 +1,276 @@
+//! `openapi.yaml`, the published contract, against the protocol core: the ping's schema states
+//! every rule the core enforces (fields, lengths, enums, and patterns that accept exactly
+//! what the core accepts, probe by probe), and every status the core decides on a route is
+//! documented there.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::collections::BTreeSet;
+
+use regex::bytes::RegexBuilder;
+use serde_json::Value;
+use telemetry_core::limits::{MAX_VERSION_CHARS, SESSION_ID_CHARS};
+use telemetry_core::ping::{FIELDS, Framework, Platform};
+use telemetry_core::{
+    AbuseLimiter, IsoWeek, Next, ReadToken, Rejection, RequestHead, decide_ping, parse_ping, route,
+    utc_from_unix_millis, weekly_active_response,
+};
+
+fn document() -> Value {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.yaml"))
+        .expect("openapi.yaml at the repository root");
+    serde_norway::from_str(&text).expect("openapi.yaml is YAML")
+}
+
+fn ping_schema() -> Value {
+    document()["components"]["schemas"]["Ping"].clone()
+}
+
+fn strings(value: &Value) -> Vec<String> {
+    value
+        .as_array()
+        .unwrap_or_else(|| panic!("not an array: {value}"))
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// The document's example ping with `field` set to `value`, as the core judges it.
+fn core_accepts(field: &str, value: &str) -> bool {
+    let mut ping = ping_schema()["examples"][0].clone();
+    ping[field] = Value::from(value);
+    let body = serde_json::to_vec(&ping).unwrap();
+    match parse_ping(&body) {
+        Ok(_) => true,
+        Err(Rejection::InvalidValue { field: refused, .. }) if refused == field => false,
+        Err(other) => panic!("{field}={value:?}: unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn the_ping_schema_states_the_cores_fields_lengths_and_enums() {
+    let ping = ping_schema();
+    assert_eq!(ping["type"], "object");
+    assert_eq!(
+        ping["additionalProperties"], false,
+        "unknown fields are refused"
+    );
+    assert_eq!(
+        strings(&ping["required"]),
+        FIELDS,
+        "every field is required"
+    );
+    let documented: BTreeSet<&str> = ping["properties"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(documented, BTreeSet::from(FIELDS));
+    let property = |name: &str| &ping["properties"][name];
+    for field in ["protocol_version", "daemon_version", "node_version"] {
+        assert_eq!(property(field)["maxLength"], MAX_VERSION_CHARS, "{field}");
+    }
+    assert_eq!(
+        property("session_id")["minLength"],
+        *SESSION_ID_CHARS.start()
+    );
+    assert_eq!(property("session_id")["maxLength"], *SESSION_ID_CHARS.end());
+    let platforms: Vec<&str> = Platform::ALL.iter().map(|p| p.as_str()).collect();
+    assert_eq!(strings(&property("platform")["enum"]), platforms);
+    let frameworks: Vec<&str> = Framework::ALL.iter().map(|f| f.as_str()).collect();
+    assert_eq!(strings(&property("primary_framework")["enum"]), frameworks);
+    for field in FIELDS {
+        assert_eq!(property(field)["type"], "string", "{field}");
+    }
+    // The example is a ping the core accepts; a value just outside an enum is refused.
+    let example = serde_json::to_vec(&ping["examples"][0]).unwrap();
+    assert!(parse_ping(&example).is_ok());
+    assert!(!core_accepts("platform", "Linux") && !core_accepts("primary_framework", "angular"));
+}
+
+#[test]
+fn each_pattern_accepts_exactly_what_the_core_accepts() {
+    let ping = ping_schema();
+    let long = |n: usize| "a".repeat(n);
+    let version_of = |n: usize| format!("1.0.0-{}", "b".repeat(n - 6));
+    let probes: Vec<String> = [
+        "1.0.0",
+        "0.0.0",
+        "10.20.300",
+        "01.2.3",
+        "1.0.0-beta.1",
+        "1.0.0-rc-1",
+        "1.0.0--",
+        "1.0.0-",
+        "1.0.0+build.5",
+        "1.0",
+        "1.0.0.0",
+        "1..0",
+        "v1.0.0",
+        "V1.0.0",
+        "vv1.0.0",
+        "v1.0",
+        " 1.0.0",
+        "1.0.0 ",
+        "1.0.0\n",
+        "\u{ff11}.0.0",
+        "1.0.0-b\u{e9}ta",
+        "",
+        "abcdefgh",
+        "abc_DEF-9",
+        "abc def gh",
+        "abc.defgh",
+        "abcdefg",
+        "session/id",
+        "\u{1f642}\u{1f642}\u{1f642}\u{1f642}\u{1f642}\u{1f642}\u{1f642}\u{1f642}",
+    ]
+    .iter()
+    .map(|p| (*p).to_owned())
+    .chain([long(63), long(64), long(65), version_of(64), version_of(65)])
+    .collect();
+    for field in [
+        "protocol_version",
+        "daemon_version",
+        "session_id",
+        "node_version",
+    ] {
+        let schema = &ping["properties"][field];
+        // JSON Schema patterns are ECMA-262: `\d` is ASCII only, as in the core.
+        let pattern = RegexBuilder::new(schema["pattern"].as_str().unwrap())
+            .unicode(false)
+            .build()
+            .unwrap();
+        let min = schema["minLength"].as_u64().unwrap_or(0);
+        let max = schema["maxLength"].as_u64().unwrap();
+        for probe in &probes {
+            let chars = u64::try_from(probe.chars().count()).unwrap();
+            let document_accepts =
+                pattern.is_match(probe.as_bytes()) && (min..=max).contains(&chars);
+            assert_eq!(
+                document_accepts,
+                core_accepts(field, probe),
+                "{field} = {probe:?}: openapi.yaml says {document_accepts}"
+            );
+        }
+    }
+}
+
+/// The statuses documented for `method` on `path`.
+fn documented_statuses(document: &Value, path: &str, method: &str) -> BTreeSet<u16> {
+    document["paths"][path][method]["responses"]
+        .as_object()
+        .unwrap_or_else(|| panic!("openapi.yaml has no {method} {path}"))
+        .keys()
+        .map(|status| status.parse().unwrap())
+        .collect()
+}
+
+/// What the core answers from a request's head alone, or `None` when it goes on to a body or
+/// a count.
+fn decided_from_head(head: &RequestHead<'_>, token: Option<&ReadToken>) -> Option<u16> {
+    match route(head, token).1 {
+        Next::Respond(response) => Some(response.status),
+        Next::ReadPing | Next::CountWeek(_) => None,
+    }
+}
+
+#[test]
+fn every_status_the_core_decides_on_a_route_is_documented() {
+    let document = document();
+    let token = ReadToken::from_configured(Some("t"));
+    let head = |method: &'static str, path: &'static str| RequestHead {
+        method,
+        path,
+        content_type: Some("application/json"),
+        ..RequestHead::default()
+    };
+    let mut session = BTreeSet::new();
+    session.extend(decided_from_head(
+        &RequestHead {
+            content_type: Some("text/plain"),
+            ..head("POST", "/v1/session")
+        },
+        token.as_ref(),
+    ));
+    for length in ["5000", "many"] {
+        session.extend(decided_from_head(
+            &RequestHead {
+                content_length: Some(length),
+                ..head("POST", "/v1/session")
+            },
+            token.as_ref(),
+        ));
+    }
+    let now = utc_from_unix_millis(1_795_000_000_000);
+    let mut limiter = AbuseLimiter::new(1);
+    let client = RequestHead {
+        client: Some("192.0.2.1"),
+        ..head("POST", "/v1/session")
+    };
+    let example = serde_json::to_vec(&ping_schema()["examples"][0]).unwrap();
+    for body in [&example[..], &example[..], b"{}", b"", b"[1]"] {
+        session.insert(match decide_ping(&client, body, now, &mut limiter) {
+            Ok(_) => 204,
+            Err(rejection) => rejection.status(),
+        });
+    }
+    // What only an adapter can meet: a late body, a full queue, a store or setting failing.
+    for rejection in [
+        Rejection::BodyTimeout,
+        Rejection::QueueFull {
+            retry_after_seconds: 5,
+        },
+        Rejection::StoreUnavailable,
+        Rejection::Internal,
+    ] {
+        session.insert(rejection.status());
+    }
+    assert_eq!(
+        session,
+        BTreeSet::from([204, 400, 408, 413, 415, 429, 500, 503])
+    );
+    assert!(session.is_subset(&documented_statuses(&document, "/v1/session", "post")));
+    let wrong_method = decided_from_head(&head("GET", "/v1/session"), token.as_ref());
+    assert!(documented_statuses(&document, "/v1/session", "get").contains(&wrong_method.unwrap()));
+
+    let readout = "/v1/wau/{week}";
+    let mut answers = BTreeSet::from([
+        weekly_active_response(IsoWeek::parse("2026-W48").unwrap(), 3).status,
+        Rejection::StoreUnavailable.status(),
+        Rejection::Internal.status(),
+    ]);
+    for (authorization, token) in [
+        (Some("Bearer t"), token.as_ref()),
+        (Some("Bearer wrong"), token.as_ref()),
+        (None, token.as_ref()),
+        (Some("Bearer t"), None),
+    ] {
+        for path in ["/v1/wau/2026-W48", "/v1/wau/2025-W53", "/v1/wau/x"] {
+            let asked = RequestHead {
+                authorization,
+                ..head("GET", path)
+            };
+            answers.extend(decided_from_head(&asked, token));
+        }
+    }
+    assert_eq!(answers, BTreeSet::from([200, 400, 401, 404, 500, 503]));
+    assert!(answers.is_subset(&documented_statuses(&document, readout, "get")));
+    let posted = decided_from_head(&head("POST", "/v1/wau/2026-W48"), token.as_ref());
+    let posted_without_token = decided_from_head(&head("POST", "/v1/wau/2026-W48"), None);
+    let documented = documented_statuses(&document, readout, "post");
+    assert!(
+        documented.contains(&posted.unwrap())
+            && documented.contains(&posted_without_token.unwrap())
+    );
+
+    let health = decided_from_head(&head("GET", "/healthz"), None).unwrap();
+    assert!(documented_statuses(&document, "/healthz", "get").contains(&health));
+    let health_posted = decided_from_head(&head("POST", "/healthz"), None).unwrap();
+    assert!(documented_statuses(&document, "/healthz", "post").contains(&health_posted));
+}
