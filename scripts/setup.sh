@@ -2,7 +2,8 @@
 # Installs what building, running and testing need, and skips what is already there:
 # the wasm32 target, worker-build and wasm-bindgen-cli at the versions in Cargo.lock, and
 # the npm packages (wrangler, workerd, esbuild) from package-lock.json, and redis-server,
-# openssl and caddy (Debian's packages) for the rollback's Redis and proxy tests.
+# openssl and caddy (Debian's packages) for the rollback's Redis and proxy tests, and
+# schemathesis (PyPI, into .venv) for the checks against openapi.yaml.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,6 +36,26 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$lock_sum" ]; then
   say "installing npm packages from package-lock.json"
   npm ci --no-audit --no-fund --loglevel=error
   echo "$lock_sum" >"$stamp"
+fi
+
+# schemathesis (PyPI) checks both targets against openapi.yaml; it lives in a virtualenv of
+# the repository's own, with every version pinned in tests/requirements.txt.
+venv_stamp=.venv/.telemetry-requirements-sha256
+requirements_sum=$(sha256sum tests/requirements.txt | cut -d' ' -f1)
+if [ ! -x .venv/bin/st ] || [ "$(cat "$venv_stamp" 2>/dev/null)" != "$requirements_sum" ]; then
+  say "installing Python test tools from tests/requirements.txt into .venv"
+  if ! python3 -m venv .venv >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+      apt-get update -qq
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
+      python3 -m venv .venv
+    else
+      echo "python3 cannot make a virtualenv: install Python 3 with venv (Debian/Ubuntu: sudo apt-get install python3-venv)" >&2
+      exit 1
+    fi
+  fi
+  .venv/bin/pip install --quiet --disable-pip-version-check -r tests/requirements.txt
+  echo "$requirements_sum" >"$venv_stamp"
 fi
 
 # The rollback's tests start their own redis-server (plain and TLS, with certificates made

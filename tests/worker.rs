@@ -14,6 +14,7 @@ mod support;
 use contract_suite::privacy::{
     address_problems, expiry_problems, log_problems, record_problems, send_address_bearing_pings,
 };
+use contract_suite::schemathesis::run_schemathesis;
 use contract_suite::{
     Target, current_iso_week, ping_request, readout_request, run, run_without_token, send,
 };
@@ -192,4 +193,12 @@ fn worker_forgets_a_session_on_request() {
     );
     let readout = send(worker.addr, &readout_request(&week, TOKEN)).unwrap();
     assert_eq!(readout.json().unwrap()["weekly_active_sessions"], 1);
+}
+
+#[test]
+fn worker_answers_as_openapi_yaml_says() {
+    let worker = Wrangler::start(&[("WAU_READ_TOKEN", TOKEN), ("ABUSE_LIMIT_PER_MINUTE", "0")]);
+    if let Err(report) = run_schemathesis(worker.addr, TOKEN) {
+        panic!("{report}");
+    }
 }

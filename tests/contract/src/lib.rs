@@ -17,6 +17,7 @@
 mod cases;
 pub mod http;
 pub mod privacy;
+pub mod schemathesis;
 mod week;
 
 use std::net::SocketAddr;
