@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what building, running and testing need, and skips what is already there:
-# the wasm32 target, worker-build and wasm-bindgen-cli at the versions in Cargo.lock, and
+# the wasm32 target, worker-build and wasm-bindgen-cli at the versions in Cargo.lock, cargo-fuzz,
 # the npm packages (wrangler, workerd, esbuild) from package-lock.json, and redis-server,
 # openssl and caddy (Debian's packages) for the rollback's Redis and proxy tests, and
 # schemathesis (PyPI, into .venv) for the checks against openapi.yaml.
@@ -20,6 +20,13 @@ worker_version=$(locked worker)
 if [ "$(worker-build --version 2>/dev/null || true)" != "$worker_version" ]; then
   say "installing worker-build $worker_version"
   cargo install --quiet worker-build --version "$worker_version"
+fi
+
+# cargo-fuzz runs the core's fuzz targets (fuzz/) on the stable toolchain.
+fuzz_version=0.13.2
+if [ "$(cargo fuzz --version 2>/dev/null | cut -d' ' -f2)" != "$fuzz_version" ]; then
+  say "installing cargo-fuzz $fuzz_version"
+  cargo install --quiet cargo-fuzz --version "$fuzz_version"
 fi
 
 # worker-build would download wasm-bindgen from GitHub; install the lockfile's version from

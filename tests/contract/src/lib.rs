@@ -201,6 +201,12 @@ pub fn run_without_token(addr: SocketAddr) -> Run {
     run
 }
 
+/// The table's cases as a run sends them (the rate-limit probe aside), for tools that start
+/// from real requests: `examples/fuzz_seeds.rs` turns them into the fuzzers' seed corpus.
+pub fn contract_cases(token: &str) -> Vec<Case> {
+    cases::table("seed", token)
+}
+
 /// A tag unique to this run, so its session ids are new to any store.
 fn run_tag() -> String {
     let nanos = std::time::SystemTime::now()
