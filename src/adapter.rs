@@ -3,12 +3,15 @@
 use std::cell::RefCell;
 
 use futures_util::StreamExt;
-use telemetry_core::event::{RequestEvent, method_label, to_line};
-use telemetry_core::limits::MAX_DISCARDED_BYTES;
+use telemetry_core::event::{
+    LIMITED_BY_PROCESS, LIMITED_BY_SHARED, RequestEvent, method_label, to_line,
+};
+use telemetry_core::limits::{ABUSE_WINDOW_SECONDS, MAX_DISCARDED_BYTES};
 use telemetry_core::{
     AbuseLimiter, CappedBody, Config, IsoWeek, Next, Rejection, RequestHead, Response, Route,
-    decide_ping, route, utc_from_unix_millis, weekly_active_response,
+    SessionWrite, decide_ping, route, utc_from_unix_millis, weekly_active_response,
 };
+use time::OffsetDateTime;
 use worker::worker_sys::ext::RequestExt;
 use worker::{Context, Date, Env, Headers, Request, console_log, event};
 
@@ -36,6 +39,7 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<worker::R
         duration_ms: Date::now().as_millis().saturating_sub(started_ms),
         week: handled.week,
         colo: colo.as_deref(),
+        limited_by: handled.limited_by,
     };
     console_log!("{}", to_line(&event));
     into_worker_response(handled.response)
@@ -47,6 +51,8 @@ struct Handled {
     response: Response,
     body_bytes: usize,
     week: Option<IsoWeek>,
+    /// On a 429, which limit answered.
+    limited_by: Option<&'static str>,
 }
 
 async fn handle(mut req: Request, env: &Env, ctx: &Context) -> Handled {
@@ -55,6 +61,7 @@ async fn handle(mut req: Request, env: &Env, ctx: &Context) -> Handled {
         response: Rejection::Internal.into_response(),
         body_bytes: 0,
         week: None,
+        limited_by: None,
     };
     // Vars and secrets share one namespace in a Worker's env.
     let Ok(config) = Config::from_lookup(|name| env.var(name).ok().map(|v| v.to_string())) else {
@@ -90,12 +97,8 @@ async fn handle(mut req: Request, env: &Env, ctx: &Context) -> Handled {
             };
             handled.body_bytes = body.len();
             let now = utc_from_unix_millis(i64::try_from(Date::now().as_millis()).unwrap_or(0));
-            let decided = LIMITER.with(|cell| {
-                let mut cell = cell.borrow_mut();
-                let limiter =
-                    cell.get_or_insert_with(|| AbuseLimiter::new(config.abuse_limit_per_minute));
-                decide_ping(&head, body.as_bytes(), now, limiter)
-            });
+            let (decided, limited_by) = decide_counted(env, &config, &head, &body, now).await;
+            handled.limited_by = limited_by;
             match (decided, Sessions::bind(env)) {
                 (Ok(write), Ok(sessions)) => {
                     handled.week = Some(write.week);
@@ -123,6 +126,65 @@ async fn handle(mut req: Request, env: &Env, ctx: &Context) -> Handled {
         }
     };
     handled
+}
+
+/// The binding of Cloudflare's Rate Limiting, which counts a client across isolates.
+const SHARED_LIMIT_BINDING: &str = "ABUSE_LIMIT";
+
+/// Decides a ping and counts it against the abuse limit: the Rate Limiting binding when it
+/// and `ABUSE_LIMIT_KEY` are configured (it sees a keyed hash of the client, never the
+/// address), else, or when the binding fails, the isolate's own limiter. Only a valid ping
+/// counts. Returns which limit refused it, if one did.
+async fn decide_counted(
+    env: &Env,
+    config: &Config,
+    head: &RequestHead<'_>,
+    body: &CappedBody,
+    now: OffsetDateTime,
+) -> (Result<SessionWrite, Rejection>, Option<&'static str>) {
+    let shared = match (&config.shared_limit_key, head.client) {
+        (Some(key), Some(client)) if config.abuse_limit_per_minute > 0 => env
+            .rate_limiter(SHARED_LIMIT_BINDING)
+            .ok()
+            .map(|binding| (binding, key.client_key(client))),
+        _ => None,
+    };
+    let Some((binding, client_key)) = shared else {
+        let decided = in_isolate(config, |limiter| {
+            decide_ping(head, body.as_bytes(), now, limiter)
+        });
+        let limited = matches!(decided, Err(Rejection::TooManyRequests { .. }));
+        return (decided, limited.then_some(LIMITED_BY_PROCESS));
+    };
+    let write = match decide_ping(head, body.as_bytes(), now, &mut AbuseLimiter::new(0)) {
+        Ok(write) => write,
+        Err(rejection) => return (Err(rejection), None),
+    };
+    match binding.limit(client_key).await {
+        Ok(outcome) if outcome.success => (Ok(write), None),
+        Ok(_) => {
+            let limited = Rejection::TooManyRequests {
+                retry_after_seconds: ABUSE_WINDOW_SECONDS,
+            };
+            (Err(limited), Some(LIMITED_BY_SHARED))
+        }
+        Err(_) => {
+            let client = head.client.unwrap_or_default();
+            let seconds = u64::try_from(now.unix_timestamp()).unwrap_or(0);
+            match in_isolate(config, |limiter| limiter.admit(client, seconds)) {
+                Ok(()) => (Ok(write), None),
+                Err(limited) => (Err(limited), Some(LIMITED_BY_PROCESS)),
+            }
+        }
+    }
+}
+
+/// Runs `count` with the isolate's abuse limiter, made on first use with the configured limit.
+fn in_isolate<T>(config: &Config, count: impl FnOnce(&mut AbuseLimiter) -> T) -> T {
+    LIMITER.with(|cell| {
+        let mut cell = cell.borrow_mut();
+        count(cell.get_or_insert_with(|| AbuseLimiter::new(config.abuse_limit_per_minute)))
+    })
 }
 
 /// Reads the body chunk by chunk, stopping at the first chunk that passes the cap.

@@ -25,11 +25,15 @@ const TOKEN: &str = "contract-token-4f9a";
 const ABUSE_LIMIT: u32 = 60;
 const TTL_SECONDS: i64 = 7_257_600;
 
+/// The secret that lets the Worker use the Rate Limiting binding (wrangler dev simulates it).
+const SHARED_LIMIT_KEY: &str = "contract-shared-limit-key-0123456789";
+
 #[test]
 fn worker_keeps_the_contract_and_stores_and_logs_nothing_more() {
     let worker = Wrangler::start(&[
         ("WAU_READ_TOKEN", TOKEN),
         ("ABUSE_LIMIT_PER_MINUTE", &ABUSE_LIMIT.to_string()),
+        ("ABUSE_LIMIT_KEY", SHARED_LIMIT_KEY),
     ]);
     let target = Target {
         addr: worker.addr,
@@ -101,6 +105,31 @@ fn worker_keeps_the_contract_and_stores_and_logs_nothing_more() {
     let mut problems = log_problems(&log, &run, TOKEN);
     problems.extend(address_problems(&log));
     assert!(problems.is_empty(), "{}", problems.join("\n"));
+    // The rate-limit probe was stopped by the limit shared across isolates, and its key
+    // never reached a log.
+    assert!(
+        log.contains(r#""status":429,"outcome":"rate_limited""#)
+            && log.contains(r#""limited_by":"shared""#),
+        "no 429 from the Rate Limiting binding:\n{log}"
+    );
+    assert!(!log.contains(SHARED_LIMIT_KEY));
+}
+
+#[test]
+fn without_its_key_the_worker_counts_in_the_isolate() {
+    let worker = Wrangler::start(&[("WAU_READ_TOKEN", TOKEN), ("ABUSE_LIMIT_PER_MINUTE", "3")]);
+    let statuses: Vec<u16> = (0..5)
+        .map(|n| {
+            let id = format!("isolate-limit-{n}");
+            send(worker.addr, &ping_request(&id)).unwrap().status
+        })
+        .collect();
+    assert_eq!(statuses, [204, 204, 204, 429, 429]);
+    assert!(
+        worker.log().contains(r#""limited_by":"process""#),
+        "{}",
+        worker.log()
+    );
 }
 
 #[test]

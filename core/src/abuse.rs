@@ -7,6 +7,7 @@
 //! In a Worker each isolate counts on its own, so the limit there is per isolate: a brake on
 //! a single noisy client, not a global quota.
 
+use sha2::{Digest, Sha256};
 use std::collections::hash_map::RandomState;
 use std::collections::{BTreeSet, HashMap};
 use std::hash::BuildHasher;
@@ -38,6 +39,43 @@ impl Admission for &std::sync::Mutex<AbuseLimiter> {
     fn admit(&mut self, client: &str, now_unix_seconds: u64) -> Result<(), Rejection> {
         let mut limiter = self.lock().map_err(|_| Rejection::Internal)?;
         limiter.admit(client, now_unix_seconds)
+    }
+}
+
+/// The secret that keys the client key a limiter shared beyond this process sees (the
+/// Worker's Rate Limiting binding, counted by Cloudflare across isolates): that limiter gets
+/// a keyed hash of what the client is counted as, never the address. Without the secret an
+/// IPv4 address could be found again from its hash by trying all four billion. No `Debug`.
+pub struct SharedLimitKey {
+    secret: Vec<u8>,
+}
+
+/// Shortest secret accepted: 16 bytes of a random token.
+pub const MIN_SHARED_LIMIT_KEY_BYTES: usize = 16;
+
+impl SharedLimitKey {
+    /// The configured secret; `None` when unset or shorter than [`MIN_SHARED_LIMIT_KEY_BYTES`].
+    pub fn from_configured(value: Option<&str>) -> Option<Self> {
+        value
+            .filter(|v| v.len() >= MIN_SHARED_LIMIT_KEY_BYTES)
+            .map(|v| Self {
+                secret: v.as_bytes().to_vec(),
+            })
+    }
+
+    /// The key `client` (an address, as the abuse limit counts it: IPv6 by /64) is counted
+    /// under: 32 hex digits of SHA-256 over the secret and the client.
+    pub fn client_key(&self, client: &str) -> String {
+        let mut hasher = Sha256::new();
+        hasher.update(u64::try_from(self.secret.len()).unwrap_or(0).to_le_bytes());
+        hasher.update(&self.secret);
+        hasher.update(counted_as(client));
+        hasher
+            .finalize()
+            .iter()
+            .take(16)
+            .map(|b| format!("{b:02x}"))
+            .collect()
     }
 }
 
@@ -182,6 +220,40 @@ mod tests {
             .filter(|key| !limiter.windows.contains_key(key))
             .count();
         assert_eq!(dropped, 100, "one of the earliest windows per new client");
+    }
+
+    #[test]
+    fn a_shared_limit_sees_a_keyed_hash_of_the_client_never_the_address() {
+        assert!(SharedLimitKey::from_configured(None).is_none());
+        assert!(SharedLimitKey::from_configured(Some("too-short")).is_none());
+        let key =
+            SharedLimitKey::from_configured(Some("a-secret-of-32-random-characters")).unwrap();
+        let other =
+            SharedLimitKey::from_configured(Some("another-secret-of-32-characters!")).unwrap();
+        let hashed = key.client_key("203.0.113.7");
+        assert_eq!(hashed.len(), 32);
+        assert!(hashed.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_eq!(
+            hashed,
+            key.client_key("203.0.113.7"),
+            "stable across isolates"
+        );
+        assert_eq!(hashed, key.client_key("::ffff:203.0.113.7"));
+        assert_ne!(hashed, key.client_key("203.0.113.8"));
+        assert_ne!(
+            hashed,
+            other.client_key("203.0.113.7"),
+            "keyed by the secret"
+        );
+        assert_eq!(
+            key.client_key("2001:db8:1:2::1"),
+            key.client_key("2001:db8:1:2:ffff::9"),
+            "one /64, one key"
+        );
+        assert_ne!(
+            key.client_key("2001:db8:1:2::1"),
+            key.client_key("2001:db8:1:3::1")
+        );
     }
 
     #[test]

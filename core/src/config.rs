@@ -2,6 +2,7 @@
 
 use std::fmt;
 
+use crate::abuse::SharedLimitKey;
 use crate::auth::ReadToken;
 use crate::limits::{
     DEFAULT_ABUSE_LIMIT_PER_WINDOW, DEFAULT_SESSION_TTL_SECONDS, MIN_SESSION_TTL_SECONDS,
@@ -10,6 +11,7 @@ use crate::limits::{
 pub const READ_TOKEN_VAR: &str = "WAU_READ_TOKEN";
 pub const SESSION_TTL_VAR: &str = "SESSION_TTL_SECONDS";
 pub const ABUSE_LIMIT_VAR: &str = "ABUSE_LIMIT_PER_MINUTE";
+pub const SHARED_LIMIT_KEY_VAR: &str = "ABUSE_LIMIT_KEY";
 
 pub struct Config {
     /// `None` when unset or empty: the readout then answers 404.
@@ -17,6 +19,9 @@ pub struct Config {
     pub session_ttl_seconds: u64,
     /// Valid pings per client address and minute; 0 turns the limit off.
     pub abuse_limit_per_minute: u32,
+    /// The secret keying the client key a shared limiter sees (the Worker's Rate Limiting
+    /// binding); without it only the in-process limit counts.
+    pub shared_limit_key: Option<SharedLimitKey>,
 }
 
 /// A setting that cannot be used; it names the variable, never its value.
@@ -59,6 +64,9 @@ impl Config {
         };
         Ok(Self {
             read_token: ReadToken::from_configured(lookup(READ_TOKEN_VAR).as_deref()),
+            shared_limit_key: SharedLimitKey::from_configured(
+                lookup(SHARED_LIMIT_KEY_VAR).as_deref(),
+            ),
             session_ttl_seconds,
             abuse_limit_per_minute,
         })

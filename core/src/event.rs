@@ -20,7 +20,15 @@ pub struct RequestEvent<'a> {
     pub week: Option<IsoWeek>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub colo: Option<&'a str>,
+    /// On a 429: which limit answered, [`LIMITED_BY_SHARED`] or [`LIMITED_BY_PROCESS`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limited_by: Option<&'static str>,
 }
+
+/// The limit counted across instances (the Worker's Rate Limiting binding).
+pub const LIMITED_BY_SHARED: &str = "shared";
+/// The limit counted in this process or isolate alone.
+pub const LIMITED_BY_PROCESS: &str = "process";
 
 /// One line per write or count that failed after the request was decided.
 #[derive(Debug, Serialize)]
@@ -72,6 +80,7 @@ mod tests {
             duration_ms: 0,
             week: IsoWeek::parse("2026-W05"),
             colo: None,
+            limited_by: None,
         };
         assert_eq!(
             to_line(&event),

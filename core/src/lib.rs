@@ -27,7 +27,7 @@ pub mod response;
 pub mod service;
 pub mod week;
 
-pub use abuse::{AbuseLimiter, Admission};
+pub use abuse::{AbuseLimiter, Admission, SharedLimitKey};
 pub use auth::ReadToken;
 pub use body::CappedBody;
 pub use config::Config;

@@ -10,7 +10,7 @@ use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use futures_util::StreamExt;
-use telemetry_core::event::{RequestEvent, method_label, to_line};
+use telemetry_core::event::{LIMITED_BY_PROCESS, RequestEvent, method_label, to_line};
 use telemetry_core::{
     AbuseLimiter, CappedBody, Config, IsoWeek, Next, Rejection, RequestHead, Response, Route,
     decide_ping, route, utc_from_unix_millis, weekly_active_response,
@@ -53,6 +53,7 @@ async fn handle(State(state): State<Arc<AppState>>, request: Request) -> axum::r
         duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         week,
         colo: None,
+        limited_by: (response.status == 429).then_some(LIMITED_BY_PROCESS),
     };
     crate::log_line(&to_line(&event));
     into_axum_response(response)

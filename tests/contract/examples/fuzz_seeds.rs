@@ -68,9 +68,7 @@ fn main() {
     let authorizations = requests
         .iter()
         .flat_map(|r| &r.headers)
-        .filter_map(|(name, value)| {
-            name.eq_ignore_ascii_case("authorization")
-                .then(|| format!("{token}\n{value}").into_bytes())
-        });
+        .filter(|(name, _)| name.eq_ignore_ascii_case("authorization"))
+        .map(|(_, value)| format!("{token}\n{value}").into_bytes());
     write_all("bearer", authorizations.collect());
 }

@@ -107,7 +107,7 @@ pub const RECORD_FIELDS: [&str; 6] = [
 ];
 
 /// Fields a wide event may have.
-const EVENT_FIELDS: [&str; 12] = [
+const EVENT_FIELDS: [&str; 13] = [
     "event",
     "target",
     "route",
@@ -118,6 +118,7 @@ const EVENT_FIELDS: [&str; 12] = [
     "duration_ms",
     "week",
     "colo",
+    "limited_by",
     "operation",
     "error",
 ];
