@@ -55,7 +55,7 @@ async fn handle(State(state): State<Arc<AppState>>, request: Request) -> axum::r
         colo: None,
         limited_by: (response.status == 429).then_some(LIMITED_BY_PROCESS),
     };
-    crate::log_line(&to_line(&event));
+    crate::log_line(to_line(&event));
     into_axum_response(response)
 }
 

@@ -9,6 +9,7 @@
 //! - [`store`]: SQLite or Redis, with KV's semantics (one record per week and session, TTL).
 //! - [`server`]: accepts connections up to a bound, runs until a shutdown signal, then
 //!   drains the queue; [`connection`]: one connection, bounded in time.
+//! - [`log`]: wide events to stdout from a thread of their own.
 //!
 //! The request path: [`server`] accepts → [`connection`] serves HTTP/1.1 under its time
 //! limits → [`app`] streams the body under the cap → the core decides → a 204 once the
@@ -17,13 +18,12 @@
 pub mod app;
 pub mod connection;
 pub mod kv_transfer;
+pub mod log;
 pub mod server;
 pub mod store;
 pub mod writer;
 
 pub use server::{ServeError, ServeOptions, serve};
-
-use std::io::Write;
 
 use telemetry_core::event::{StoreFailureEvent, to_line};
 
@@ -38,14 +38,13 @@ pub fn unix_now() -> i64 {
         .unwrap_or(0)
 }
 
-/// Writes one wide-event line to stdout; a line is written whole or not at all.
-pub fn log_line(line: &str) {
-    let mut stdout = std::io::stdout().lock();
-    let _ = writeln!(stdout, "{line}");
+/// Writes one wide-event line to stdout, whole, without waiting on stdout (see [`log`]).
+pub fn log_line(line: String) {
+    log::line(line);
 }
 
 pub fn log_store_failure(operation: &'static str, week: &str, error: &str) {
-    log_line(&to_line(&StoreFailureEvent {
+    log_line(to_line(&StoreFailureEvent {
         event: StoreFailureEvent::NAME,
         target: TARGET,
         operation,

@@ -196,7 +196,11 @@ async fn main() -> ExitCode {
         shutdown_grace: seconds(options.shutdown_grace_seconds),
         drain_timeout: seconds(options.drain_timeout_seconds),
     };
-    match rollback::serve(listener, config, store, serve_options, shutdown).await {
+    // Requests never wait on stdout: wide events go out from a thread of their own.
+    rollback::log::to_stdout_in_background();
+    let served = rollback::serve(listener, config, store, serve_options, shutdown).await;
+    rollback::log::flush(rollback::log::FLUSH_AT_EXIT);
+    match served {
         Ok(()) => {
             tracing::info!("stopped; every acknowledged record is stored");
             ExitCode::SUCCESS

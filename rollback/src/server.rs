@@ -122,6 +122,7 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     let (queue, writer) = writer::start(store.clone(), config.session_ttl_seconds);
     let purge = tokio::spawn(purge_periodically(store.clone()));
+    let report = tokio::spawn(report_dropped_log_lines());
     let state = Arc::new(AppState {
         limiter: Mutex::new(AbuseLimiter::new(config.abuse_limit_per_minute)),
         config,
@@ -190,9 +191,21 @@ pub async fn serve(
         connections.shutdown().await;
     }
     purge.abort();
+    report.abort();
     match tokio::time::timeout(options.drain_timeout, writer.drain()).await {
         Ok(()) => Ok(()),
         Err(_) => Err(ServeError::DrainTimedOut),
+    }
+}
+
+/// How often lines the log writer had to drop are reported.
+const REPORT_DROPPED_EVERY: Duration = Duration::from_secs(60);
+
+async fn report_dropped_log_lines() {
+    let mut ticks = tokio::time::interval(REPORT_DROPPED_EVERY);
+    loop {
+        ticks.tick().await;
+        crate::log::report_dropped();
     }
 }
 

@@ -133,7 +133,7 @@ async fn write_with_retry(store: &Store, batch: Arc<[SessionWrite]>, ttl_seconds
                     week,
                     error: &error.0,
                 };
-                crate::log_line(&to_line(&event));
+                crate::log_line(to_line(&event));
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(BACKOFF.1);
             }
