@@ -1,6 +1,7 @@
 //! Hostile clients against the real binary: slow heads, slow bodies, idle connections and a
 //! flood of stalled connections are cut within their limits, a normal client is still served
-//! meanwhile, and SIGTERM with stalled clients connected still writes every acknowledged ping.
+//! meanwhile, a ping flood from one address is limited while another address is served, and
+//! SIGTERM with stalled clients connected still writes every acknowledged ping.
 
 #![cfg(target_os = "linux")]
 #![allow(
@@ -13,11 +14,11 @@
 mod support;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use contract_suite::{
-    RawRequest, Target, current_iso_week, ping_json, ping_request, readout_request, send,
+    RawRequest, Target, current_iso_week, ping_json, ping_request, readout_request, send, send_from,
 };
 use rollback::connection::{DEFAULT_BODY_TIMEOUT, DEFAULT_HEAD_TIMEOUT, DEFAULT_IDLE_TIMEOUT};
 use support::{Rollback, scratch_dir};
@@ -213,6 +214,34 @@ fn a_flood_of_stalled_connections_neither_locks_out_a_client_nor_exhausts_descri
     );
     drop(flood);
     // Every ping answered 204 was stored; none of the flood's half-sent ones was.
+    assert_eq!(count_settled(addr, 10), 10);
+}
+
+#[test]
+fn a_ping_flood_from_one_address_is_limited_while_another_address_is_served() {
+    let dir = scratch_dir("hostile-ping-flood");
+    let store = format!("sqlite://{}", dir.join("telemetry.db").display());
+    let vars = [("WAU_READ_TOKEN", TOKEN), ("ABUSE_LIMIT_PER_MINUTE", "5")];
+    let server = Rollback::start(&store, &dir, &vars);
+    let addr = server.addr;
+    let flooder: IpAddr = "127.0.0.3".parse().unwrap();
+    let flood = std::thread::spawn(move || {
+        (0..200)
+            .map(|n| {
+                let ping = ping_request(&format!("flood-ping-{n:04}"));
+                send_from(flooder, addr, &ping).unwrap().status
+            })
+            .collect::<Vec<u16>>()
+    });
+    let neighbour: IpAddr = "127.0.0.2".parse().unwrap();
+    for n in 0..5 {
+        let ping = ping_request(&format!("neighbour-{n}"));
+        assert_eq!(send_from(neighbour, addr, &ping).unwrap().status, 204);
+    }
+    let statuses = flood.join().unwrap();
+    let accepted = statuses.iter().filter(|s| **s == 204).count();
+    assert_eq!(accepted, 5, "the flooder got its limit and no more");
+    assert!(statuses.iter().all(|s| *s == 204 || *s == 429));
     assert_eq!(count_settled(addr, 10), 10);
 }
 
