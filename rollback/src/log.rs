@@ -63,30 +63,50 @@ impl LogWriter {
     }
 }
 
+/// After writing a batch, how long the writer lets the next one gather before it looks.
+/// Waking the writer for every line (a futex wake and a context switch per request) cost the
+/// server 12–15% of its requests per second on two cores (measured against the direct
+/// write); a writer that sleeps while lines keep coming is woken by none of them. Lines wait
+/// at most this long.
+const LINGER: Duration = Duration::from_millis(2);
+
 fn write_lines(receiver: Receiver<Message>, out: impl Write) {
     let mut out = std::io::BufWriter::new(out);
-    let mut next = receiver.recv();
-    while let Ok(message) = next {
-        match message {
-            Message::Line(line) => {
-                let _ = writeln!(out, "{line}");
+    loop {
+        // Idle: block until a line comes (the one wake-up of a busy spell).
+        let Ok(first) = receiver.recv() else { break };
+        let mut message = Some(first);
+        // Busy: write what has gathered, then let more gather without being woken.
+        while let Some(current) = message.take() {
+            write_message(&mut out, current);
+            loop {
+                match receiver.try_recv() {
+                    Ok(next) => write_message(&mut out, next),
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => {
+                        let _ = out.flush();
+                        return;
+                    }
+                }
             }
-            Message::Flush(done) => {
-                let _ = out.flush();
-                let _ = done.send(());
-            }
+            let _ = out.flush();
+            std::thread::sleep(LINGER);
+            message = receiver.try_recv().ok();
         }
-        // Lines that came together are written together; then out they go.
-        next = match receiver.try_recv() {
-            Ok(message) => Ok(message),
-            Err(TryRecvError::Empty) => {
-                let _ = out.flush();
-                receiver.recv()
-            }
-            Err(TryRecvError::Disconnected) => Err(std::sync::mpsc::RecvError),
-        };
     }
     let _ = out.flush();
+}
+
+fn write_message(out: &mut impl Write, message: Message) {
+    match message {
+        Message::Line(line) => {
+            let _ = writeln!(out, "{line}");
+        }
+        Message::Flush(done) => {
+            let _ = out.flush();
+            let _ = done.send(());
+        }
+    }
 }
 
 static STDOUT: OnceLock<LogWriter> = OnceLock::new();
