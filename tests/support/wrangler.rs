@@ -117,6 +117,21 @@ impl Wrangler {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
+    /// Whether `needle` shows in the log within a few seconds: workerd's lines reach it
+    /// through wrangler a little after the response.
+    pub fn log_shows(&self, needle: &str) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if self.log().contains(needle) {
+                return true;
+            }
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Where this instance keeps its local KV (`--persist-to`).
     pub fn kv_dir(&self) -> PathBuf {
         self.state.join("kv")
