@@ -146,4 +146,4 @@ echo
 raw=$(stat -c %s build/index_bg.wasm)
 gz=$(gzip -9 -c build/index_bg.wasm | wc -c)
 js=$(stat -c %s build/index.js)
-echo "- index_bg.wasm: $raw bytes raw, $gz bytes gzipped (no wasm-opt); index.js: $js bytes"
+echo "- index_bg.wasm: $raw bytes raw, $gz bytes gzipped (wasm-opt -Oz); index.js: $js bytes"
