@@ -32,7 +32,9 @@ pub use auth::ReadToken;
 pub use body::CappedBody;
 pub use config::Config;
 pub use ping::{SessionId, SessionPing, parse_ping};
-pub use record::{SessionWrite, StoredRecord, day_start, expires_at, week_key_prefix};
+pub use record::{
+    SessionWrite, StoredRecord, day_start, expires_at, parse_session_key, week_key_prefix,
+};
 pub use rejection::Rejection;
 pub use response::Response;
 pub use service::{

@@ -17,6 +17,14 @@ pub fn week_key_prefix(week: IsoWeek) -> String {
     format!("session:{week}:")
 }
 
+/// The week and session of a key written as [`SessionWrite::key`] makes them,
+/// `session:<YYYY-Www>:<session_id>`; `None` for any other text (a KV import refuses it).
+pub fn parse_session_key(key: &str) -> Option<(IsoWeek, SessionId)> {
+    let rest = key.strip_prefix("session:")?;
+    let (week, id) = rest.split_once(':')?;
+    Some((IsoWeek::parse(week)?, SessionId::parse(id)?))
+}
+
 /// The stored record: the five non-key fields and the server's time. Nothing else exists
 /// in this type, so nothing else (no address, no user agent) can be stored by mistake, and
 /// reading one back (a KV import) refuses any other field. Read back as owned strings; a
@@ -141,6 +149,30 @@ mod tests {
             node_version: "v20.0.0".into(),
             primary_framework: "vue".into(),
             first_seen_at: first_seen_at.into(),
+        }
+    }
+
+    #[test]
+    fn a_key_parses_back_to_its_week_and_session_and_nothing_else_parses() {
+        let write = SessionWrite {
+            week: IsoWeek::parse("2026-W53").unwrap_or_else(|| unreachable!()),
+            session_id: SessionId::parse("relay-install_01").unwrap_or_else(|| unreachable!()),
+            record_json: String::new(),
+        };
+        assert_eq!(
+            parse_session_key(&write.key()),
+            Some((write.week, write.session_id.clone()))
+        );
+        for bad in [
+            "session:2025-W53:relay-install_01",
+            "session:2026-W48:short",
+            "session:2026-W48:has:colon",
+            "session:2026-W48",
+            "sessions:2026-W48:relay-install_01",
+            "other:abc",
+            "",
+        ] {
+            assert_eq!(parse_session_key(bad), None, "{bad:?}");
         }
     }
 

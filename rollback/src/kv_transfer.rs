@@ -15,7 +15,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use telemetry_core::limits::MIN_SESSION_TTL_SECONDS;
 use telemetry_core::{
-    IsoWeek, SessionId, SessionWrite, StoredRecord as Record, day_start, expires_at,
+    IsoWeek, SessionWrite, StoredRecord as Record, day_start, expires_at, parse_session_key,
 };
 
 use crate::store::{LiveRecord, Store, StoreError};
@@ -46,13 +46,6 @@ pub struct Imported {
     pub expired: usize,
 }
 
-/// Parses `session:<YYYY-Www>:<session_id>`.
-fn parse_key(name: &str) -> Option<(IsoWeek, SessionId)> {
-    let rest = name.strip_prefix("session:")?;
-    let (week, id) = rest.split_once(':')?;
-    Some((IsoWeek::parse(week)?, SessionId::parse(id)?))
-}
-
 /// Imports a `wrangler kv key list` dump at `now` (seconds since the epoch). Keys that are
 /// not session records, and records with other fields or a malformed time, are refused as a
 /// whole file. Each record expires at the start of the day of its key's expiration (an older
@@ -77,7 +70,7 @@ pub async fn import(
     // Errors name an entry by its position, never by its key: the key holds a session id.
     for (position, key) in keys.into_iter().enumerate() {
         let entry = position + 1;
-        let (week, session_id) = parse_key(&key.name).ok_or_else(|| {
+        let (week, session_id) = parse_session_key(&key.name).ok_or_else(|| {
             format!("entry {entry}: not a session key (session:<YYYY-Www>:<session_id>)")
         })?;
         let record = key
