@@ -28,19 +28,17 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<worker::R
     let method = method_label(&req.inner().method());
     let colo = colo(&req);
     let handled = handle(req, &env, &ctx).await;
-    let event = RequestEvent {
-        event: RequestEvent::NAME,
-        target: TARGET,
-        route: handled.route.label(),
+    let event = RequestEvent::new(
+        TARGET,
+        handled.route,
         method,
-        status: handled.response.status,
-        outcome: handled.response.outcome,
-        body_bytes: handled.body_bytes,
-        duration_ms: Date::now().as_millis().saturating_sub(started_ms),
-        week: handled.week,
-        colo: colo.as_deref(),
-        limited_by: handled.limited_by,
-    };
+        &handled.response,
+        handled.body_bytes,
+        Date::now().as_millis().saturating_sub(started_ms),
+        handled.week,
+    )
+    .colo(colo.as_deref())
+    .limited_by(handled.limited_by);
     console_log!("{}", to_line(&event));
     into_worker_response(handled.response)
 }

@@ -41,13 +41,7 @@ impl Sessions {
         if let Err(error) = result {
             // The store may quote the key, and the key holds the session id.
             let error = error.replace(write.session_id.as_str(), "<session>");
-            let event = StoreFailureEvent {
-                event: StoreFailureEvent::NAME,
-                target: TARGET,
-                operation: "put",
-                week: write.week.to_string(),
-                error: &error,
-            };
+            let event = StoreFailureEvent::new(TARGET, "put", Some(write.week), &error);
             console_log!("{}", to_line(&event));
         }
     }
@@ -66,13 +60,8 @@ impl Sessions {
             let page = match list.execute().await {
                 Ok(page) => page,
                 Err(error) => {
-                    let event = StoreFailureEvent {
-                        event: StoreFailureEvent::NAME,
-                        target: TARGET,
-                        operation: "list",
-                        week: week.to_string(),
-                        error: &error.to_string(),
-                    };
+                    let error = error.to_string();
+                    let event = StoreFailureEvent::new(TARGET, "list", Some(week), &error);
                     console_log!("{}", to_line(&event));
                     return None;
                 }

@@ -3,6 +3,8 @@
 
 use serde::Serialize;
 
+use crate::response::Response;
+use crate::service::Route;
 use crate::week::IsoWeek;
 
 /// One line per request.
@@ -36,17 +38,71 @@ pub struct StoreFailureEvent<'a> {
     pub event: &'static str,
     pub target: &'static str,
     pub operation: &'static str,
-    pub week: String,
+    /// The week written or counted; absent for work across weeks (the purge).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub week: Option<IsoWeek>,
     /// The store's own error text, with any key in it removed by the caller.
     pub error: &'a str,
 }
 
-impl RequestEvent<'_> {
+impl<'a> RequestEvent<'a> {
     pub const NAME: &'static str = "request";
+
+    /// The line for a request `target` answered with `response`; the data centre and the
+    /// limit that refused it, where there are any, are added with [`Self::colo`] and
+    /// [`Self::limited_by`].
+    pub fn new(
+        target: &'static str,
+        route: Route,
+        method: &'static str,
+        response: &Response,
+        body_bytes: usize,
+        duration_ms: u64,
+        week: Option<IsoWeek>,
+    ) -> Self {
+        Self {
+            event: Self::NAME,
+            target,
+            route: route.label(),
+            method,
+            status: response.status,
+            outcome: response.outcome,
+            body_bytes,
+            duration_ms,
+            week,
+            colo: None,
+            limited_by: None,
+        }
+    }
+
+    pub fn colo(self, colo: Option<&'a str>) -> Self {
+        Self { colo, ..self }
+    }
+
+    pub fn limited_by(self, limited_by: Option<&'static str>) -> Self {
+        Self { limited_by, ..self }
+    }
 }
 
-impl StoreFailureEvent<'_> {
+impl<'a> StoreFailureEvent<'a> {
     pub const NAME: &'static str = "store_failure";
+
+    /// The line for a failed `operation` (`write`, `put`, `count`, `list`, `purge`).
+    /// `error` must hold no session id: callers remove any key the store quoted.
+    pub fn new(
+        target: &'static str,
+        operation: &'static str,
+        week: Option<IsoWeek>,
+        error: &'a str,
+    ) -> Self {
+        Self {
+            event: Self::NAME,
+            target,
+            operation,
+            week,
+            error,
+        }
+    }
 }
 
 /// The method as one of the standard names, so a client cannot write into the log.
@@ -69,22 +125,34 @@ mod tests {
 
     #[test]
     fn a_request_line_names_its_week_as_text_and_leaves_out_what_it_lacks() {
-        let event = RequestEvent {
-            event: RequestEvent::NAME,
-            target: "rollback",
-            route: "session",
-            method: "POST",
-            status: 204,
-            outcome: "accepted",
-            body_bytes: 165,
-            duration_ms: 0,
-            week: IsoWeek::parse("2026-W05"),
-            colo: None,
-            limited_by: None,
-        };
+        let accepted = Response::no_content();
+        let week = IsoWeek::parse("2026-W05");
+        let event = RequestEvent::new("rollback", Route::Session, "POST", &accepted, 165, 0, week);
         assert_eq!(
             to_line(&event),
             r#"{"event":"request","target":"rollback","route":"session","method":"POST","status":204,"outcome":"accepted","body_bytes":165,"duration_ms":0,"week":"2026-W05"}"#
         );
+        let limited = crate::Rejection::TooManyRequests {
+            retry_after_seconds: 30,
+        }
+        .into_response();
+        let event = RequestEvent::new("worker", Route::Session, "POST", &limited, 165, 1, None)
+            .colo(Some("AMS"))
+            .limited_by(Some(LIMITED_BY_SHARED));
+        assert_eq!(
+            to_line(&event),
+            r#"{"event":"request","target":"worker","route":"session","method":"POST","status":429,"outcome":"rate_limited","body_bytes":165,"duration_ms":1,"colo":"AMS","limited_by":"shared"}"#
+        );
+    }
+
+    #[test]
+    fn a_store_failure_line_has_a_week_only_when_one_week_failed() {
+        let event = StoreFailureEvent::new("rollback", "purge", None, "disk I/O error");
+        assert_eq!(
+            to_line(&event),
+            r#"{"event":"store_failure","target":"rollback","operation":"purge","error":"disk I/O error"}"#
+        );
+        let event = StoreFailureEvent::new("worker", "put", IsoWeek::parse("2026-W48"), "quota");
+        assert!(to_line(&event).contains(r#""week":"2026-W48""#));
     }
 }

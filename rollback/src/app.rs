@@ -42,19 +42,17 @@ async fn handle(State(state): State<Arc<AppState>>, request: Request) -> axum::r
     let started = Instant::now();
     let method = method_label(request.method().as_str());
     let (route_taken, response, body_bytes, week) = decide(&state, request).await;
-    let event = RequestEvent {
-        event: RequestEvent::NAME,
-        target: TARGET,
-        route: route_taken.label(),
+    let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let event = RequestEvent::new(
+        TARGET,
+        route_taken,
         method,
-        status: response.status,
-        outcome: response.outcome,
+        &response,
         body_bytes,
-        duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        duration_ms,
         week,
-        colo: None,
-        limited_by: (response.status == 429).then_some(LIMITED_BY_PROCESS),
-    };
+    )
+    .limited_by((response.status == 429).then_some(LIMITED_BY_PROCESS));
     crate::log_line(to_line(&event));
     into_axum_response(response)
 }
@@ -108,7 +106,7 @@ async fn decide(state: &AppState, request: Request) -> (Route, Response, usize, 
             let response = match state.store.count_week(week).await {
                 Ok(count) => weekly_active_response(week, count),
                 Err(error) => {
-                    crate::log_store_failure("count", &week.to_string(), &error.0);
+                    crate::log_store_failure("count", Some(week), &error.0);
                     Rejection::StoreUnavailable.into_response()
                 }
             };

@@ -25,6 +25,7 @@ pub mod writer;
 
 pub use server::{ServeError, ServeOptions, serve};
 
+use telemetry_core::IsoWeek;
 use telemetry_core::event::{StoreFailureEvent, to_line};
 
 /// The name this target's wide events carry.
@@ -43,12 +44,9 @@ pub fn log_line(line: String) {
     log::line(line);
 }
 
-pub fn log_store_failure(operation: &'static str, week: &str, error: &str) {
-    log_line(to_line(&StoreFailureEvent {
-        event: StoreFailureEvent::NAME,
-        target: TARGET,
-        operation,
-        week: week.to_owned(),
-        error,
-    }));
+/// Logs a store operation that failed after its request was answered.
+pub fn log_store_failure(operation: &'static str, week: Option<IsoWeek>, error: &str) {
+    log_line(to_line(&StoreFailureEvent::new(
+        TARGET, operation, week, error,
+    )));
 }

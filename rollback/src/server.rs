@@ -214,7 +214,7 @@ async fn purge_periodically(store: Store) {
     loop {
         ticks.tick().await;
         if let Err(error) = store.purge_expired().await {
-            log_store_failure("purge", "", &error.0);
+            log_store_failure("purge", None, &error.0);
         }
     }
 }

@@ -5,11 +5,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use telemetry_core::event::{StoreFailureEvent, to_line};
 use telemetry_core::{Rejection, SessionWrite};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::TARGET;
 use crate::store::Store;
 
 /// Pings held in memory at most: about 30 MiB at some 300 bytes each, and over a second of
@@ -122,18 +120,7 @@ async fn write_with_retry(store: &Store, batch: Arc<[SessionWrite]>, ttl_seconds
         match store.write_batch(Arc::clone(&batch), ttl_seconds).await {
             Ok(()) => return,
             Err(error) => {
-                let week = batch
-                    .first()
-                    .map(|w| w.week.to_string())
-                    .unwrap_or_default();
-                let event = StoreFailureEvent {
-                    event: StoreFailureEvent::NAME,
-                    target: TARGET,
-                    operation: "write",
-                    week,
-                    error: &error.0,
-                };
-                crate::log_line(to_line(&event));
+                crate::log_store_failure("write", batch.first().map(|w| w.week), &error.0);
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(BACKOFF.1);
             }
