@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 use time::format_description::well_known::Rfc3339;
-use time::{Date, Month, OffsetDateTime, Time};
+use time::{Date, OffsetDateTime, Time};
 
 use crate::ping::{SessionId, SessionPing};
 use crate::week::IsoWeek;
@@ -77,11 +77,12 @@ impl SessionWrite {
 }
 
 impl StoredRecord {
-    /// The record with `first_seen_at` cut to its day, as every new record is written; for
-    /// records that come from elsewhere (a KV import, a file written by an older version).
-    /// `None` when `first_seen_at` is not an RFC 3339 UTC time: such a record is refused.
+    /// The record with `first_seen_at` cut to its UTC day, as every new record is written;
+    /// for records that come from elsewhere (a KV import, a file written by an older
+    /// version). `None` when `first_seen_at` is not an RFC 3339 time: such a record is refused.
     pub fn to_day_precision(mut self) -> Option<Self> {
-        self.first_seen_at = day_stamp(utc_date_of(&self.first_seen_at)?);
+        let seen = OffsetDateTime::parse(&self.first_seen_at, &Rfc3339).ok()?;
+        self.first_seen_at = day_stamp(seen.to_offset(time::UtcOffset::UTC).date());
         Some(self)
     }
 }
@@ -118,25 +119,6 @@ fn day_stamp(date: Date) -> String {
         .unwrap_or_default()
 }
 
-/// The date of an RFC 3339 UTC time (`2026-11-24T15:04:05Z`, fractions allowed).
-fn utc_date_of(text: &str) -> Option<Date> {
-    let (date, time) = text.split_once('T')?;
-    if !time.ends_with('Z') || time.len() < 9 {
-        return None;
-    }
-    let mut parts = date.splitn(3, '-');
-    let mut number = |digits: usize| {
-        let part = parts.next().filter(|p| p.len() == digits)?;
-        part.bytes()
-            .all(|b| b.is_ascii_digit())
-            .then(|| part.parse::<i32>().ok())
-            .flatten()
-    };
-    let (year, month, day) = (number(4)?, number(2)?, number(2)?);
-    let month = Month::try_from(u8::try_from(month).ok()?).ok()?;
-    Date::from_calendar_date(year, month, u8::try_from(day).ok()?).ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,8 +137,8 @@ mod tests {
     #[test]
     fn a_key_parses_back_to_its_week_and_session_and_nothing_else_parses() {
         let write = SessionWrite {
-            week: IsoWeek::parse("2026-W53").unwrap_or_else(|| unreachable!()),
-            session_id: SessionId::parse("relay-install_01").unwrap_or_else(|| unreachable!()),
+            week: IsoWeek::parse("2026-W53").unwrap(),
+            session_id: SessionId::parse("relay-install_01").unwrap(),
             record_json: String::new(),
         };
         assert_eq!(
@@ -187,9 +169,14 @@ mod tests {
             cut("2024-02-29T23:59:59.999Z").as_deref(),
             Some("2024-02-29T00:00:00Z")
         );
+        assert_eq!(
+            cut("2026-11-25T00:30:00+01:00").as_deref(),
+            Some("2026-11-24T00:00:00Z"),
+            "the UTC day"
+        );
         for bad in [
             "2026-11-24",
-            "2026-11-24T15:04:05+01:00",
+            "2026-11-24T15:04:05",
             "2025-02-29T00:00:00Z",
             "2026-13-01T00:00:00Z",
             "26-11-24T00:00:00Z",
