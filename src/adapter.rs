@@ -3,10 +3,11 @@
 use std::cell::RefCell;
 
 use futures_util::StreamExt;
+use telemetry_core::abuse::refused_by_shared_limit;
 use telemetry_core::event::{
     LIMITED_BY_PROCESS, LIMITED_BY_SHARED, RequestEvent, method_label, to_line,
 };
-use telemetry_core::limits::{ABUSE_WINDOW_SECONDS, MAX_DISCARDED_BYTES};
+use telemetry_core::limits::MAX_DISCARDED_BYTES;
 use telemetry_core::{
     AbuseLimiter, CappedBody, Config, IsoWeek, Next, Rejection, RequestHead, Response, Route,
     SessionWrite, decide_ping, route, utc_from_unix_millis, weekly_active_response,
@@ -160,12 +161,7 @@ async fn decide_counted(
     };
     match binding.limit(client_key).await {
         Ok(outcome) if outcome.success => (Ok(write), None),
-        Ok(_) => {
-            let limited = Rejection::TooManyRequests {
-                retry_after_seconds: ABUSE_WINDOW_SECONDS,
-            };
-            (Err(limited), Some(LIMITED_BY_SHARED))
-        }
+        Ok(_) => (Err(refused_by_shared_limit()), Some(LIMITED_BY_SHARED)),
         Err(_) => {
             let client = head.client.unwrap_or_default();
             let seconds = u64::try_from(now.unix_timestamp()).unwrap_or(0);

@@ -1,11 +1,14 @@
 //! The abuse limit: a fixed window of valid pings per client address, held in memory only.
 //!
-//! Addresses are kept as keyed hashes, never as text, and never leave the process. An IPv6
-//! client counts by its /64, the block a single site is handed (one host can use billions of
-//! its addresses). When the limiter tracks as many clients as it may, the window that began
-//! first is dropped to make room, so memory stays bounded and everyone else keeps counting.
-//! In a Worker each isolate counts on its own, so the limit there is per isolate: a brake on
-//! a single noisy client, not a global quota.
+//! Addresses are kept as keyed hashes, never as text. An IPv6 client counts by its /64, the
+//! block a single site is handed (one host can use billions of its addresses). When the
+//! limiter tracks as many clients as it may, the window that began first is dropped to make
+//! room, so memory stays bounded and everyone else keeps counting.
+//!
+//! [`AbuseLimiter`] counts in one process (the rollback) or one isolate (the Worker, where
+//! that is a brake on a single noisy client, not a global quota). A limiter shared across
+//! isolates (the Worker's Rate Limiting binding) is handed [`SharedLimitKey::client_key`]
+//! instead of the address, and refuses with [`refused_by_shared_limit`].
 
 use sha2::{Digest, Sha256};
 use std::collections::hash_map::RandomState;
@@ -76,6 +79,14 @@ impl SharedLimitKey {
             .take(16)
             .map(|b| format!("{b:02x}"))
             .collect()
+    }
+}
+
+/// The refusal when a shared limiter says no: it does not say for how long, so the client
+/// is asked to wait a whole window.
+pub fn refused_by_shared_limit() -> Rejection {
+    Rejection::TooManyRequests {
+        retry_after_seconds: ABUSE_WINDOW_SECONDS,
     }
 }
 
