@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use clap::Parser;
 use rollback::ServeOptions;
-use rollback::connection::TimeLimits;
+use rollback::connection::{
+    DEFAULT_BODY_TIMEOUT, DEFAULT_HEAD_TIMEOUT, DEFAULT_IDLE_TIMEOUT, TimeLimits,
+};
+use rollback::server::{DEFAULT_MAX_CONNECTIONS, DEFAULT_SHUTDOWN_GRACE};
 use rollback::store::{Store, StoreUrl};
 use telemetry_core::Config;
 use tokio::net::TcpListener;
@@ -46,13 +49,13 @@ struct Options {
     #[arg(long, default_value_t = 30)]
     drain_timeout_seconds: u64,
     /// How long a connection may wait for the first byte of a request (new or kept alive).
-    #[arg(long, env = "ROLLBACK_IDLE_TIMEOUT_SECONDS", value_parser = clap::value_parser!(u64).range(1..), default_value_t = 60)]
+    #[arg(long, env = "ROLLBACK_IDLE_TIMEOUT_SECONDS", value_parser = clap::value_parser!(u64).range(1..), default_value_t = DEFAULT_IDLE_TIMEOUT.as_secs())]
     idle_timeout_seconds: u64,
     /// How long a request's head may take from its first byte; past it the connection closes.
-    #[arg(long, env = "ROLLBACK_HEAD_TIMEOUT_SECONDS", value_parser = clap::value_parser!(u64).range(1..), default_value_t = 10)]
+    #[arg(long, env = "ROLLBACK_HEAD_TIMEOUT_SECONDS", value_parser = clap::value_parser!(u64).range(1..), default_value_t = DEFAULT_HEAD_TIMEOUT.as_secs())]
     head_timeout_seconds: u64,
     /// How long a request's body may take once its head has arrived; past it, 408.
-    #[arg(long, env = "ROLLBACK_BODY_TIMEOUT_SECONDS", value_parser = clap::value_parser!(u64).range(1..), default_value_t = 10)]
+    #[arg(long, env = "ROLLBACK_BODY_TIMEOUT_SECONDS", value_parser = clap::value_parser!(u64).range(1..), default_value_t = DEFAULT_BODY_TIMEOUT.as_secs())]
     body_timeout_seconds: u64,
     /// Connections served at once. At the bound, the connection that has kept the server
     /// waiting longest is closed to make room; new ones wait in the listen backlog.
@@ -60,12 +63,12 @@ struct Options {
         long,
         env = "ROLLBACK_MAX_CONNECTIONS",
         value_parser = clap::value_parser!(u32).range(1..),
-        default_value_t = rollback::server::DEFAULT_MAX_CONNECTIONS
+        default_value_t = DEFAULT_MAX_CONNECTIONS
     )]
     max_connections: u32,
     /// After SIGTERM or Ctrl-C, how long open connections may finish their requests before
     /// they are closed; the queue is written after that in any case.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = DEFAULT_SHUTDOWN_GRACE.as_secs())]
     shutdown_grace_seconds: u64,
 }
 
@@ -205,10 +208,7 @@ async fn main() -> ExitCode {
             tracing::info!("stopped; every acknowledged record is stored");
             ExitCode::SUCCESS
         }
-        Err(error) => {
-            tracing::error!("{error}");
-            fail(&error.to_string())
-        }
+        Err(error) => fail(&error.to_string()),
     }
 }
 

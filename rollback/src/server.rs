@@ -45,18 +45,6 @@ pub struct ServeOptions {
     pub drain_timeout: Duration,
 }
 
-impl Default for ServeOptions {
-    fn default() -> Self {
-        Self {
-            client_address_header: None,
-            time_limits: TimeLimits::default(),
-            max_connections: DEFAULT_MAX_CONNECTIONS as usize,
-            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
-            drain_timeout: Duration::from_secs(30),
-        }
-    }
-}
-
 /// Why serving ended other than cleanly.
 #[derive(Debug)]
 pub enum ServeError {
