@@ -5,8 +5,8 @@
 use std::io::Write;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
-use std::time::Duration;
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError, sync_channel};
+use std::time::{Duration, Instant};
 
 /// Lines waiting for stdout at most: a few MiB, seconds of the heaviest load measured here.
 pub const QUEUED_LINES: usize = 20_000;
@@ -27,20 +27,15 @@ impl LogWriter {
     /// Starts the thread writing to `out`, with room for `capacity` lines.
     pub fn start(out: impl Write + Send + 'static, capacity: usize) -> Self {
         let (sender, receiver) = sync_channel(capacity);
-        std::thread::Builder::new()
+        // Should the thread not start, its receiver is gone with it: every line is then
+        // dropped and counted, and the server still runs.
+        let _ = std::thread::Builder::new()
             .name("log-writer".into())
-            .spawn(move || write_lines(receiver, out))
-            .map_or_else(
-                // Without a thread every line is dropped and counted; the server still runs.
-                |_| Self {
-                    sender: sync_channel(0).0,
-                    dropped: AtomicU64::new(0),
-                },
-                |_| Self {
-                    sender,
-                    dropped: AtomicU64::new(0),
-                },
-            )
+            .spawn(move || write_lines(receiver, out));
+        Self {
+            sender,
+            dropped: AtomicU64::new(0),
+        }
     }
 
     /// Queues a line without waiting; when the queue is full the line is dropped and counted.
@@ -55,11 +50,25 @@ impl LogWriter {
         self.dropped.swap(0, Ordering::Relaxed)
     }
 
-    /// Waits, at most `within`, until every line queued before this call is written.
+    /// Waits, at most `within`, until every line queued before this call is written (a full
+    /// queue in front of a stalled stdout included: the wait stays bounded).
     pub fn flush(&self, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
         let (done, finished) = sync_channel(1);
-        let queued = self.sender.send(Message::Flush(done)).is_ok();
-        queued && finished.recv_timeout(within).is_ok()
+        let mut flush = Message::Flush(done);
+        loop {
+            match self.sender.try_send(flush) {
+                Ok(()) => break,
+                Err(TrySendError::Full(again)) if Instant::now() < deadline => {
+                    flush = again;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(_) => return false,
+            }
+        }
+        finished
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .is_ok()
     }
 }
 
@@ -186,6 +195,8 @@ mod tests {
             writer.line(format!("{{\"event\":\"request\",\"n\":{n}}}"));
         }
         assert_eq!(writer.take_dropped(), 90);
+        // With the queue full in front of the stalled stdout, a flush still returns in time.
+        assert!(!writer.flush(Duration::from_millis(50)));
         drop(closed);
         assert!(writer.flush(Duration::from_secs(10)));
         let written = String::from_utf8(out.written.lock().unwrap().clone()).unwrap();
