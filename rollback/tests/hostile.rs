@@ -64,26 +64,16 @@ fn until_closed(mut stream: TcpStream, since: Instant, within: Duration) -> (Str
     )
 }
 
-fn weekly_count(addr: SocketAddr) -> u64 {
-    let target = Target {
+fn target(addr: SocketAddr) -> Target {
+    Target {
         addr,
         token: TOKEN.into(),
         abuse_limit: None,
-    };
-    target.weekly_count().unwrap()
+    }
 }
 
-/// The week's count once it reaches `expected` (writes land a few milliseconds after their
-/// 204), or the last one seen after a bounded wait.
 fn count_settled(addr: SocketAddr, expected: u64) -> u64 {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let count = weekly_count(addr);
-        if count == expected || Instant::now() > deadline {
-            return count;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    target(addr).count_settled(expected).unwrap()
 }
 
 fn start(dir: &std::path::Path, args: &[&str]) -> Rollback {
@@ -281,7 +271,7 @@ fn sigterm_with_stalled_clients_connected_still_writes_every_acknowledged_ping()
     drop(server);
 
     let restarted = start(&dir, &[]);
-    assert_eq!(weekly_count(restarted.addr), 50);
+    assert_eq!(target(restarted.addr).weekly_count().unwrap(), 50);
 }
 
 /// Caddy in front cuts slow clients no later than the rollback would, reads no body much

@@ -97,8 +97,9 @@ impl Target {
             .ok_or_else(|| format!("readout body {:?}", response.text()))
     }
 
-    /// The count of the current week once it equals `expected`, or the last one seen.
-    fn count_settled(&self, expected: u64) -> Result<u64, String> {
+    /// The count of the current week once it equals `expected` (writes land a little after
+    /// their 204), or the last one seen after a bounded wait.
+    pub fn count_settled(&self, expected: u64) -> Result<u64, String> {
         let deadline = Instant::now() + WRITE_VISIBLE_WITHIN;
         loop {
             let count = self.readout(&current_iso_week())?;
