@@ -4,7 +4,8 @@
 //   node scripts/kv-delete-session.mjs <session_id> --remote            (production)
 //   node scripts/kv-delete-session.mjs <session_id> --local [--persist-to DIR]
 // Further arguments go to `wrangler kv bulk delete`. With a longer SESSION_TTL_SECONDS, set
-// WEEKS to the number of weeks to go back.
+// WEEKS to the number of weeks to go back. `--dry-run [--at RFC3339]` prints the keys and
+// deletes nothing (tests/deployment.rs checks them against the core's ISO weeks).
 import { execFileSync } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -31,14 +32,19 @@ if (!/^[A-Za-z0-9_-]{8,64}$/.test(sessionId ?? "")) {
   console.error("usage: kv-delete-session.mjs <session_id> --remote|--local [wrangler kv flags]");
   exit(2);
 }
-if (!wranglerArgs.includes("--remote") && !wranglerArgs.includes("--local")) {
+const dryRun = wranglerArgs[0] === "--dry-run";
+if (!dryRun && !wranglerArgs.includes("--remote") && !wranglerArgs.includes("--local")) {
   console.error("say --remote (production KV) or --local (wrangler dev's KV)");
   exit(2);
 }
 const weeksBack = Number.parseInt(env.WEEKS ?? "13", 10);
-const now = Date.now();
+const now = dryRun && wranglerArgs[1] === "--at" ? Date.parse(wranglerArgs[2]) : Date.now();
 const keys = [];
 for (let n = 0; n <= weeksBack; n++) keys.push(`session:${isoWeek(now - n * 7 * DAY_MS)}:${sessionId}`);
+if (dryRun) {
+  console.log(JSON.stringify(keys));
+  exit(0);
+}
 
 const dir = mkdtempSync(join(tmpdir(), "kv-delete-")); // mode 0700
 try {
