@@ -62,11 +62,20 @@ impl Config {
                 expected: "a whole number of pings per minute (0 turns the limit off)",
             })?,
         };
+        // Set but too short is a mistake to report, not a reason to fall back silently to
+        // the per-isolate limit.
+        let shared_limit_key = match lookup(SHARED_LIMIT_KEY_VAR).filter(|v| !v.is_empty()) {
+            None => None,
+            Some(secret) => Some(SharedLimitKey::from_configured(Some(&secret)).ok_or(
+                ConfigError {
+                    variable: SHARED_LIMIT_KEY_VAR,
+                    expected: "a random secret of at least 16 characters",
+                },
+            )?),
+        };
         Ok(Self {
             read_token: ReadToken::from_configured(lookup(READ_TOKEN_VAR).as_deref()),
-            shared_limit_key: SharedLimitKey::from_configured(
-                lookup(SHARED_LIMIT_KEY_VAR).as_deref(),
-            ),
+            shared_limit_key,
             session_ttl_seconds,
             abuse_limit_per_minute,
         })
@@ -113,6 +122,31 @@ mod tests {
                 "SESSION_TTL_SECONDS must be a whole number of seconds, at least 60"
             );
         }
+    }
+
+    #[test]
+    fn a_shared_limit_key_is_long_enough_or_refused_without_being_repeated() {
+        assert!(config(&[]).unwrap().shared_limit_key.is_none());
+        assert!(
+            config(&[(SHARED_LIMIT_KEY_VAR, "")])
+                .unwrap()
+                .shared_limit_key
+                .is_none()
+        );
+        let key = "sixteen-chars-ok";
+        assert!(
+            config(&[(SHARED_LIMIT_KEY_VAR, key)])
+                .unwrap()
+                .shared_limit_key
+                .is_some()
+        );
+        let error = config(&[(SHARED_LIMIT_KEY_VAR, "short-key")])
+            .err()
+            .unwrap();
+        assert_eq!(
+            error.to_string(),
+            "ABUSE_LIMIT_KEY must be a random secret of at least 16 characters"
+        );
     }
 
     #[test]

@@ -19,7 +19,7 @@ fn rollback(args: &[&str], env: &[(&str, &str)]) -> Output {
 }
 
 /// Settings, each holding a value that must never be printed back.
-const SECRETS: [(&str, &str); 4] = [
+const SECRETS: [(&str, &str); 5] = [
     ("WAU_READ_TOKEN", "token-never-shown"),
     (
         "ROLLBACK_STORE",
@@ -27,6 +27,8 @@ const SECRETS: [(&str, &str); 4] = [
     ),
     ("SESSION_TTL_SECONDS", "ttl-never-shown"),
     ("ABUSE_LIMIT_PER_MINUTE", "limit-never-shown"),
+    // Too short to be a key (15 characters).
+    ("ABUSE_LIMIT_KEY", "key-never-shown"),
 ];
 
 fn assert_shows_no_configured_value(output: &Output, what: &str) {
