@@ -1,0 +1,90 @@
+// Serves the Rust bundle (build/) and the TypeScript yardstick (bench/reference-ts/) from one
+// workerd through Miniflare's API, each on its own port with its own local KV, and no dev
+// proxy in front (wrangler dev's proxy halves throughput and hides the Worker).
+//
+//   node bench/workers.mjs STATE_DIR rust=PORT ts=PORT   (either or both; runs until SIGTERM)
+//
+// Both get the same settings: the bench token, the abuse limit off (one client sends all the
+// load), the 12-week TTL. The TypeScript bundle is esbuild's output (BENCH_TS_BUNDLE), built
+// once by the caller so that its cold start does not include the build.
+import { dirname } from "node:path";
+import { Miniflare, Log, LogLevel } from "miniflare";
+
+const [stateDir, ...wanted] = process.argv.slice(2);
+const bindings = {
+  WAU_READ_TOKEN: process.env.BENCH_TOKEN ?? "bench-token",
+  ABUSE_LIMIT_PER_MINUTE: "0",
+  SESSION_TTL_SECONDS: "7257600",
+};
+const compatibilityDate = "2026-04-01";
+const tsBundle = process.env.BENCH_TS_BUNDLE;
+
+function rust(port) {
+  return {
+    name: "rust",
+    compatibilityDate,
+    modulesRoot: "build",
+    modules: [
+      { type: "ESModule", path: "build/index.js" },
+      { type: "CompiledWasm", path: "build/index_bg.wasm" },
+    ],
+    bindings,
+    kvNamespaces: { SESSIONS: "rust-sessions" },
+    unsafeDirectSockets: [{ host: "127.0.0.1", port }],
+  };
+}
+
+function typescript(port) {
+  return {
+    name: "ts",
+    compatibilityDate,
+    modulesRoot: dirname(tsBundle),
+    modules: [{ type: "ESModule", path: tsBundle }],
+    bindings,
+    kvNamespaces: { SESSIONS: "ts-sessions" },
+    unsafeDirectSockets: [{ host: "127.0.0.1", port }],
+  };
+}
+
+const makers = { rust, ts: typescript };
+const workers = wanted.map((arg) => {
+  const [name, port] = arg.split("=");
+  return makers[name](Number(port));
+});
+const mf = new Miniflare({
+  workers,
+  cf: false, // no fetch of the real `Request.cf` (offline); a placeholder instead
+  kvPersist: `${stateDir}/kv`,
+  log: new Log(LogLevel.WARN),
+  // The wide events go to workerd's stdout, which the caller may discard; they are still made.
+  handleRuntimeStdio(stdout, stderr) {
+    stdout.resume();
+    stderr.pipe(process.stderr);
+  },
+});
+await mf.ready;
+// BENCH_SEED_SESSIONS=N fills week 2001-W07 of each namespace with the same N records, so that
+// both readouts count the same week.
+const seeded = Number(process.env.BENCH_SEED_SESSIONS ?? 0);
+const record = {
+  protocol_version: "1.0.0", daemon_version: "0.9.3", platform: "linux",
+  node_version: "v20.11.1", primary_framework: "react", first_seen_at: "2001-02-12T00:00:00Z",
+};
+for (const { name } of workers) {
+  const kv = await mf.getKVNamespace("SESSIONS", name);
+  for (let start = 0; start < seeded; start += 200) {
+    const batch = [];
+    for (let i = start; i < Math.min(seeded, start + 200); i++) {
+      const key = `session:2001-W07:seed-${String(i).padStart(8, "0")}`;
+      batch.push(kv.put(key, JSON.stringify(record), { metadata: record }));
+    }
+    await Promise.all(batch);
+  }
+}
+console.log("ready");
+const stop = async () => {
+  await mf.dispose();
+  process.exit(0);
+};
+process.on("SIGTERM", stop);
+process.on("SIGINT", stop);
