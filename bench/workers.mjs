@@ -7,7 +7,8 @@
 // Both get the same settings: the bench token, the abuse limit off (one client sends all the
 // load), the 12-week TTL. The TypeScript bundle is esbuild's output (BENCH_TS_BUNDLE), built
 // once by the caller so that its cold start does not include the build.
-import { dirname } from "node:path";
+import { readdirSync } from "node:fs";
+import { dirname, join } from "node:path";
 import { Miniflare, Log, LogLevel } from "miniflare";
 
 const [stateDir, ...wanted] = process.argv.slice(2);
@@ -19,15 +20,20 @@ const bindings = {
 const compatibilityDate = "2026-04-01";
 const tsBundle = process.env.BENCH_TS_BUNDLE;
 
+// worker-build's output: JavaScript modules and the wasm module, in build/ (or BENCH_RUST_DIR).
+function rustModules(root) {
+  return readdirSync(root, { recursive: true })
+    .filter((file) => /\.(m?js|wasm)$/.test(file))
+    .map((file) => ({ type: file.endsWith(".wasm") ? "CompiledWasm" : "ESModule", path: join(root, file) }));
+}
+
 function rust(port) {
+  const root = process.env.BENCH_RUST_DIR ?? "build";
   return {
     name: "rust",
     compatibilityDate,
-    modulesRoot: "build",
-    modules: [
-      { type: "ESModule", path: "build/index.js" },
-      { type: "CompiledWasm", path: "build/index_bg.wasm" },
-    ],
+    modulesRoot: root,
+    modules: rustModules(root),
     bindings,
     kvNamespaces: { SESSIONS: "rust-sessions" },
     unsafeDirectSockets: [{ host: "127.0.0.1", port }],

@@ -51,6 +51,8 @@ BENCH_SEED_SESSIONS=$SEEDED serve "rust=$rust_port" "ts=$ts_port"
 export READOUT_PATH=/v1/wau/2001-W07 READOUT_TOKEN=$TOKEN
 for load in "healthz:/healthz" "ping:valid pings (KV put in waitUntil)" \
   "rejected:refused pings (400, unknown field)" "readout:readout of a week of $SEEDED sessions"; do
+  # BENCH_LOADS="healthz rejected" runs only those (for a quick A/B while changing one thing).
+  [[ " ${BENCH_LOADS:-healthz ping rejected readout} " == *" ${load%%:*} "* ]] || continue
   script="bench/${load%%:*}.lua"
   # Pairs alternate which side runs first, so that a drift of the machine favours neither.
   pairs=$(for pair in $(seq "$PAIRS"); do
@@ -68,13 +70,14 @@ for load in "healthz:/healthz" "ping:valid pings (KV put in waitUntil)" \
 done
 stop
 
+[ -n "${BENCH_NO_COLD_START:-}" ] && exit 0
 # Cold start: from starting workerd with one Worker to its first 204, alternating, median of 5.
 ping='{"protocol_version":"1.0.0","daemon_version":"0.9.3","session_id":"cold-start-1","platform":"linux","node_version":"v20.11.1","primary_framework":"react"}'
 cold() { # worker
   local port started
   port=$(free_port)
   started=$(date +%s%N)
-  serve "$1=$port"
+  BENCH_SEED_SESSIONS=0 serve "$1=$port"
   until [ "$(curl -s -o /dev/null -w '%{http_code}' -H 'content-type: application/json' \
     -d "$ping" "http://127.0.0.1:$port/v1/session")" = 204 ]; do sleep 0.01; done
   echo $((($(date +%s%N) - started) / 1000000))

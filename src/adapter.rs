@@ -1,6 +1,12 @@
 //! The fetch handler: request in, core decision, response out, one wide event logged.
+//!
+//! Every call into JavaScript costs more than the Rust around it (bench/profile.mjs), so the
+//! handler takes the runtime's own `Request` and returns its own `Response` rather than
+//! workers-rs's wrappers (which read the method, URL, headers and `cf` up front and copy the
+//! body), fetches only the headers its route reads, and keeps per isolate what does not
+//! change between requests: the configuration, the abuse limiter and the response inits.
 
-use std::cell::RefCell;
+use std::cell::{OnceCell, RefCell};
 
 use futures_util::StreamExt;
 use telemetry_core::abuse::refused_by_shared_limit;
@@ -10,38 +16,120 @@ use telemetry_core::event::{
 use telemetry_core::limits::MAX_DISCARDED_BYTES;
 use telemetry_core::{
     AbuseLimiter, CappedBody, Config, IsoWeek, Next, Rejection, RequestHead, Response, Route,
-    SessionWrite, decide_ping, route, utc_from_unix_millis, weekly_active_response,
+    SessionWrite, decide_ping, path_of_url, route, utc_from_unix_millis, weekly_active_response,
 };
 use time::OffsetDateTime;
+use worker::js_sys::{Date, Uint8Array};
+use worker::wasm_bindgen::JsValue;
+use worker::wasm_bindgen::prelude::wasm_bindgen;
+use worker::wasm_bindgen_futures::{JsFuture, future_to_promise};
+use worker::worker_sys::Context as JsContext;
 use worker::worker_sys::ext::RequestExt;
-use worker::{Context, Date, Env, Headers, Request, console_log, event};
+use worker::worker_sys::web_sys;
+use worker::{ByteStream, Context, Env, console_log};
 
 use crate::kv::{Sessions, TARGET};
 
-thread_local! {
-    /// The isolate's abuse limiter; created on the first ping with the configured limit.
-    static LIMITER: RefCell<Option<AbuseLimiter>> = const { RefCell::new(None) };
+/// What an isolate keeps between requests, made from `env` on its first request. A Worker's
+/// vars and secrets do not change for the life of an isolate: a new value is a new
+/// deployment, served by new isolates.
+struct Isolate {
+    config: Config,
+    limiter: RefCell<AbuseLimiter>,
 }
 
-#[event(fetch)]
-async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<worker::Response> {
-    let started_ms = Date::now().as_millis();
-    let method = method_label(&req.inner().method());
-    let colo = colo(&req);
-    let handled = handle(req, &env, &ctx).await;
+thread_local! {
+    /// `None` when the configuration is invalid: every request answers 500 until redeployed.
+    static ISOLATE: OnceCell<Option<&'static Isolate>> = const { OnceCell::new() };
+    /// One `ResponseInit` (status and headers) per distinct answer, made once and reused:
+    /// the `Response` constructor copies it, so each request makes one call instead of one
+    /// per header. Bounded, since `retry-after` values vary.
+    static RESPONSE_INITS: RefCell<Vec<ResponseInit>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A runtime `ResponseInit` and the status and headers it was made from.
+struct ResponseInit {
+    status: u16,
+    headers: Vec<(&'static str, String)>,
+    init: web_sys::ResponseInit,
+}
+const MAX_RESPONSE_INITS: usize = 32;
+
+/// The header the platform puts the client's address in; used by the abuse limit only.
+const CLIENT_ADDRESS_HEADER: &str = "cf-connecting-ip";
+
+/// The fetch handler, exported as the runtime calls it. An answer decided from the request's
+/// head alone (the health check, most refusals) is returned as the `Response` itself; only a
+/// ping (its body, its write) and a readout (the store) go through a `Promise`, so the rest
+/// skip the async executor's promise and microtask.
+#[wasm_bindgen(wasm_bindgen = ::worker::wasm_bindgen)]
+pub fn fetch(req: web_sys::Request, env: Env, ctx: JsContext) -> Result<JsValue, JsValue> {
+    let started_ms = Date::now();
+    let Some(isolate) = isolate(&env) else {
+        console_log!("{{\"event\":\"config_error\",\"target\":\"{TARGET}\"}}");
+        let handled = Handled::new(Route::Unknown, Rejection::Internal.into_response());
+        return finish(&req, &req.method(), started_ms, handled).map(JsValue::from);
+    };
+    let head = OwnedHead::read(&req);
+    let (route_taken, next) = route(&head.borrow(), isolate.config.read_token.as_ref());
+    let next = match next {
+        Next::Respond(response) => {
+            let handled = Handled::new(route_taken, response);
+            return finish(&req, &head.method, started_ms, handled).map(JsValue::from);
+        }
+        later => later,
+    };
+    let ctx = Context::new(ctx);
+    let answer = async move {
+        let handled = match next {
+            Next::ReadPing => ping(&req, &head.borrow(), &env, &ctx, isolate, started_ms).await,
+            Next::CountWeek(week) => readout(&env, week).await,
+            Next::Respond(response) => Handled::new(route_taken, response),
+        };
+        let handled = Handled {
+            route: route_taken,
+            ..handled
+        };
+        finish(&req, &head.method, started_ms, handled).map(JsValue::from)
+    };
+    Ok(future_to_promise(answer).into())
+}
+
+/// Logs the request's wide event and makes the runtime's response.
+fn finish(
+    req: &web_sys::Request,
+    method: &str,
+    started_ms: f64,
+    handled: Handled,
+) -> Result<web_sys::Response, JsValue> {
+    let colo = colo(req);
     let event = RequestEvent::new(
         TARGET,
         handled.route,
-        method,
+        method_label(method),
         &handled.response,
         handled.body_bytes,
-        Date::now().as_millis().saturating_sub(started_ms),
+        (Date::now() - started_ms).max(0.0) as u64,
         handled.week,
     )
     .colo(colo.as_deref())
     .limited_by(handled.limited_by);
     console_log!("{}", to_line(&event));
-    into_worker_response(handled.response)
+    into_js_response(handled.response)
+}
+
+/// The isolate's state, made on first use; `None` when the configuration is invalid.
+fn isolate(env: &Env) -> Option<&'static Isolate> {
+    ISOLATE.with(|cell| {
+        *cell.get_or_init(|| {
+            // Vars and secrets share one namespace in a Worker's env.
+            let config = Config::from_lookup(|name| env.var(name).ok().map(|v| v.to_string()));
+            let config = config.ok()?;
+            let limiter = RefCell::new(AbuseLimiter::new(config.abuse_limit_per_minute));
+            // Made once per isolate and kept for its life, so leaking it is the lifetime.
+            Some(&*Box::leak(Box::new(Isolate { config, limiter })))
+        })
+    })
 }
 
 /// What one request came to, for the response and its wide event.
@@ -54,77 +142,114 @@ struct Handled {
     limited_by: Option<&'static str>,
 }
 
-async fn handle(mut req: Request, env: &Env, ctx: &Context) -> Handled {
-    let mut handled = Handled {
-        route: Route::Unknown,
-        response: Rejection::Internal.into_response(),
-        body_bytes: 0,
-        week: None,
-        limited_by: None,
-    };
-    // Vars and secrets share one namespace in a Worker's env.
-    let Ok(config) = Config::from_lookup(|name| env.var(name).ok().map(|v| v.to_string())) else {
-        console_log!("{{\"event\":\"config_error\",\"target\":\"{TARGET}\"}}");
-        return handled;
-    };
-    let method = req.inner().method();
-    let path = req.path();
-    let header = |name: &str| req.headers().get(name).ok().flatten();
-    let (content_type, content_length) = (header("content-type"), header("content-length"));
-    let (authorization, client) = (header("authorization"), header("cf-connecting-ip"));
-    let head = RequestHead {
-        method: &method,
-        path: &path,
-        content_type: content_type.as_deref(),
-        content_length: content_length.as_deref(),
-        authorization: authorization.as_deref(),
-        client: client.as_deref(),
-    };
-    let (route, next) = route(&head, config.read_token.as_ref());
-    handled.route = route;
-    handled.response = match next {
-        Next::Respond(response) => response,
-        Next::ReadPing => {
-            let body = match read_capped(&mut req).await {
-                Ok(body) => body,
-                Err(rejection) => {
-                    return Handled {
-                        response: rejection.into_response(),
-                        ..handled
-                    };
-                }
-            };
-            handled.body_bytes = body.len();
-            let now = utc_from_unix_millis(i64::try_from(Date::now().as_millis()).unwrap_or(0));
-            let (decided, limited_by) = decide_counted(env, &config, &head, &body, now).await;
-            handled.limited_by = limited_by;
-            match (decided, Sessions::bind(env)) {
-                (Ok(write), Ok(sessions)) => {
-                    handled.week = Some(write.week);
-                    // The answer goes out now; the runtime keeps the isolate alive for the write.
-                    ctx.wait_until(sessions.put(
-                        write,
-                        now.unix_timestamp(),
-                        config.session_ttl_seconds,
-                    ));
-                    Response::no_content()
-                }
-                (Ok(_), Err(_)) => Rejection::StoreUnavailable.into_response(),
-                (Err(rejection), _) => rejection.into_response(),
-            }
+impl Handled {
+    fn new(route: Route, response: Response) -> Self {
+        Self {
+            route,
+            response,
+            body_bytes: 0,
+            week: None,
+            limited_by: None,
         }
-        Next::CountWeek(week) => {
-            handled.week = Some(week);
-            match Sessions::bind(env) {
-                Ok(sessions) => match sessions.count_week(week).await {
-                    Some(count) => weekly_active_response(week, count),
-                    None => Rejection::StoreUnavailable.into_response(),
-                },
-                Err(_) => Rejection::StoreUnavailable.into_response(),
-            }
+    }
+}
+
+/// The request's head as the core reads it, fetched once: the method, the URL, and only
+/// the headers its route reads (each header is a call into JavaScript).
+struct OwnedHead {
+    method: String,
+    url: String,
+    content_type: Option<String>,
+    content_length: Option<String>,
+    authorization: Option<String>,
+    client: Option<String>,
+}
+
+impl OwnedHead {
+    fn read(req: &web_sys::Request) -> Self {
+        let url = req.url();
+        let path_route = Route::of_path(path_of_url(&url));
+        let wanted = path_route.headers_read();
+        let headers = (!wanted.is_empty()).then(|| req.headers());
+        let header = |name: &str| match &headers {
+            Some(headers) if wanted.contains(&name) => headers.get(name).ok().flatten(),
+            _ => None,
+        };
+        let client = match (&headers, path_route) {
+            (Some(headers), Route::Session) => headers.get(CLIENT_ADDRESS_HEADER).ok().flatten(),
+            _ => None,
+        };
+        Self {
+            method: req.method(),
+            content_type: header("content-type"),
+            content_length: header("content-length"),
+            authorization: header("authorization"),
+            client,
+            url,
         }
+    }
+
+    fn borrow(&self) -> RequestHead<'_> {
+        RequestHead {
+            method: &self.method,
+            path: path_of_url(&self.url),
+            content_type: self.content_type.as_deref(),
+            content_length: self.content_length.as_deref(),
+            authorization: self.authorization.as_deref(),
+            client: self.client.as_deref(),
+        }
+    }
+}
+
+/// A ping the head admitted: reads the body under the cap, decides it, and hands the write
+/// to `waitUntil`; the answer goes out before the write.
+async fn ping(
+    req: &web_sys::Request,
+    head: &RequestHead<'_>,
+    env: &Env,
+    ctx: &Context,
+    isolate: &Isolate,
+    now_ms: f64,
+) -> Handled {
+    let body = match read_capped(req, head.content_length.is_some()).await {
+        Ok(body) => body,
+        Err(rejection) => return Handled::new(Route::Session, rejection.into_response()),
     };
-    handled
+    let now = utc_from_unix_millis(now_ms as i64);
+    let (decided, limited_by) = decide_counted(env, isolate, head, &body, now).await;
+    let (response, week) = match (decided, Sessions::bind(env)) {
+        (Ok(write), Some(sessions)) => {
+            let week = write.week;
+            // The runtime keeps the isolate alive for the write after the answer.
+            let ttl_seconds = isolate.config.session_ttl_seconds;
+            ctx.wait_until(sessions.put(write, now.unix_timestamp(), ttl_seconds));
+            (Response::no_content(), Some(week))
+        }
+        (Ok(_), None) => (Rejection::StoreUnavailable.into_response(), None),
+        (Err(rejection), _) => (rejection.into_response(), None),
+    };
+    Handled {
+        body_bytes: body.len(),
+        week,
+        limited_by,
+        ..Handled::new(Route::Session, response)
+    }
+}
+
+/// A readout the head admitted: the week's count from KV.
+async fn readout(env: &Env, week: IsoWeek) -> Handled {
+    let count = match Sessions::bind(env) {
+        Some(sessions) => sessions.count_week(week).await,
+        None => None,
+    };
+    let response = match count {
+        Some(count) => weekly_active_response(week, count),
+        None => Rejection::StoreUnavailable.into_response(),
+    };
+    Handled {
+        week: Some(week),
+        ..Handled::new(Route::WeeklyActive, response)
+    }
 }
 
 /// The binding of Cloudflare's Rate Limiting, which counts a client across isolates.
@@ -136,11 +261,12 @@ const SHARED_LIMIT_BINDING: &str = "ABUSE_LIMIT";
 /// counts. Returns which limit refused it, if one did.
 async fn decide_counted(
     env: &Env,
-    config: &Config,
+    isolate: &Isolate,
     head: &RequestHead<'_>,
     body: &CappedBody,
     now: OffsetDateTime,
 ) -> (Result<SessionWrite, Rejection>, Option<&'static str>) {
+    let config = &isolate.config;
     let shared = match (&config.shared_limit_key, head.client) {
         (Some(key), Some(client)) if config.abuse_limit_per_minute > 0 => env
             .rate_limiter(SHARED_LIMIT_BINDING)
@@ -149,9 +275,12 @@ async fn decide_counted(
         _ => None,
     };
     let Some((binding, client_key)) = shared else {
-        let decided = in_isolate(config, |limiter| {
-            decide_ping(head, body.as_bytes(), now, limiter)
-        });
+        let decided = decide_ping(
+            head,
+            body.as_bytes(),
+            now,
+            &mut *isolate.limiter.borrow_mut(),
+        );
         let limited = matches!(decided, Err(Rejection::TooManyRequests { .. }));
         return (decided, limited.then_some(LIMITED_BY_PROCESS));
     };
@@ -165,7 +294,7 @@ async fn decide_counted(
         Err(_) => {
             let client = head.client.unwrap_or_default();
             let seconds = u64::try_from(now.unix_timestamp()).unwrap_or(0);
-            match in_isolate(config, |limiter| limiter.admit(client, seconds)) {
+            match isolate.limiter.borrow_mut().admit(client, seconds) {
                 Ok(()) => (Ok(write), None),
                 Err(limited) => (Err(limited), Some(LIMITED_BY_PROCESS)),
             }
@@ -173,25 +302,31 @@ async fn decide_counted(
     }
 }
 
-/// Runs `count` with the isolate's abuse limiter, made on first use with the configured limit.
-fn in_isolate<T>(config: &Config, count: impl FnOnce(&mut AbuseLimiter) -> T) -> T {
-    LIMITER.with(|cell| {
-        let mut cell = cell.borrow_mut();
-        count(cell.get_or_insert_with(|| AbuseLimiter::new(config.abuse_limit_per_minute)))
-    })
-}
-
-/// Reads the body chunk by chunk, stopping at the first chunk that passes the cap.
-async fn read_capped(req: &mut Request) -> Result<CappedBody, Rejection> {
-    let mut body = CappedBody::new();
-    // workers-rs reports a request without a body as an error: that body is empty.
-    let Ok(mut stream) = req.stream() else {
-        return Ok(body);
+/// Reads the body under the cap. With a declared length (already checked against the cap
+/// by the core, and what frames the body on the wire) it is read whole, in one call; without
+/// one (chunked) chunk by chunk, stopping at the first chunk that passes the cap. A request
+/// without a body has an empty one.
+async fn read_capped(req: &web_sys::Request, declared: bool) -> Result<CappedBody, Rejection> {
+    let mut capped = CappedBody::new();
+    if declared {
+        let whole = match req.array_buffer() {
+            Ok(promise) => JsFuture::from(promise).await,
+            Err(error) => Err(error),
+        };
+        // A client that aborts mid-body: what arrived is judged, as in the stream below.
+        if let Ok(whole) = whole {
+            capped.push(&Uint8Array::new(&whole).to_vec())?;
+        }
+        return Ok(capped);
+    }
+    let Some(body) = req.body() else {
+        return Ok(capped);
     };
+    let mut stream = ByteStream::from(body);
     while let Some(chunk) = stream.next().await {
         match chunk {
             Ok(bytes) => {
-                if let Err(too_large) = body.push(&bytes) {
+                if let Err(too_large) = capped.push(&bytes) {
                     discard_rest(&mut stream).await;
                     return Err(too_large);
                 }
@@ -200,12 +335,12 @@ async fn read_capped(req: &mut Request) -> Result<CappedBody, Rejection> {
             Err(_) => break,
         }
     }
-    Ok(body)
+    Ok(capped)
 }
 
 /// Reads and drops what is left of an oversized body, up to a bound, so that the runtime
 /// delivers the 413 (see `MAX_DISCARDED_BYTES`). Nothing of it is kept.
-async fn discard_rest(stream: &mut worker::ByteStream) {
+async fn discard_rest(stream: &mut ByteStream) {
     let mut discarded = 0usize;
     while discarded < MAX_DISCARDED_BYTES {
         match stream.next().await {
@@ -216,22 +351,38 @@ async fn discard_rest(stream: &mut worker::ByteStream) {
 }
 
 /// The data centre that served the request, where the runtime says (not in every local run).
-fn colo(req: &Request) -> Option<String> {
+fn colo(req: &web_sys::Request) -> Option<String> {
     // `worker::Cf::colo` unwraps; the raw getter reports a missing colo as an error instead.
-    req.inner().cf()?.colo().ok()
+    req.cf()?.colo().ok()
 }
 
-fn into_worker_response(response: Response) -> worker::Result<worker::Response> {
-    let headers = Headers::new();
-    for (name, value) in &response.headers {
-        headers.set(name, value)?;
-    }
-    let builder = worker::Response::builder()
-        .with_status(response.status)
-        .with_headers(headers);
-    Ok(if response.body.is_empty() {
-        builder.empty()
-    } else {
-        builder.fixed(response.body.into_bytes())
-    })
+/// The runtime's `Response` for the core's, from the isolate's init for its status and
+/// headers: one call into JavaScript for the response, whatever its headers.
+fn into_js_response(response: Response) -> Result<web_sys::Response, JsValue> {
+    let init = RESPONSE_INITS.with(|inits| -> Result<web_sys::ResponseInit, JsValue> {
+        let mut inits = inits.borrow_mut();
+        let same = |made: &&ResponseInit| {
+            made.status == response.status && made.headers == response.headers
+        };
+        if let Some(made) = inits.iter().find(same) {
+            return Ok(made.init.clone());
+        }
+        let headers = web_sys::Headers::new()?;
+        for (name, value) in &response.headers {
+            headers.set(name, value)?;
+        }
+        let init = web_sys::ResponseInit::new();
+        init.set_status(response.status);
+        init.set_headers(&headers);
+        if inits.len() < MAX_RESPONSE_INITS {
+            inits.push(ResponseInit {
+                status: response.status,
+                headers: response.headers.clone(),
+                init: init.clone(),
+            });
+        }
+        Ok(init)
+    })?;
+    let body = (!response.body.is_empty()).then_some(response.body.as_str());
+    web_sys::Response::new_with_opt_str_and_init(body, &init)
 }

@@ -1,9 +1,17 @@
 //! The `SESSIONS` KV namespace: one put per accepted ping, and a paginated count per week.
+//!
+//! The binding is called directly rather than through workers-rs's `KvStore`, which looks up
+//! five methods on every bind and converts metadata and listed keys through serde: a put
+//! hands the record's JSON to `JSON.parse` for its metadata, a count reads only how many
+//! keys a page holds.
 
 use telemetry_core::event::{StoreFailureEvent, to_line};
 use telemetry_core::limits::KV_LIST_PAGE;
 use telemetry_core::{IsoWeek, SessionWrite, expires_at, week_key_prefix};
-use worker::kv::KvStore;
+use worker::js_sys::{self, JSON, Object, Reflect};
+use worker::wasm_bindgen::prelude::wasm_bindgen;
+use worker::wasm_bindgen::{JsCast, JsValue};
+use worker::wasm_bindgen_futures::JsFuture;
 use worker::{Env, console_log};
 
 /// The name both targets' wide events give this deploy target.
@@ -11,15 +19,33 @@ pub const TARGET: &str = "worker";
 
 const BINDING: &str = "SESSIONS";
 
+#[wasm_bindgen(wasm_bindgen = ::worker::wasm_bindgen, js_sys = ::worker::js_sys)]
+extern "C" {
+    /// A KV namespace binding (`KVNamespace` in Cloudflare's types).
+    type KvNamespace;
+
+    #[wasm_bindgen(method, catch)]
+    fn put(
+        this: &KvNamespace,
+        key: &str,
+        value: &str,
+        options: &Object,
+    ) -> Result<js_sys::Promise, JsValue>;
+
+    #[wasm_bindgen(method, catch)]
+    fn list(this: &KvNamespace, options: &Object) -> Result<js_sys::Promise, JsValue>;
+}
+
 pub struct Sessions {
-    store: KvStore,
+    namespace: KvNamespace,
 }
 
 impl Sessions {
-    pub fn bind(env: &Env) -> worker::Result<Self> {
-        Ok(Self {
-            store: env.kv(BINDING)?,
-        })
+    /// The namespace bound as `SESSIONS`; `None` when the deployment has no such binding.
+    pub fn bind(env: &Env) -> Option<Self> {
+        let binding = Reflect::get(env, &BINDING.into()).ok()?;
+        let namespace = binding.is_object().then(|| binding.unchecked_into())?;
+        Some(Self { namespace })
     }
 
     /// Writes one record received at `now_unix` with its expiry (cut to the day, as the
@@ -28,19 +54,22 @@ impl Sessions {
     /// be logged: it gets its own event.
     pub async fn put(self, write: SessionWrite, now_unix: i64, ttl_seconds: u64) {
         let key = write.key();
-        let metadata = serde_json::from_str::<serde_json::Value>(&write.record_json);
-        let expiration = u64::try_from(expires_at(now_unix, ttl_seconds)).unwrap_or(0);
-        let result = match (self.store.put(&key, write.record_json.as_str()), metadata) {
-            (Ok(put), Ok(metadata)) => match put.expiration(expiration).metadata(metadata) {
-                Ok(put) => put.execute().await.map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
-            },
-            (Err(e), _) => Err(e.to_string()),
-            (_, Err(e)) => Err(e.to_string()),
-        };
+        let expiration = expires_at(now_unix, ttl_seconds) as f64;
+        let result = async {
+            let options = Object::new();
+            Reflect::set(&options, &"expiration".into(), &expiration.into())?;
+            Reflect::set(
+                &options,
+                &"metadata".into(),
+                &JSON::parse(&write.record_json)?,
+            )?;
+            let promise = self.namespace.put(&key, &write.record_json, &options)?;
+            JsFuture::from(promise).await
+        }
+        .await;
         if let Err(error) = result {
             // The store may quote the key, and the key holds the session id.
-            let error = error.replace(write.session_id.as_str(), "<session>");
+            let error = describe(&error).replace(write.session_id.as_str(), "<session>");
             let event = StoreFailureEvent::new(TARGET, "put", Some(write.week), &error);
             console_log!("{}", to_line(&event));
         }
@@ -49,28 +78,58 @@ impl Sessions {
     /// Counts a week's sessions by listing its prefix, a page of keys at a time. `None`
     /// when KV fails; the failure is logged.
     pub async fn count_week(&self, week: IsoWeek) -> Option<u64> {
-        let prefix = week_key_prefix(week);
+        let prefix = JsValue::from(week_key_prefix(week));
         let mut count = 0u64;
-        let mut cursor: Option<String> = None;
+        let mut cursor = JsValue::UNDEFINED;
         loop {
-            let mut list = self.store.list().prefix(prefix.clone()).limit(KV_LIST_PAGE);
-            if let Some(cursor) = cursor.take() {
-                list = list.cursor(cursor);
-            }
-            let page = match list.execute().await {
-                Ok(page) => page,
+            match self.list_page(&prefix, &cursor).await {
+                Ok((keys, next)) => {
+                    count += keys;
+                    match next {
+                        Some(next) => cursor = next,
+                        None => return Some(count),
+                    }
+                }
                 Err(error) => {
-                    let error = error.to_string();
+                    let error = describe(&error);
                     let event = StoreFailureEvent::new(TARGET, "list", Some(week), &error);
                     console_log!("{}", to_line(&event));
                     return None;
                 }
-            };
-            count += page.keys.len() as u64;
-            match page.cursor.filter(|c| !c.is_empty()) {
-                Some(next) if !page.list_complete => cursor = Some(next),
-                _ => return Some(count),
             }
         }
+    }
+
+    /// One page of a prefix's keys: how many, and the cursor of the next page if any.
+    async fn list_page(
+        &self,
+        prefix: &JsValue,
+        cursor: &JsValue,
+    ) -> Result<(u64, Option<JsValue>), JsValue> {
+        let options = Object::new();
+        Reflect::set(&options, &"prefix".into(), prefix)?;
+        Reflect::set(
+            &options,
+            &"limit".into(),
+            &JsValue::from(KV_LIST_PAGE as f64),
+        )?;
+        if !cursor.is_undefined() {
+            Reflect::set(&options, &"cursor".into(), cursor)?;
+        }
+        let page = JsFuture::from(self.namespace.list(&options)?).await?;
+        let keys = Reflect::get(&page, &"keys".into())?;
+        let count = keys.unchecked_into::<js_sys::Array>().length();
+        let complete = Reflect::get(&page, &"list_complete".into())?;
+        let cursor = Reflect::get(&page, &"cursor".into())?;
+        let more = complete.is_falsy() && cursor.as_string().is_some_and(|c| !c.is_empty());
+        Ok((u64::from(count), more.then_some(cursor)))
+    }
+}
+
+/// A thrown value as text for a `store_failure` event.
+fn describe(error: &JsValue) -> String {
+    match error.dyn_ref::<js_sys::Error>() {
+        Some(error) => String::from(error.message()),
+        None => error.as_string().unwrap_or_else(|| "unknown error".into()),
     }
 }

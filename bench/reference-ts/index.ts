@@ -28,15 +28,24 @@ const SECURITY_HEADERS = {
   "referrer-policy": "no-referrer",
 };
 
-function json(status: number, body: unknown, headers: Record<string, string> = {}): Response {
-  return new Response(JSON.stringify(body), {
+/** An answer and what the request's wide event says of it. */
+interface Reply {
+  response: Response;
+  outcome: string;
+  week?: string;
+  bodyBytes?: number;
+}
+
+function json(status: number, outcome: string, body: unknown, headers: Record<string, string> = {}): Reply {
+  const response = new Response(JSON.stringify(body), {
     status,
     headers: { ...SECURITY_HEADERS, "content-type": "application/json", ...headers },
   });
+  return { response, outcome };
 }
 
-function error(status: number, code: string, message: string, headers?: Record<string, string>) {
-  return json(status, { error: code, message }, headers);
+function error(status: number, code: string, message: string, headers?: Record<string, string>): Reply {
+  return json(status, code, { error: code, message }, headers);
 }
 
 /** The ISO week of a UTC instant, as `YYYY-Www`. */
@@ -90,7 +99,7 @@ function limited(client: string, perMinute: number, now: number): boolean {
   return ++window.count > perMinute;
 }
 
-async function session(request: Request, env: Env, ctx: ExecutionContext): Promise<Response> {
+async function session(request: Request, env: Env, ctx: ExecutionContext): Promise<Reply> {
   if (request.method !== "POST") return error(405, "method_not_allowed", "use POST", { allow: "POST" });
   const type = request.headers.get("content-type") ?? "";
   if (type.split(";")[0].trim().toLowerCase() !== "application/json") {
@@ -116,20 +125,22 @@ async function session(request: Request, env: Env, ctx: ExecutionContext): Promi
   }
   const { session_id, ...fields } = ping.data;
   const record = { ...fields, first_seen_at: new Date(now).toISOString() };
+  const week = isoWeek(new Date(now));
   ctx.waitUntil(
-    env.SESSIONS.put(`session:${isoWeek(new Date(now))}:${session_id}`, JSON.stringify(record), {
+    env.SESSIONS.put(`session:${week}:${session_id}`, JSON.stringify(record), {
       expirationTtl: Number(env.SESSION_TTL_SECONDS ?? 7_257_600),
       metadata: record,
     }).catch((e) => console.log(JSON.stringify({ event: "store_failure", operation: "put", error: String(e) }))),
   );
-  return new Response(null, { status: 204, headers: SECURITY_HEADERS });
+  const response = new Response(null, { status: 204, headers: SECURITY_HEADERS });
+  return { response, outcome: "accepted", week, bodyBytes: body.length };
 }
 
 async function digest(text: string): Promise<ArrayBuffer> {
   return crypto.subtle.digest("SHA-256", new TextEncoder().encode(text));
 }
 
-async function weeklyActive(request: Request, env: Env, week: string): Promise<Response> {
+async function weeklyActive(request: Request, env: Env, week: string): Promise<Reply> {
   if (!env.WAU_READ_TOKEN) return error(404, "not_found", "no such route");
   if (request.method !== "GET") return error(405, "method_not_allowed", "use GET", { allow: "GET" });
   const header = request.headers.get("authorization") ?? "";
@@ -146,15 +157,15 @@ async function weeklyActive(request: Request, env: Env, week: string): Promise<R
     count += page.keys.length;
     cursor = page.list_complete ? undefined : page.cursor;
   } while (cursor);
-  return json(200, { week, weekly_active_sessions: count });
+  return { ...json(200, "ok", { week, weekly_active_sessions: count }), week };
 }
 
-async function route(request: Request, env: Env, ctx: ExecutionContext): Promise<[string, Response]> {
+async function route(request: Request, env: Env, ctx: ExecutionContext): Promise<[string, Reply]> {
   const { pathname } = new URL(request.url);
   if (pathname === "/v1/session") return ["session", await session(request, env, ctx)];
   if (pathname === "/healthz") {
     return request.method === "GET"
-      ? ["health", new Response("ok", { headers: { ...SECURITY_HEADERS, "content-type": "text/plain" } })]
+      ? ["health", { response: new Response("ok", { headers: { ...SECURITY_HEADERS, "content-type": "text/plain" } }), outcome: "ok" }]
       : ["health", error(405, "method_not_allowed", "use GET", { allow: "GET" })];
   }
   if (pathname.startsWith("/v1/wau/")) return ["weekly_active", await weeklyActive(request, env, pathname.slice(8))];
@@ -164,18 +175,22 @@ async function route(request: Request, env: Env, ctx: ExecutionContext): Promise
 export default {
   async fetch(request: Request, env: Env, ctx: ExecutionContext): Promise<Response> {
     const started = Date.now();
-    const [routeName, response] = await route(request, env, ctx);
+    const [routeName, reply] = await route(request, env, ctx);
+    // The same wide event as the Rust Worker's: one JSON line, no address, no id.
     console.log(
       JSON.stringify({
         event: "request",
         target: "reference-ts",
         route: routeName,
         method: request.method,
-        status: response.status,
-        body_bytes: Number(request.headers.get("content-length") ?? 0),
+        status: reply.response.status,
+        outcome: reply.outcome,
+        body_bytes: reply.bodyBytes ?? 0,
         duration_ms: Date.now() - started,
+        week: reply.week,
+        colo: request.cf?.colo,
       }),
     );
-    return response;
+    return reply.response;
   },
 } satisfies ExportedHandler<Env>;

@@ -38,6 +38,7 @@ pub use record::{
 pub use rejection::Rejection;
 pub use response::Response;
 pub use service::{
-    Next, RequestHead, Route, decide_ping, route, utc_from_unix_millis, weekly_active_response,
+    Next, RequestHead, Route, decide_ping, path_of_url, route, utc_from_unix_millis,
+    weekly_active_response,
 };
 pub use week::IsoWeek;

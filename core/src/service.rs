@@ -39,6 +39,28 @@ pub enum Route {
 }
 
 impl Route {
+    /// The route a path leads to, before the method, the token or any header is looked at
+    /// (a readout path without a configured token is still [`Route::Unknown`] in [`route`]).
+    pub fn of_path(path: &str) -> Self {
+        match path {
+            SESSION_PATH => Self::Session,
+            HEALTH_PATH => Self::Health,
+            _ if path.starts_with(WEEKLY_ACTIVE_PREFIX) => Self::WeeklyActive,
+            _ => Self::Unknown,
+        }
+    }
+
+    /// The request headers [`route`] and [`decide_ping`] read on this route; an adapter that
+    /// pays for each header it fetches (the Worker, across the JavaScript boundary) fetches
+    /// only these, and leaves the others `None` in its [`RequestHead`].
+    pub fn headers_read(self) -> &'static [&'static str] {
+        match self {
+            Self::Session => &["content-type", "content-length"],
+            Self::WeeklyActive => &["authorization"],
+            Self::Health | Self::Unknown => &[],
+        }
+    }
+
     /// The route's name in a wide event; an unknown path is never logged as sent.
     pub fn label(self) -> &'static str {
         match self {
@@ -63,24 +85,42 @@ pub enum Next {
 
 /// Routes a request from its head alone, deciding everything that needs no body or store.
 pub fn route(head: &RequestHead<'_>, read_token: Option<&ReadToken>) -> (Route, Next) {
-    if head.path == SESSION_PATH {
-        return (Route::Session, session_head(head));
-    }
-    if head.path == HEALTH_PATH {
-        let next = if head.method == "GET" {
-            Next::Respond(Response::text("ok"))
-        } else {
-            reject(Rejection::MethodNotAllowed { allow: "GET" })
-        };
-        return (Route::Health, next);
-    }
-    if let Some(week) = head.path.strip_prefix(WEEKLY_ACTIVE_PREFIX) {
-        // Without a token the readout does not exist, whatever the method or week.
-        if let Some(token) = read_token {
-            return (Route::WeeklyActive, readout_head(head, token, week));
+    match (Route::of_path(head.path), read_token) {
+        (Route::Session, _) => (Route::Session, session_head(head)),
+        (Route::Health, _) => {
+            let next = if head.method == "GET" {
+                Next::Respond(Response::text("ok"))
+            } else {
+                reject(Rejection::MethodNotAllowed { allow: "GET" })
+            };
+            (Route::Health, next)
         }
+        // Without a token the readout does not exist, whatever the method or week.
+        (Route::WeeklyActive, Some(token)) => {
+            let week = head
+                .path
+                .get(WEEKLY_ACTIVE_PREFIX.len()..)
+                .unwrap_or_default();
+            (Route::WeeklyActive, readout_head(head, token, week))
+        }
+        (Route::WeeklyActive | Route::Unknown, _) => (Route::Unknown, reject(Rejection::NotFound)),
     }
-    (Route::Unknown, reject(Rejection::NotFound))
+}
+
+/// The path of an absolute URL as a runtime hands it over (`https://host/v1/wau/x?q` →
+/// `/v1/wau/x`), taken as sent: no percent-decoding, no dot segments resolved, as the
+/// rollback's HTTP stack gives it. The query and fragment are never looked at.
+pub fn path_of_url(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let after_authority = rest.get(authority_end..).unwrap_or_default();
+    let path_end = after_authority
+        .find(['?', '#'])
+        .unwrap_or(after_authority.len());
+    match after_authority.get(..path_end) {
+        Some(path) if !path.is_empty() => path,
+        _ => "/",
+    }
 }
 
 fn reject(rejection: Rejection) -> Next {
@@ -160,6 +200,62 @@ pub fn utc_from_unix_millis(unix_millis: i64) -> OffsetDateTime {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_path_of_a_url_is_taken_as_sent_without_its_query_or_fragment() {
+        let cases = [
+            ("https://telemetry.example/v1/session", "/v1/session"),
+            (
+                "http://127.0.0.1:8787/v1/wau/2026-W48?token=x",
+                "/v1/wau/2026-W48",
+            ),
+            ("https://h/healthz#top", "/healthz"),
+            ("https://h", "/"),
+            ("https://h?x=/v1/session", "/"),
+            ("https://h/v1/%73ession", "/v1/%73ession"),
+            ("https://h/v1/x/../session", "/v1/x/../session"),
+            ("/v1/session?x", "/v1/session"),
+        ];
+        for (url, path) in cases {
+            assert_eq!(path_of_url(url), path, "{url}");
+        }
+    }
+
+    #[test]
+    fn the_headers_a_route_reads_are_the_only_ones_its_decisions_depend_on() {
+        // A head with every header set and one with only the route's own must decide alike.
+        let full = |path| RequestHead {
+            method: "POST",
+            path,
+            content_type: Some("text/plain"),
+            content_length: Some("5000"),
+            authorization: Some("Bearer wrong"),
+            client: None,
+        };
+        let token = ReadToken::from_configured(Some("secret"));
+        for path in ["/v1/session", "/v1/wau/2026-W48", "/healthz", "/other"] {
+            let head = full(path);
+            let read = Route::of_path(path).headers_read();
+            let only = |name, value: Option<&'static str>| value.filter(|_| read.contains(&name));
+            let trimmed = RequestHead {
+                content_type: only("content-type", head.content_type),
+                content_length: only("content-length", head.content_length),
+                authorization: only("authorization", head.authorization),
+                ..head
+            };
+            for method in ["GET", "POST"] {
+                let (a, b) = (
+                    RequestHead { method, ..head },
+                    RequestHead { method, ..trimmed },
+                );
+                assert_eq!(
+                    route(&a, token.as_ref()),
+                    route(&b, token.as_ref()),
+                    "{method} {path}"
+                );
+            }
+        }
+    }
     use crate::abuse::AbuseLimiter;
 
     const PING: &[u8] = br#"{"protocol_version":"1.0.0","daemon_version":"1.0.0","session_id":"abcdefgh","platform":"linux","node_version":"20.0.0","primary_framework":"vue"}"#;
