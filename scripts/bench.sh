@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Measures the service side by side in one run on this machine and prints ratios (markdown):
 # core criterion benchmarks, the rollback's valid-ping throughput against its own /healthz
-# (SQLite and Redis), the Worker under workerd (valid pings, refused pings, the readout,
-# each against its /healthz), the readout's time as a week grows, and the wasm bundle size.
+# (SQLite and Redis), the readout's time as a week grows on both stores, and the Worker beside
+# a TypeScript Worker of the same contract (scripts/bench-workers.sh: ratios, cold start, sizes).
 # Load comes from wrk (Debian's package) on loopback; every run is bounded in time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -42,7 +42,6 @@ rps() { # url script [seconds]
     END { printf "%.0f %.0f %d\n", (requests - other) / seconds, requests / seconds, other }'
 }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
-week=$(date -u +%G-W%V)
 
 echo "## Run of $(date -u +%FT%TZ) on $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -m)"
 echo
@@ -94,56 +93,7 @@ for store in "sqlite://$work/growth.db" "redis://127.0.0.1:$redis_port/1"; do
 done
 
 echo
-echo "### Worker under workerd (wrangler dev, local KV): each load as a fraction of /healthz"
+echo "### The Rust Worker beside the TypeScript yardstick (one workerd through Miniflare's API, wrk -c${BENCH_WORKER_CONNECTIONS:-16}, ${BENCH_WORKER_PAIRS:-7} interleaved pairs of ${BENCH_PAIR_SECONDS:-3}s runs)"
 echo
 sh scripts/build-worker.sh >/dev/null 2>&1
-port=$(free_port)
-TELEMETRY_WORKER_PREBUILT=1 setsid node_modules/.bin/wrangler dev --ip 127.0.0.1 --port "$port" \
-  --inspector-port "$(free_port)" --persist-to "$work/kv" --env-file /dev/null \
-  --var "WAU_READ_TOKEN:$TOKEN" --var ABUSE_LIMIT_PER_MINUTE:0 >"$work/wrangler.log" 2>&1 &
-pids+=($!)
-wait_for "http://127.0.0.1:$port/healthz"
-read -r health _ _ <<<"$(rps "http://127.0.0.1:$port" bench/healthz.lua)"
-read -r pings _ _ <<<"$(rps "http://127.0.0.1:$port" bench/ping.lua)"
-read -r _ rejected _ <<<"$(rps "http://127.0.0.1:$port" bench/rejected.lua)" # all are 400s
-read -r readout _ _ <<<"$(READOUT_PATH="/v1/wau/$week" READOUT_TOKEN=$TOKEN rps "http://127.0.0.1:$port" bench/readout.lua)"
-echo "| load | req/s | ratio to /healthz |"
-echo "|---|---:|---:|"
-echo "| /healthz | $health | 1.00 |"
-echo "| valid pings (KV put in waitUntil) | $pings | $(ratio "$pings" "$health") |"
-echo "| refused pings (400) | $rejected | $(ratio "$rejected" "$health") |"
-echo "| readout of the week just loaded | $readout | $(ratio "$readout" "$health") |"
-count=$(curl -s -H "authorization: Bearer $TOKEN" "http://127.0.0.1:$port/v1/wau/$week")
-echo
-echo "The readout during that run counted: \`$count\` (every key a separate KV list entry)."
-
-echo
-echo "### Worker readout time as a week grows (local KV, median of 11 with curl)"
-echo
-echo "| sessions in the week | readout median |"
-echo "|---:|---:|"
-for size in 1000 10000; do
-  python3 - "$size" >"$work/bulk.json" <<'PY'
-import json, sys
-n = int(sys.argv[1])
-record = {"protocol_version": "1.0.0", "daemon_version": "0.9.3", "platform": "linux",
-          "node_version": "v20.11.1", "primary_framework": "react", "first_seen_at": "2001-02-12T00:00:00Z"}
-print(json.dumps([{"key": f"session:2001-W07:growth-{i:08}", "value": json.dumps(record),
-                   "metadata": record} for i in range(n)]))
-PY
-  node_modules/.bin/wrangler kv bulk put "$work/bulk.json" --binding SESSIONS --local \
-    --persist-to "$work/kv" >/dev/null 2>&1
-  median=$(for _ in $(seq 1 11); do
-    curl -s -o /dev/null -w '%{time_total}\n' -H "authorization: Bearer $TOKEN" \
-      "http://127.0.0.1:$port/v1/wau/2001-W07"
-  done | sort -n | sed -n 6p)
-  echo "| $size | $(awk -v s="$median" 'BEGIN { printf "%.1f ms", s * 1000 }') |"
-done
-
-echo
-echo "### Worker bundle"
-echo
-raw=$(stat -c %s build/index_bg.wasm)
-gz=$(gzip -9 -c build/index_bg.wasm | wc -c)
-js=$(stat -c %s build/index.js)
-echo "- index_bg.wasm: $raw bytes raw, $gz bytes gzipped (wasm-opt -Oz); index.js: $js bytes"
+scripts/bench-workers.sh

@@ -45,7 +45,63 @@ fn build_once() {
             status.success(),
             "building the Worker failed: see the output above"
         );
+        assert_optimised_bundle(&root().join("build/index_bg.wasm"));
     });
+}
+
+/// The most the wasm module may weigh gzipped (a budget, kept with room below it).
+const BUNDLE_BUDGET_GZIPPED: usize = 130 * 1024;
+
+/// The suite runs against the bundle that ships: shrunk by wasm-opt, which drops the names
+/// section that `worker-build --no-opt` leaves, and within its gzipped budget.
+fn assert_optimised_bundle(wasm: &Path) {
+    let bytes = std::fs::read(wasm).expect("read build/index_bg.wasm");
+    let names = custom_sections(&bytes);
+    assert!(
+        !names.iter().any(|name| name == "name"),
+        "build/index_bg.wasm keeps its names section: wasm-opt did not run ({names:?})"
+    );
+    let gzip = Command::new("gzip")
+        .args(["-9", "-c"])
+        .arg(wasm)
+        .output()
+        .expect("run gzip");
+    assert!(
+        gzip.stdout.len() <= BUNDLE_BUDGET_GZIPPED,
+        "the wasm module is {} bytes gzipped, over its budget of {BUNDLE_BUDGET_GZIPPED}",
+        gzip.stdout.len()
+    );
+}
+
+/// The names of a wasm module's custom sections (section id 0), in order.
+fn custom_sections(module: &[u8]) -> Vec<String> {
+    fn leb128(bytes: &[u8], at: &mut usize) -> usize {
+        let (mut value, mut shift) = (0usize, 0);
+        while let Some(&byte) = bytes.get(*at) {
+            *at += 1;
+            value |= usize::from(byte & 0x7f) << shift;
+            shift += 7;
+            if byte & 0x80 == 0 {
+                break;
+            }
+        }
+        value
+    }
+    assert_eq!(module.get(..4), Some(&b"\0asm"[..]), "not a wasm module");
+    let (mut at, mut names) = (8, Vec::new());
+    while let Some(&id) = module.get(at) {
+        at += 1;
+        let size = leb128(module, &mut at);
+        let end = at + size;
+        if id == 0 {
+            let mut name_at = at;
+            let length = leb128(module, &mut name_at);
+            let name = module.get(name_at..name_at + length).unwrap_or_default();
+            names.push(String::from_utf8_lossy(name).into_owned());
+        }
+        at = end;
+    }
+    names
 }
 
 impl Wrangler {
