@@ -33,7 +33,8 @@ pub use body::CappedBody;
 pub use config::Config;
 pub use ping::{SessionId, SessionPing, parse_ping};
 pub use record::{
-    SessionWrite, StoredRecord, day_start, expires_at, parse_session_key, week_key_prefix,
+    SessionWrite, StoredRecord, day_start, expires_at, parse_session_key, session_key,
+    week_key_prefix,
 };
 pub use rejection::Rejection;
 pub use response::Response;

@@ -17,7 +17,13 @@ pub fn week_key_prefix(week: IsoWeek) -> String {
     format!("session:{week}:")
 }
 
-/// The week and session of a key written as [`SessionWrite::key`] makes them,
+/// `session:<YYYY-Www>:<session_id>`, the one key of a (week, session): KV's key, and what a
+/// KV export writes for a record of another store.
+pub fn session_key(week: IsoWeek, session_id: &str) -> String {
+    format!("{}{session_id}", week_key_prefix(week))
+}
+
+/// The week and session of a key written as [`session_key`] makes them,
 /// `session:<YYYY-Www>:<session_id>`; `None` for any other text (a KV import refuses it).
 pub fn parse_session_key(key: &str) -> Option<(IsoWeek, SessionId)> {
     let rest = key.strip_prefix("session:")?;
@@ -72,7 +78,7 @@ impl SessionWrite {
 
     /// `session:<YYYY-Www>:<session_id>`: a repeat ping in the same week overwrites it.
     pub fn key(&self) -> String {
-        format!("{}{}", week_key_prefix(self.week), self.session_id.as_str())
+        session_key(self.week, self.session_id.as_str())
     }
 }
 

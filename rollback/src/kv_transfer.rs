@@ -129,11 +129,7 @@ pub async fn export(store: &Store, week: IsoWeek, now: i64) -> Result<String, St
             .and_then(Record::to_day_precision)
             .ok_or_else(|| format!("{week}: a stored record that is not a valid record"))?;
         entries.push(BulkEntry {
-            key: format!(
-                "{}{}",
-                telemetry_core::week_key_prefix(week),
-                live.session_id
-            ),
+            key: telemetry_core::session_key(week, &live.session_id),
             value: serde_json::to_string(&metadata).map_err(|e| e.to_string())?,
             metadata,
             expiration: live.expires_at,
