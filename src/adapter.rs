@@ -10,8 +10,9 @@ use std::cell::{OnceCell, RefCell};
 
 use futures_util::StreamExt;
 use telemetry_core::abuse::refused_by_shared_limit;
+use telemetry_core::config::ConfigError;
 use telemetry_core::event::{
-    LIMITED_BY_PROCESS, LIMITED_BY_SHARED, RequestEvent, method_label, to_line,
+    ConfigErrorEvent, LIMITED_BY_PROCESS, LIMITED_BY_SHARED, RequestEvent, method_label, to_line,
 };
 use telemetry_core::limits::MAX_DISCARDED_BYTES;
 use telemetry_core::{
@@ -39,8 +40,8 @@ struct Isolate {
 }
 
 thread_local! {
-    /// `None` when the configuration is invalid: every request answers 500 until redeployed.
-    static ISOLATE: OnceCell<Option<&'static Isolate>> = const { OnceCell::new() };
+    /// An invalid configuration stays one: every request answers 500 until redeployed.
+    static ISOLATE: OnceCell<Result<&'static Isolate, ConfigError>> = const { OnceCell::new() };
     /// One `ResponseInit` (status and headers) per distinct answer, made once and reused:
     /// the `Response` constructor copies it, so each request makes one call instead of one
     /// per header. Bounded, since `retry-after` values vary.
@@ -65,10 +66,13 @@ const CLIENT_ADDRESS_HEADER: &str = "cf-connecting-ip";
 #[wasm_bindgen(wasm_bindgen = ::worker::wasm_bindgen)]
 pub fn fetch(req: web_sys::Request, env: Env, ctx: JsContext) -> Result<JsValue, JsValue> {
     let started_ms = Date::now();
-    let Some(isolate) = isolate(&env) else {
-        console_log!("{{\"event\":\"config_error\",\"target\":\"{TARGET}\"}}");
-        let handled = Handled::new(Route::Unknown, Rejection::Internal.into_response());
-        return finish(&req, &req.method(), started_ms, handled).map(JsValue::from);
+    let isolate = match isolate(&env) {
+        Ok(isolate) => isolate,
+        Err(error) => {
+            console_log!("{}", to_line(&ConfigErrorEvent::new(TARGET, &error)));
+            let handled = Handled::new(Route::Unknown, Rejection::Internal.into_response());
+            return finish(&req, &req.method(), started_ms, handled).map(JsValue::from);
+        }
     };
     let head = OwnedHead::read(&req);
     let (route_taken, next) = route(&head.borrow(), isolate.config.read_token.as_ref());
@@ -118,17 +122,17 @@ fn finish(
     into_js_response(handled.response)
 }
 
-/// The isolate's state, made on first use; `None` when the configuration is invalid.
-fn isolate(env: &Env) -> Option<&'static Isolate> {
+/// The isolate's state, made on first use, or what is wrong with the configuration.
+fn isolate(env: &Env) -> Result<&'static Isolate, ConfigError> {
     ISOLATE.with(|cell| {
-        *cell.get_or_init(|| {
+        cell.get_or_init(|| {
             // Vars and secrets share one namespace in a Worker's env.
-            let config = Config::from_lookup(|name| env.var(name).ok().map(|v| v.to_string()));
-            let config = config.ok()?;
+            let config = Config::from_lookup(|name| env.var(name).ok().map(|v| v.to_string()))?;
             let limiter = RefCell::new(AbuseLimiter::new(config.abuse_limit_per_minute));
             // Made once per isolate and kept for its life, so leaking it is the lifetime.
-            Some(&*Box::leak(Box::new(Isolate { config, limiter })))
+            Ok(&*Box::leak(Box::new(Isolate { config, limiter })))
         })
+        .clone()
     })
 }
 

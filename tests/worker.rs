@@ -139,6 +139,28 @@ fn without_its_key_the_worker_counts_in_the_isolate() {
 }
 
 #[test]
+fn a_misconfigured_worker_answers_500_and_names_the_variable_never_its_value() {
+    let too_short = "short-key-9";
+    let worker = Wrangler::start_answering(
+        &[("WAU_READ_TOKEN", TOKEN), ("ABUSE_LIMIT_KEY", too_short)],
+        500,
+    );
+    assert_eq!(
+        send(worker.addr, &ping_request("misconfigured-1"))
+            .unwrap()
+            .status,
+        500
+    );
+    assert!(
+        worker
+            .log_shows(r#""event":"config_error","target":"worker","variable":"ABUSE_LIMIT_KEY""#),
+        "{}",
+        worker.log()
+    );
+    assert!(!worker.log().contains(too_short), "{}", worker.log());
+}
+
+#[test]
 fn worker_counts_a_week_past_one_kv_list_page() {
     let worker = Wrangler::start(&[("WAU_READ_TOKEN", TOKEN), ("ABUSE_LIMIT_PER_MINUTE", "0")]);
     // One KV `list` returns at most 1,000 keys: the readout must follow the cursor.

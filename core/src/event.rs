@@ -84,6 +84,29 @@ impl<'a> RequestEvent<'a> {
     }
 }
 
+/// A configuration the Worker cannot run with, logged on each request it answers 500 (the
+/// rollback refuses to start instead). It names the variable, never its value.
+#[derive(Debug, Serialize)]
+pub struct ConfigErrorEvent {
+    pub event: &'static str,
+    pub target: &'static str,
+    pub variable: &'static str,
+    pub expected: &'static str,
+}
+
+impl ConfigErrorEvent {
+    pub const NAME: &'static str = "config_error";
+
+    pub fn new(target: &'static str, error: &crate::config::ConfigError) -> Self {
+        Self {
+            event: Self::NAME,
+            target,
+            variable: error.variable,
+            expected: error.expected,
+        }
+    }
+}
+
 impl<'a> StoreFailureEvent<'a> {
     pub const NAME: &'static str = "store_failure";
 

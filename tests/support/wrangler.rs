@@ -108,6 +108,12 @@ impl Wrangler {
     /// Starts `wrangler dev` with these vars (given on the command line, so a developer's
     /// `.dev.vars` cannot change what the test sees) and waits until `/healthz` answers.
     pub fn start(vars: &[(&str, &str)]) -> Self {
+        Self::start_answering(vars, 200)
+    }
+
+    /// Starts `wrangler dev` as [`Wrangler::start`] does, ready once `/healthz` answers
+    /// `healthz_status` (500 for a configuration the Worker refuses).
+    pub fn start_answering(vars: &[(&str, &str)], healthz_status: u16) -> Self {
         build_once();
         let state = std::env::temp_dir().join(format!(
             "telemetry-worker-test-{}-{}",
@@ -144,15 +150,15 @@ impl Wrangler {
             state,
             log_path,
         };
-        worker.wait_ready();
+        worker.wait_ready(healthz_status);
         worker
     }
 
-    fn wait_ready(&mut self) {
+    fn wait_ready(&mut self, healthz_status: u16) {
         let deadline = Instant::now() + READY_WITHIN;
         loop {
             if let Ok(response) = send(self.addr, &RawRequest::new("GET", "/healthz"))
-                && response.status == 200
+                && response.status == healthz_status
             {
                 return;
             }
