@@ -3,6 +3,8 @@
 # workerd through Miniflare's API (bench/workers.mjs, no dev proxy): interleaved pairs of wrk
 # runs per load, Rust ÷ TypeScript of the median pair, cold start and bundle sizes (markdown).
 # Expects the release bundle in build/ and wrk on the PATH (scripts/bench.sh sees to both).
+# To compare other builds: BENCH_RUST_DIR=dir (worker-build's output), BENCH_TS_OVERRIDE=file
+# (another TypeScript Worker, bundled as one ES module with a default export).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PAIRS=${BENCH_WORKER_PAIRS:-7}
@@ -42,7 +44,7 @@ stop() { kill -- "-$server" 2>/dev/null || true; wait "$server" 2>/dev/null || t
 
 node_modules/.bin/esbuild bench/reference-ts/index.ts --bundle --format=esm --minify \
   --target=es2022 --outfile="$work/reference.js" --log-level=warning
-export BENCH_TS_BUNDLE=$work/reference.js
+export BENCH_TS_BUNDLE=${BENCH_TS_OVERRIDE:-$work/reference.js}
 rust_port=$(free_port)
 ts_port=$(free_port)
 echo "| load | Rust req/s | TypeScript req/s | Rust ÷ TypeScript, median pair (middle half) |"
