@@ -12,7 +12,7 @@ use futures_util::StreamExt;
 use telemetry_core::abuse::refused_by_shared_limit;
 use telemetry_core::config::ConfigError;
 use telemetry_core::event::{
-    ConfigErrorEvent, LIMITED_BY_PROCESS, LIMITED_BY_SHARED, RequestEvent, method_label, to_line,
+    ConfigErrorEvent, Handled, LIMITED_BY_PROCESS, LIMITED_BY_SHARED, method_label, to_line,
 };
 use telemetry_core::limits::MAX_DISCARDED_BYTES;
 use telemetry_core::{
@@ -107,17 +107,8 @@ fn finish(
     handled: Handled,
 ) -> Result<web_sys::Response, JsValue> {
     let colo = colo(req);
-    let event = RequestEvent::new(
-        TARGET,
-        handled.route,
-        method_label(method),
-        &handled.response,
-        handled.body_bytes,
-        (Date::now() - started_ms).max(0.0) as u64,
-        handled.week,
-    )
-    .colo(colo.as_deref())
-    .limited_by(handled.limited_by);
+    let duration_ms = (Date::now() - started_ms).max(0.0) as u64;
+    let event = handled.event(TARGET, method_label(method), duration_ms, colo.as_deref());
     console_log!("{}", to_line(&event));
     into_js_response(handled.response)
 }
@@ -134,28 +125,6 @@ fn isolate(env: &Env) -> Result<&'static Isolate, ConfigError> {
         })
         .clone()
     })
-}
-
-/// What one request came to, for the response and its wide event.
-struct Handled {
-    route: Route,
-    response: Response,
-    body_bytes: usize,
-    week: Option<IsoWeek>,
-    /// On a 429, which limit answered.
-    limited_by: Option<&'static str>,
-}
-
-impl Handled {
-    fn new(route: Route, response: Response) -> Self {
-        Self {
-            route,
-            response,
-            body_bytes: 0,
-            week: None,
-            limited_by: None,
-        }
-    }
 }
 
 /// The request's head as the core reads it, fetched once: the method, the URL, and only

@@ -28,6 +28,52 @@ pub struct RequestEvent<'a> {
 }
 
 /// The limit counted across instances (the Worker's Rate Limiting binding).
+/// What one request came to, in both adapters: the response to send and what its wide
+/// event records besides the response.
+#[derive(Debug)]
+pub struct Handled {
+    pub route: Route,
+    pub response: Response,
+    /// The bytes of a ping's body that were read (0 when none was).
+    pub body_bytes: usize,
+    pub week: Option<IsoWeek>,
+    /// On a 429, which limit answered: [`LIMITED_BY_SHARED`] or [`LIMITED_BY_PROCESS`].
+    pub limited_by: Option<&'static str>,
+}
+
+impl Handled {
+    pub fn new(route: Route, response: Response) -> Self {
+        Self {
+            route,
+            response,
+            body_bytes: 0,
+            week: None,
+            limited_by: None,
+        }
+    }
+
+    /// The request's wide event.
+    pub fn event<'a>(
+        &self,
+        target: &'static str,
+        method: &'static str,
+        duration_ms: u64,
+        colo: Option<&'a str>,
+    ) -> RequestEvent<'a> {
+        RequestEvent::new(
+            target,
+            self.route,
+            method,
+            &self.response,
+            self.body_bytes,
+            duration_ms,
+            self.week,
+        )
+        .colo(colo)
+        .limited_by(self.limited_by)
+    }
+}
+
 pub const LIMITED_BY_SHARED: &str = "shared";
 /// The limit counted in this process or isolate alone.
 pub const LIMITED_BY_PROCESS: &str = "process";

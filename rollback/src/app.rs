@@ -8,9 +8,10 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use futures_util::StreamExt;
-use telemetry_core::event::{LIMITED_BY_PROCESS, RequestEvent, method_label, to_line};
+use telemetry_core::event::{Handled, LIMITED_BY_PROCESS, method_label, to_line};
 use telemetry_core::{
     AbuseLimiter, CappedBody, Config, IsoWeek, Next, Rejection, RequestHead, Response, Route,
     decide_ping, route, utc_from_unix_millis, weekly_active_response,
@@ -41,23 +42,13 @@ pub fn app(state: Arc<AppState>) -> Router {
 async fn handle(State(state): State<Arc<AppState>>, request: Request) -> axum::response::Response {
     let started = Instant::now();
     let method = method_label(request.method().as_str());
-    let (route_taken, response, body_bytes, week) = decide(&state, request).await;
+    let handled = decide(&state, request).await;
     let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-    let event = RequestEvent::new(
-        TARGET,
-        route_taken,
-        method,
-        &response,
-        body_bytes,
-        duration_ms,
-        week,
-    )
-    .limited_by((response.status == 429).then_some(LIMITED_BY_PROCESS));
-    crate::log_line(to_line(&event));
-    into_axum_response(response)
+    crate::log_line(to_line(&handled.event(TARGET, method, duration_ms, None)));
+    into_axum_response(handled.response)
 }
 
-async fn decide(state: &AppState, request: Request) -> (Route, Response, usize, Option<IsoWeek>) {
+async fn decide(state: &AppState, request: Request) -> Handled {
     let (parts, body) = request.into_parts();
     let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
     // The client's address, for the abuse limit only; it is never stored or logged.
@@ -72,52 +63,63 @@ async fn decide(state: &AppState, request: Request) -> (Route, Response, usize, 
     };
     let (route_taken, next) = route(&head, state.config.read_token.as_ref());
     match next {
-        Next::Respond(response) => (route_taken, response, 0, None),
-        Next::ReadPing => {
-            // The connection's watchdog knows the client is sending now (absent in unit tests).
-            let slot = parts.extensions.get::<Arc<Slot>>();
-            slot.inspect(|slot| slot.reading_body());
-            let body = tokio::time::timeout(state.body_timeout, read_capped(body)).await;
-            slot.inspect(|slot| slot.handling());
-            let body = match body {
-                Ok(Ok(body)) => body,
-                Ok(Err(rejection)) => return (route_taken, rejection.into_response(), 0, None),
-                Err(_) => {
-                    let rejection = Rejection::BodyTimeout;
-                    return (route_taken, rejection.into_response(), 0, None);
-                }
-            };
-            let now = utc_from_unix_millis(unix_now().saturating_mul(1000));
-            let decided = decide_ping(&head, body.as_bytes(), now, &mut &state.limiter);
-            let (response, week) = match decided {
-                Ok(write) => {
-                    let week = write.week;
-                    // 204 only once the record is queued; a full queue is a 503, never a loss.
-                    match state.queue.push(write) {
-                        Ok(()) => (Response::no_content(), Some(week)),
-                        Err(rejection) => (rejection.into_response(), Some(week)),
-                    }
-                }
-                Err(rejection) => (rejection.into_response(), None),
-            };
-            (route_taken, response, body.len(), week)
+        Next::Respond(response) => Handled::new(route_taken, response),
+        Next::ReadPing => ping(state, &parts, body, &head).await,
+        Next::CountWeek(week) => readout(state, week).await,
+    }
+}
+
+/// A ping the head admitted: reads the body under the cap and in time, decides it, and
+/// queues the write; 204 only once it is queued (a full queue is a 503, never a loss).
+async fn ping(state: &AppState, parts: &Parts, body: Body, head: &RequestHead<'_>) -> Handled {
+    // The connection's watchdog knows the client is sending now (absent in unit tests).
+    let slot = parts.extensions.get::<Arc<Slot>>();
+    slot.inspect(|slot| slot.reading_body());
+    let body = tokio::time::timeout(state.body_timeout, read_capped(body)).await;
+    slot.inspect(|slot| slot.handling());
+    let body = match body {
+        Ok(Ok(body)) => body,
+        Ok(Err(rejection)) => return Handled::new(Route::Session, rejection.into_response()),
+        Err(_) => return Handled::new(Route::Session, Rejection::BodyTimeout.into_response()),
+    };
+    let now = utc_from_unix_millis(unix_now().saturating_mul(1000));
+    let decided = decide_ping(head, body.as_bytes(), now, &mut &state.limiter);
+    let (response, week) = match decided {
+        Ok(write) => {
+            let week = write.week;
+            match state.queue.push(write) {
+                Ok(()) => (Response::no_content(), Some(week)),
+                Err(rejection) => (rejection.into_response(), Some(week)),
+            }
         }
-        Next::CountWeek(week) => {
-            let response = match state.store.count_week(week).await {
-                Ok(count) => weekly_active_response(week, count),
-                Err(error) => {
-                    crate::log_store_failure("count", Some(week), &error.0);
-                    Rejection::StoreUnavailable.into_response()
-                }
-            };
-            (route_taken, response, 0, Some(week))
+        Err(rejection) => (rejection.into_response(), None),
+    };
+    Handled {
+        body_bytes: body.len(),
+        week,
+        limited_by: (response.status == 429).then_some(LIMITED_BY_PROCESS),
+        ..Handled::new(Route::Session, response)
+    }
+}
+
+/// A readout the head admitted: the week's count from the store.
+async fn readout(state: &AppState, week: IsoWeek) -> Handled {
+    let response = match state.store.count_week(week).await {
+        Ok(count) => weekly_active_response(week, count),
+        Err(error) => {
+            crate::log_store_failure("count", Some(week), &error.0);
+            Rejection::StoreUnavailable.into_response()
         }
+    };
+    Handled {
+        week: Some(week),
+        ..Handled::new(Route::WeeklyActive, response)
     }
 }
 
 /// From the configured proxy header (its last entry: the address the proxy itself saw),
 /// or else the peer address of the connection.
-fn client_address(state: &AppState, parts: &axum::http::request::Parts) -> Option<String> {
+fn client_address(state: &AppState, parts: &Parts) -> Option<String> {
     if let Some(name) = &state.client_address_header {
         let value = parts.headers.get(name.as_str())?.to_str().ok()?;
         let last = value.rsplit(',').next()?.trim();
