@@ -21,6 +21,7 @@ pub mod config;
 pub mod event;
 pub mod limits;
 pub mod ping;
+pub mod readout;
 pub mod record;
 pub mod rejection;
 pub mod response;

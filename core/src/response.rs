@@ -46,6 +46,13 @@ impl Response {
             .with_body(body.to_owned())
     }
 
+    /// 200 with a CSV body (a readout asked for with `Accept: text/csv`).
+    pub fn csv(body: String) -> Self {
+        Self::new(200, "ok")
+            .with_header("content-type", "text/csv; charset=utf-8")
+            .with_body(body)
+    }
+
     /// A JSON body of any status; serialising these plain structs cannot fail.
     pub fn json(status: u16, outcome: &'static str, value: &impl Serialize) -> Self {
         let body = serde_json::to_string(value).unwrap_or_default();

@@ -37,6 +37,21 @@ impl IsoWeek {
         (year >= 1 && (1..=weeks_in_year(year)).contains(&week)).then_some(Self { year, week })
     }
 
+    /// The week after this one, across a year's end; `None` after 9999-W52, which no
+    /// four-digit year follows.
+    pub fn next(self) -> Option<Self> {
+        if self.week < weeks_in_year(self.year) {
+            return Some(Self {
+                week: self.week + 1,
+                ..self
+            });
+        }
+        (self.year < 9999).then_some(Self {
+            year: self.year + 1,
+            week: 1,
+        })
+    }
+
     pub fn year(self) -> i32 {
         self.year
     }
@@ -62,6 +77,21 @@ impl Serialize for IsoWeek {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_next_week_is_the_week_seven_days_later_across_long_and_short_years() {
+        let mut week = IsoWeek::parse("2019-W50").unwrap();
+        for _ in 0..600 {
+            let monday =
+                time::Date::from_iso_week_date(week.year(), week.week(), time::Weekday::Monday)
+                    .unwrap();
+            let later = monday.midnight().assume_utc() + time::Duration::days(7);
+            let next = week.next().unwrap();
+            assert_eq!(next, IsoWeek::containing(later), "after {week}");
+            week = next;
+        }
+        assert_eq!(IsoWeek::parse("9999-W52").unwrap().next(), None);
+    }
     use time::macros::datetime;
 
     #[test]

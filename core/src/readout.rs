@@ -1,0 +1,465 @@
+//! The operator's readout beyond one number, as rules every store shares: which record a
+//! repeat ping leaves (and whether it writes at all), breakdowns by one dimension under a
+//! privacy floor, series of weeks, and the CSV form of each answer.
+//!
+//! Not yet routed: the stores' tallies and the Worker's counting come first (issue 9); these
+//! are the rules they will answer by, so that all three targets answer alike.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::record::StoredRecord;
+use crate::response::Response;
+use crate::week::IsoWeek;
+
+/// What a week can be broken down by: a field of the record, or the major version of Node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Dimension {
+    Platform,
+    PrimaryFramework,
+    DaemonVersion,
+    ProtocolVersion,
+    NodeMajor,
+}
+
+impl Dimension {
+    pub const ALL: [Self; 5] = [
+        Self::Platform,
+        Self::PrimaryFramework,
+        Self::DaemonVersion,
+        Self::ProtocolVersion,
+        Self::NodeMajor,
+    ];
+
+    /// Its name in `?by=` and in answers.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Platform => "platform",
+            Self::PrimaryFramework => "primary_framework",
+            Self::DaemonVersion => "daemon_version",
+            Self::ProtocolVersion => "protocol_version",
+            Self::NodeMajor => "node_major",
+        }
+    }
+
+    /// Exactly one of the names, case and all.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|dimension| dimension.name() == name)
+    }
+
+    /// The record's value along this dimension.
+    pub fn value_of(self, record: &StoredRecord) -> &str {
+        match self {
+            Self::Platform => &record.platform,
+            Self::PrimaryFramework => &record.primary_framework,
+            Self::DaemonVersion => &record.daemon_version,
+            Self::ProtocolVersion => &record.protocol_version,
+            Self::NodeMajor => node_major(&record.node_version),
+        }
+    }
+}
+
+/// The major version of a Node version as pings send it: `v20.11.1` → `20`.
+pub fn node_major(node_version: &str) -> &str {
+    let version = node_version.strip_prefix('v').unwrap_or(node_version);
+    version.split('.').next().unwrap_or(version)
+}
+
+/// What a ping does to its week's record: a new session is written; a repeat that changes a
+/// field is written with the first ping's `first_seen_at`; a repeat that changes nothing
+/// writes nothing (KV allows one write a second per key and, on the free plan, 1,000 a day).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecordChange {
+    New(StoredRecord),
+    Changed {
+        before: StoredRecord,
+        after: StoredRecord,
+    },
+    Unchanged,
+}
+
+impl RecordChange {
+    /// Compares an incoming record with the one stored for the same (week, session), if any.
+    pub fn of(stored: Option<StoredRecord>, incoming: StoredRecord) -> Self {
+        let Some(before) = stored else {
+            return Self::New(incoming);
+        };
+        let after = StoredRecord {
+            first_seen_at: before.first_seen_at.clone(),
+            ..incoming
+        };
+        if after == before {
+            Self::Unchanged
+        } else {
+            Self::Changed { before, after }
+        }
+    }
+
+    /// The record to write, if any.
+    pub fn to_write(&self) -> Option<&StoredRecord> {
+        match self {
+            Self::New(record) | Self::Changed { after: record, .. } => Some(record),
+            Self::Unchanged => None,
+        }
+    }
+
+    /// How the week's tally along `dimension` moves: the value counted one more time, and
+    /// the one counted one less (a session counts once, under its latest record).
+    pub fn tally_moves(&self, dimension: Dimension) -> (Option<&str>, Option<&str>) {
+        match self {
+            Self::New(record) => (Some(dimension.value_of(record)), None),
+            Self::Changed { before, after } => {
+                let (old, new) = (dimension.value_of(before), dimension.value_of(after));
+                if old == new {
+                    (None, None)
+                } else {
+                    (Some(new), Some(old))
+                }
+            }
+            Self::Unchanged => (None, None),
+        }
+    }
+}
+
+/// A breakdown's answer: every value held by at least `min_sessions` sessions, the rest
+/// summed into `withheld_sessions`, so that a rare version cannot single out one install
+/// base, and `sum(counts) + withheld_sessions == weekly_active_sessions`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Breakdown {
+    pub week: IsoWeek,
+    pub weekly_active_sessions: u64,
+    pub by: &'static str,
+    pub counts: BTreeMap<String, u64>,
+    pub withheld_sessions: u64,
+}
+
+impl Breakdown {
+    /// From a week's tally along `dimension` (value → sessions), under the floor.
+    pub fn new(
+        week: IsoWeek,
+        dimension: Dimension,
+        tally: impl IntoIterator<Item = (String, u64)>,
+        min_sessions: u64,
+    ) -> Self {
+        let mut breakdown = Self {
+            week,
+            weekly_active_sessions: 0,
+            by: dimension.name(),
+            counts: BTreeMap::new(),
+            withheld_sessions: 0,
+        };
+        for (value, sessions) in tally.into_iter().filter(|(_, sessions)| *sessions > 0) {
+            breakdown.weekly_active_sessions += sessions;
+            if sessions >= min_sessions {
+                *breakdown.counts.entry(value).or_default() += sessions;
+            } else {
+                breakdown.withheld_sessions += sessions;
+            }
+        }
+        breakdown
+    }
+
+    pub fn into_response(self, format: Format) -> Response {
+        match format {
+            Format::Json => Response::json(200, "ok", &self),
+            Format::Csv => {
+                let mut csv = String::from("week,by,value,sessions\r\n");
+                let withheld = ("(withheld)".to_owned(), self.withheld_sessions);
+                for (value, sessions) in self.counts.into_iter().chain([withheld]) {
+                    let row = [
+                        &self.week.to_string(),
+                        self.by,
+                        &value,
+                        &sessions.to_string(),
+                    ];
+                    csv.push_str(&csv_row(&row));
+                }
+                Response::csv(csv)
+            }
+        }
+    }
+}
+
+/// The most weeks one series spans: the retention (12 weeks) and the current one.
+pub const MAX_SERIES_WEEKS: usize = 13;
+
+/// The weeks from `from` to `to`, both included, in order; `None` when `from` is after `to`
+/// or the span is longer than [`MAX_SERIES_WEEKS`].
+pub fn series_weeks(from: IsoWeek, to: IsoWeek) -> Option<Vec<IsoWeek>> {
+    let mut weeks = vec![from];
+    let mut week = from;
+    while week < to {
+        week = week.next()?;
+        weeks.push(week);
+        if weeks.len() > MAX_SERIES_WEEKS {
+            return None;
+        }
+    }
+    (from <= to).then_some(weeks)
+}
+
+/// A series' answer: each week of the span with its count, 0 where a store has none.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Series {
+    pub from: IsoWeek,
+    pub to: IsoWeek,
+    pub weeks: Vec<WeekCount>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WeekCount {
+    pub week: IsoWeek,
+    pub weekly_active_sessions: u64,
+}
+
+impl Series {
+    /// From the weeks of [`series_weeks`] and a count for each (`count` answers 0 for a week
+    /// without data).
+    pub fn new(weeks: &[IsoWeek], mut count: impl FnMut(IsoWeek) -> u64) -> Option<Self> {
+        let (from, to) = (*weeks.first()?, *weeks.last()?);
+        let weeks = weeks
+            .iter()
+            .map(|&week| WeekCount {
+                week,
+                weekly_active_sessions: count(week),
+            })
+            .collect();
+        Some(Self { from, to, weeks })
+    }
+
+    pub fn into_response(self, format: Format) -> Response {
+        match format {
+            Format::Json => Response::json(200, "ok", &self),
+            Format::Csv => {
+                let mut csv = String::from("week,weekly_active_sessions\r\n");
+                for count in &self.weeks {
+                    let sessions = count.weekly_active_sessions.to_string();
+                    csv.push_str(&csv_row(&[&count.week.to_string(), &sessions]));
+                }
+                Response::csv(csv)
+            }
+        }
+    }
+}
+
+/// The form of a readout's answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Json,
+    Csv,
+}
+
+impl Format {
+    /// CSV when `Accept` names `text/csv` (any case, parameters ignored) with a weight above
+    /// zero; JSON otherwise, the default for anything else or nothing.
+    pub fn from_accept(accept: Option<&str>) -> Self {
+        let wants_csv = accept.unwrap_or_default().split(',').any(|range| {
+            let mut parts = range.split(';').map(str::trim);
+            let media = parts.next().unwrap_or_default();
+            let refused = parts.any(|parameter| {
+                let parameter = parameter.replace(' ', "");
+                ["q=0", "q=0.0", "q=0.00", "q=0.000"]
+                    .iter()
+                    .any(|zero| parameter.eq_ignore_ascii_case(zero))
+            });
+            media.eq_ignore_ascii_case("text/csv") && !refused
+        });
+        if wants_csv { Self::Csv } else { Self::Json }
+    }
+}
+
+/// One CSV row (RFC 4180, CRLF). A field with a comma, quote or line break is quoted; one
+/// that a spreadsheet would run as a formula (`=`, `+`, `-`, `@` first) gets a leading `'`.
+fn csv_row(fields: &[&str]) -> String {
+    let quoted: Vec<String> = fields
+        .iter()
+        .map(|field| {
+            let field = if field.starts_with(['=', '+', '-', '@']) {
+                format!("'{field}")
+            } else {
+                (*field).to_owned()
+            };
+            if field.contains([',', '"', '\r', '\n']) {
+                format!("\"{}\"", field.replace('"', "\"\""))
+            } else {
+                field
+            }
+        })
+        .collect();
+    format!("{}\r\n", quoted.join(","))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(daemon_version: &str, node_version: &str, first_seen_at: &str) -> StoredRecord {
+        StoredRecord {
+            protocol_version: "1.0.0".into(),
+            daemon_version: daemon_version.into(),
+            platform: "linux".into(),
+            node_version: node_version.into(),
+            primary_framework: "react".into(),
+            first_seen_at: first_seen_at.into(),
+        }
+    }
+
+    fn week(text: &str) -> IsoWeek {
+        IsoWeek::parse(text).unwrap_or_else(|| panic!("{text}"))
+    }
+
+    #[test]
+    fn dimensions_parse_only_their_own_names() {
+        for dimension in Dimension::ALL {
+            assert_eq!(Dimension::parse(dimension.name()), Some(dimension));
+        }
+        for other in [
+            "",
+            "Platform",
+            "node_version",
+            "session_id",
+            "platform,node_major",
+        ] {
+            assert_eq!(Dimension::parse(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn node_major_is_the_first_number_with_or_without_the_v() {
+        let cases = [
+            ("v20.11.1", "20"),
+            ("18.0.0", "18"),
+            ("v22.1.0-rc.1", "22"),
+            ("v", ""),
+        ];
+        for (version, major) in cases {
+            assert_eq!(node_major(version), major, "{version}");
+        }
+        let old = record("1.0.0", "v20.11.1", "2026-11-23T00:00:00Z");
+        assert_eq!(Dimension::NodeMajor.value_of(&old), "20");
+    }
+
+    #[test]
+    fn a_repeat_keeps_the_first_ping_s_time_and_writes_only_when_a_field_changed() {
+        let first = record("1.0.0", "v20.11.1", "2026-11-23T00:00:00Z");
+        let same_later = record("1.0.0", "v20.11.1", "2026-11-24T00:00:00Z");
+        let upgraded = record("1.1.0", "v20.11.1", "2026-11-24T00:00:00Z");
+        assert_eq!(
+            RecordChange::of(None, first.clone()),
+            RecordChange::New(first.clone())
+        );
+        assert_eq!(
+            RecordChange::of(Some(first.clone()), same_later),
+            RecordChange::Unchanged
+        );
+        let changed = RecordChange::of(Some(first.clone()), upgraded);
+        let written = changed.to_write().unwrap();
+        assert_eq!(written.daemon_version, "1.1.0");
+        assert_eq!(written.first_seen_at, "2026-11-23T00:00:00Z");
+        // The upgrade moves the session from one version to the other, once.
+        assert_eq!(
+            changed.tally_moves(Dimension::DaemonVersion),
+            (Some("1.1.0"), Some("1.0.0"))
+        );
+        assert_eq!(changed.tally_moves(Dimension::Platform), (None, None));
+        let new = RecordChange::New(first);
+        assert_eq!(new.tally_moves(Dimension::NodeMajor), (Some("20"), None));
+    }
+
+    #[test]
+    fn a_breakdown_withholds_rare_values_and_still_adds_up() {
+        let tally = [
+            ("1.0.0", 7),
+            ("1.1.0", 5),
+            ("0.9.0-acme.1", 1),
+            ("0.8.0", 4),
+            ("0.7.0", 0),
+        ];
+        let tally = tally.map(|(value, sessions)| (value.to_owned(), sessions));
+        let breakdown = Breakdown::new(week("2026-W48"), Dimension::DaemonVersion, tally, 5);
+        let shown: Vec<_> = breakdown
+            .counts
+            .iter()
+            .map(|(v, n)| (v.as_str(), *n))
+            .collect();
+        assert_eq!(shown, [("1.0.0", 7), ("1.1.0", 5)]);
+        assert_eq!(breakdown.withheld_sessions, 5);
+        assert_eq!(breakdown.weekly_active_sessions, 17);
+        let body = breakdown.clone().into_response(Format::Json).body;
+        assert_eq!(
+            body,
+            r#"{"week":"2026-W48","weekly_active_sessions":17,"by":"daemon_version","counts":{"1.0.0":7,"1.1.0":5},"withheld_sessions":5}"#
+        );
+        let csv = breakdown.into_response(Format::Csv);
+        assert_eq!(csv.header("content-type"), Some("text/csv; charset=utf-8"));
+        assert_eq!(
+            csv.body,
+            "week,by,value,sessions\r\n2026-W48,daemon_version,1.0.0,7\r\n\
+             2026-W48,daemon_version,1.1.0,5\r\n2026-W48,daemon_version,(withheld),5\r\n"
+        );
+    }
+
+    #[test]
+    fn a_series_spans_at_most_thirteen_weeks_in_order_across_a_year_end() {
+        let weeks = series_weeks(week("2026-W50"), week("2027-W03")).unwrap();
+        let names: Vec<String> = weeks.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            names,
+            [
+                "2026-W50", "2026-W51", "2026-W52", "2026-W53", "2027-W01", "2027-W02", "2027-W03"
+            ]
+        );
+        assert_eq!(
+            series_weeks(week("2026-W01"), week("2026-W13")).map(|w| w.len()),
+            Some(13)
+        );
+        assert_eq!(series_weeks(week("2026-W01"), week("2026-W14")), None);
+        assert_eq!(series_weeks(week("2026-W02"), week("2026-W01")), None);
+        assert_eq!(
+            series_weeks(week("2026-W02"), week("2026-W02")).map(|w| w.len()),
+            Some(1)
+        );
+        let series = Series::new(&weeks[..2], |w| u64::from(w == week("2026-W51")) * 9).unwrap();
+        assert_eq!(
+            series.clone().into_response(Format::Json).body,
+            r#"{"from":"2026-W50","to":"2026-W51","weeks":[{"week":"2026-W50","weekly_active_sessions":0},{"week":"2026-W51","weekly_active_sessions":9}]}"#
+        );
+        assert_eq!(
+            series.into_response(Format::Csv).body,
+            "week,weekly_active_sessions\r\n2026-W50,0\r\n2026-W51,9\r\n"
+        );
+    }
+
+    #[test]
+    fn csv_is_chosen_only_when_accept_names_it_with_a_weight() {
+        let cases = [
+            (None, Format::Json),
+            (Some("application/json"), Format::Json),
+            (Some("*/*"), Format::Json),
+            (Some("text/csv"), Format::Csv),
+            (Some("TEXT/CSV; charset=utf-8"), Format::Csv),
+            (Some("application/json;q=0.9, text/csv"), Format::Csv),
+            (Some("text/csv;q=0"), Format::Json),
+            (Some("text/csv; q=0.0"), Format::Json),
+            (Some("text/csvx"), Format::Json),
+        ];
+        for (accept, format) in cases {
+            assert_eq!(Format::from_accept(accept), format, "{accept:?}");
+        }
+    }
+
+    #[test]
+    fn a_csv_field_is_quoted_or_defused_where_a_spreadsheet_would_misread_it() {
+        assert_eq!(
+            csv_row(&["a", "b,c", "say \"hi\""]),
+            "a,\"b,c\",\"say \"\"hi\"\"\"\r\n"
+        );
+        assert_eq!(
+            csv_row(&["=SUM(A1)", "-1", "@x", "+1"]),
+            "'=SUM(A1),'-1,'@x,'+1\r\n"
+        );
+    }
+}
