@@ -16,8 +16,9 @@ use telemetry_core::event::{
 };
 use telemetry_core::limits::MAX_DISCARDED_BYTES;
 use telemetry_core::{
-    AbuseLimiter, CappedBody, Config, IsoWeek, Next, Rejection, RequestHead, Response, Route,
-    SessionWrite, decide_ping, path_of_url, route, utc_from_unix_millis, weekly_active_response,
+    AbuseLimiter, Breakdown, CappedBody, Config, Next, Readout, Rejection, RequestHead, Response,
+    Route, Series, SessionWrite, decide_ping, path_of_url, query_of_url, route,
+    utc_from_unix_millis, weekly_active_response,
 };
 use time::OffsetDateTime;
 use worker::js_sys::{Date, Uint8Array};
@@ -87,7 +88,7 @@ pub fn fetch(req: web_sys::Request, env: Env, ctx: JsContext) -> Result<JsValue,
     let answer = async move {
         let handled = match next {
             Next::ReadPing => ping(&req, &head.borrow(), &env, &ctx, isolate, started_ms).await,
-            Next::CountWeek(week) => readout(&env, week).await,
+            Next::Readout(readout) => answer_readout(&env, isolate, readout).await,
             Next::Respond(response) => Handled::new(route_taken, response),
         };
         let handled = Handled {
@@ -135,6 +136,7 @@ struct OwnedHead {
     content_type: Option<String>,
     content_length: Option<String>,
     authorization: Option<String>,
+    accept: Option<String>,
     client: Option<String>,
 }
 
@@ -157,6 +159,7 @@ impl OwnedHead {
             content_type: header("content-type"),
             content_length: header("content-length"),
             authorization: header("authorization"),
+            accept: header("accept"),
             client,
             url,
         }
@@ -170,6 +173,8 @@ impl OwnedHead {
             content_length: self.content_length.as_deref(),
             authorization: self.authorization.as_deref(),
             client: self.client.as_deref(),
+            query: query_of_url(&self.url),
+            accept: self.accept.as_deref(),
         }
     }
 }
@@ -209,19 +214,47 @@ async fn ping(
     }
 }
 
-/// A readout the head admitted: the week's count from KV.
-async fn readout(env: &Env, week: IsoWeek) -> Handled {
-    let count = match Sessions::bind(env) {
-        Some(sessions) => sessions.count_week(week).await,
+/// A readout the head admitted, answered from KV: a week's count, its tally along one
+/// dimension (from the records kept as the keys' metadata), or the counts of a span of weeks.
+async fn answer_readout(env: &Env, isolate: &Isolate, readout: Readout) -> Handled {
+    let week = readout.week();
+    let response = match Sessions::bind(env) {
         None => None,
-    };
-    let response = match count {
-        Some(count) => weekly_active_response(week, count),
-        None => Rejection::StoreUnavailable.into_response(),
+        Some(sessions) => match readout {
+            Readout::Week {
+                week,
+                by: None,
+                format,
+            } => (sessions.count_week(week).await)
+                .map(|count| weekly_active_response(week, count, format)),
+            Readout::Week {
+                week,
+                by: Some(dimension),
+                format,
+            } => (sessions.tally_week(week, dimension).await).map(|tally| {
+                let floor = isolate.config.breakdown_min_sessions;
+                Breakdown::new(week, dimension, tally, floor).into_response(format)
+            }),
+            Readout::Series { weeks, format } => {
+                let mut counts = Vec::with_capacity(weeks.len());
+                for &week in &weeks {
+                    counts.push(sessions.count_week(week).await);
+                }
+                let counts: Option<Vec<u64>> = counts.into_iter().collect();
+                counts.and_then(|counts| {
+                    let mut counts = counts.into_iter();
+                    Series::new(&weeks, |_| counts.next().unwrap_or(0))
+                        .map(|series| series.into_response(format))
+                })
+            }
+        },
     };
     Handled {
-        week: Some(week),
-        ..Handled::new(Route::WeeklyActive, response)
+        week,
+        ..Handled::new(
+            Route::WeeklyActive,
+            response.unwrap_or_else(|| Rejection::StoreUnavailable.into_response()),
+        )
     }
 }
 

@@ -5,9 +5,11 @@
 //! hands the record's JSON to `JSON.parse` for its metadata, a count reads only how many
 //! keys a page holds.
 
+use std::collections::BTreeMap;
 use telemetry_core::event::{StoreFailureEvent, to_line};
 use telemetry_core::limits::KV_LIST_PAGE;
-use telemetry_core::{IsoWeek, SessionWrite, expires_at, week_key_prefix};
+
+use telemetry_core::{Dimension, IsoWeek, SessionWrite, StoredRecord, expires_at, week_key_prefix};
 use worker::js_sys::{self, JSON, Object, Reflect};
 use worker::wasm_bindgen::prelude::wasm_bindgen;
 use worker::wasm_bindgen::{JsCast, JsValue};
@@ -100,12 +102,72 @@ impl Sessions {
         }
     }
 
+    /// A week's sessions counted by their value along `dimension`, read from the records
+    /// the keys carry as metadata, a page at a time. A key without a readable record (none
+    /// written by this Worker or `export-kv`) counts under `(unknown)`, so that the tally
+    /// adds up to the count. `None` when KV fails; the failure is logged.
+    pub async fn tally_week(
+        &self,
+        week: IsoWeek,
+        dimension: Dimension,
+    ) -> Option<BTreeMap<String, u64>> {
+        let prefix = JsValue::from(week_key_prefix(week));
+        let mut tally = BTreeMap::new();
+        let mut cursor = JsValue::UNDEFINED;
+        loop {
+            let page = match self.list_page_keys(&prefix, &cursor).await {
+                Ok(page) => page,
+                Err(error) => {
+                    let error = describe(&error);
+                    let event = StoreFailureEvent::new(TARGET, "list", Some(week), &error);
+                    console_log!("{}", to_line(&event));
+                    return None;
+                }
+            };
+            let (keys, next) = page;
+            for mut key in keys {
+                let metadata = key.get_mut("metadata").map(serde_json::Value::take);
+                let record = metadata.and_then(|m| serde_json::from_value::<StoredRecord>(m).ok());
+                let value = match &record {
+                    Some(record) => dimension.value_of(record),
+                    None => "(unknown)",
+                };
+                *tally.entry(value.to_owned()).or_default() += 1;
+            }
+            match next {
+                Some(next) => cursor = next,
+                None => return Some(tally),
+            }
+        }
+    }
+
+    /// One page of a prefix's keys with their metadata, handed over as one JSON text.
+    async fn list_page_keys(
+        &self,
+        prefix: &JsValue,
+        cursor: &JsValue,
+    ) -> Result<(Vec<serde_json::Value>, Option<JsValue>), JsValue> {
+        let page = self.list(prefix, cursor).await?;
+        let keys = JSON::stringify(&Reflect::get(&page, &"keys".into())?)?;
+        let keys = serde_json::from_str(&String::from(keys))
+            .map_err(|error| JsValue::from(error.to_string()))?;
+        Ok((keys, next_cursor(&page)?))
+    }
+
     /// One page of a prefix's keys: how many, and the cursor of the next page if any.
     async fn list_page(
         &self,
         prefix: &JsValue,
         cursor: &JsValue,
     ) -> Result<(u64, Option<JsValue>), JsValue> {
+        let page = self.list(prefix, cursor).await?;
+        let keys = Reflect::get(&page, &"keys".into())?;
+        let count = keys.unchecked_into::<js_sys::Array>().length();
+        Ok((u64::from(count), next_cursor(&page)?))
+    }
+
+    /// One `list` call: up to a page of keys under `prefix`, from `cursor` on.
+    async fn list(&self, prefix: &JsValue, cursor: &JsValue) -> Result<JsValue, JsValue> {
         let options = Object::new();
         Reflect::set(&options, &"prefix".into(), prefix)?;
         Reflect::set(
@@ -116,14 +178,16 @@ impl Sessions {
         if !cursor.is_undefined() {
             Reflect::set(&options, &"cursor".into(), cursor)?;
         }
-        let page = JsFuture::from(self.namespace.list(&options)?).await?;
-        let keys = Reflect::get(&page, &"keys".into())?;
-        let count = keys.unchecked_into::<js_sys::Array>().length();
-        let complete = Reflect::get(&page, &"list_complete".into())?;
-        let cursor = Reflect::get(&page, &"cursor".into())?;
-        let more = complete.is_falsy() && cursor.as_string().is_some_and(|c| !c.is_empty());
-        Ok((u64::from(count), more.then_some(cursor)))
+        JsFuture::from(self.namespace.list(&options)?).await
     }
+}
+
+/// The cursor of the page after `page`, if the listing goes on.
+fn next_cursor(page: &JsValue) -> Result<Option<JsValue>, JsValue> {
+    let complete = Reflect::get(page, &"list_complete".into())?;
+    let cursor = Reflect::get(page, &"cursor".into())?;
+    let more = complete.is_falsy() && cursor.as_string().is_some_and(|c| !c.is_empty());
+    Ok(more.then_some(cursor))
 }
 
 /// A thrown value as text for a `store_failure` event.

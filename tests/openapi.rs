@@ -17,8 +17,8 @@ use serde_json::Value;
 use telemetry_core::limits::{MAX_VERSION_CHARS, SESSION_ID_CHARS};
 use telemetry_core::ping::{FIELDS, Framework, Platform};
 use telemetry_core::{
-    AbuseLimiter, IsoWeek, Next, ReadToken, Rejection, RequestHead, decide_ping, parse_ping, route,
-    utc_from_unix_millis, weekly_active_response,
+    AbuseLimiter, Breakdown, Dimension, Format, IsoWeek, Next, ReadToken, Rejection, RequestHead,
+    Series, decide_ping, parse_ping, route, utc_from_unix_millis, weekly_active_response,
 };
 
 fn document() -> Value {
@@ -176,7 +176,7 @@ fn documented_statuses(document: &Value, path: &str, method: &str) -> BTreeSet<u
 fn decided_from_head(head: &RequestHead<'_>, token: Option<&ReadToken>) -> Option<u16> {
     match route(head, token).1 {
         Next::Respond(response) => Some(response.status),
-        Next::ReadPing | Next::CountWeek(_) => None,
+        Next::ReadPing | Next::Readout(_) => None,
     }
 }
 
@@ -237,9 +237,12 @@ fn every_status_the_core_decides_on_a_route_is_documented() {
     );
     assert!(session.is_subset(&documented_statuses(&document, "/v1/session", "post")));
 
-    let readout = "/v1/wau/{week}";
+    let week = IsoWeek::parse("2026-W48").unwrap();
     let mut answers = BTreeSet::from([
-        weekly_active_response(IsoWeek::parse("2026-W48").unwrap(), 3).status,
+        weekly_active_response(week, 3, Format::Csv).status,
+        Breakdown::new(week, Dimension::Platform, [], 5)
+            .into_response(Format::Json)
+            .status,
         Rejection::StoreUnavailable.status(),
         Rejection::Internal.status(),
     ]);
@@ -250,15 +253,48 @@ fn every_status_the_core_decides_on_a_route_is_documented() {
         (Some("Bearer t"), None),
     ] {
         for path in ["/v1/wau/2026-W48", "/v1/wau/2025-W53", "/v1/wau/x"] {
-            let asked = RequestHead {
-                authorization,
-                ..head("GET", path)
-            };
-            answers.extend(decided_from_head(&asked, token));
+            for query in [None, Some("by=platform"), Some("by=x")] {
+                let asked = RequestHead {
+                    authorization,
+                    query,
+                    ..head("GET", path)
+                };
+                answers.extend(decided_from_head(&asked, token));
+            }
         }
     }
     assert_eq!(answers, BTreeSet::from([200, 400, 401, 404, 500, 503]));
-    assert!(answers.is_subset(&documented_statuses(&document, readout, "get")));
+    assert!(answers.is_subset(&documented_statuses(&document, "/v1/wau/{week}", "get")));
+
+    let mut series = BTreeSet::from([
+        Series::new(&[week], |_| 3)
+            .unwrap()
+            .into_response(Format::Json)
+            .status,
+        Rejection::StoreUnavailable.status(),
+        Rejection::Internal.status(),
+    ]);
+    for (authorization, token) in [
+        (Some("Bearer t"), token.as_ref()),
+        (None, token.as_ref()),
+        (Some("Bearer t"), None),
+    ] {
+        let spans = [
+            "from=2026-W40&to=2026-W48",
+            "from=2026-W48&to=2026-W40",
+            "from=x&to=y",
+        ];
+        for query in spans.into_iter().map(Some).chain([None]) {
+            let asked = RequestHead {
+                authorization,
+                query,
+                ..head("GET", "/v1/wau")
+            };
+            series.extend(decided_from_head(&asked, token));
+        }
+    }
+    assert_eq!(series, BTreeSet::from([200, 400, 401, 404, 500, 503]));
+    assert!(series.is_subset(&documented_statuses(&document, "/v1/wau", "get")));
     let health = decided_from_head(&head("GET", "/healthz"), None).unwrap();
     assert!(documented_statuses(&document, "/healthz", "get").contains(&health));
 }
@@ -272,6 +308,7 @@ fn each_path_documents_the_method_its_405_allows() {
     for (template, path) in [
         ("/v1/session", "/v1/session"),
         ("/v1/wau/{week}", "/v1/wau/2026-W48"),
+        ("/v1/wau", "/v1/wau"),
         ("/healthz", "/healthz"),
     ] {
         let methods: Vec<String> = document["paths"][template]

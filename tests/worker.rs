@@ -11,12 +11,14 @@
 
 mod support;
 
+use contract_suite::population::check_readouts;
 use contract_suite::privacy::{
     address_problems, expiry_problems, log_problems, record_problems, send_address_bearing_pings,
 };
 use contract_suite::schemathesis::run_schemathesis;
 use contract_suite::{
-    Target, current_iso_week, ping_request, readout_request, run, run_without_token, send,
+    RawRequest, Target, current_iso_week, ping_request, readout_request, run, run_without_token,
+    send,
 };
 use serde_json::Value;
 use support::wrangler::{Wrangler, wrangler_json};
@@ -161,6 +163,18 @@ fn a_misconfigured_worker_answers_500_and_names_the_variable_never_its_value() {
 }
 
 #[test]
+fn worker_answers_every_readout_query_for_a_known_population() {
+    let worker = Wrangler::start(&[("WAU_READ_TOKEN", TOKEN), ("ABUSE_LIMIT_PER_MINUTE", "0")]);
+    let target = Target {
+        addr: worker.addr,
+        token: TOKEN.into(),
+        abuse_limit: None,
+    };
+    let failures = check_readouts(&target, "worker");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
 fn worker_counts_a_week_past_one_kv_list_page() {
     let worker = Wrangler::start(&[("WAU_READ_TOKEN", TOKEN), ("ABUSE_LIMIT_PER_MINUTE", "0")]);
     // One KV `list` returns at most 1,000 keys: the readout must follow the cursor.
@@ -183,6 +197,30 @@ fn worker_counts_a_week_past_one_kv_list_page() {
         );
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
+    // A breakdown reads the same pages, metadata and all.
+    let path = format!("/v1/wau/{}?by=platform", current_iso_week());
+    let breakdown = send(
+        worker.addr,
+        &RawRequest::new("GET", &path).header("authorization", &format!("Bearer {TOKEN}")),
+    )
+    .unwrap();
+    let body = breakdown.json().unwrap();
+    assert_eq!(
+        body["weekly_active_sessions"].as_u64(),
+        Some(sessions),
+        "{body}"
+    );
+    let shown: u64 = body["counts"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|n| n.as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        shown + body["withheld_sessions"].as_u64().unwrap(),
+        sessions,
+        "{body}"
+    );
 }
 
 fn unix_now() -> i64 {

@@ -12,6 +12,10 @@ pub const READ_TOKEN_VAR: &str = "WAU_READ_TOKEN";
 pub const SESSION_TTL_VAR: &str = "SESSION_TTL_SECONDS";
 pub const ABUSE_LIMIT_VAR: &str = "ABUSE_LIMIT_PER_MINUTE";
 pub const SHARED_LIMIT_KEY_VAR: &str = "ABUSE_LIMIT_KEY";
+pub const BREAKDOWN_MIN_VAR: &str = "BREAKDOWN_MIN_SESSIONS";
+
+/// A breakdown shows a value only when at least this many sessions hold it.
+pub const DEFAULT_BREAKDOWN_MIN_SESSIONS: u64 = 5;
 
 pub struct Config {
     /// `None` when unset or empty: the readout then answers 404.
@@ -22,6 +26,8 @@ pub struct Config {
     /// The secret keying the client key a shared limiter sees (the Worker's Rate Limiting
     /// binding); without it only the in-process limit counts.
     pub shared_limit_key: Option<SharedLimitKey>,
+    /// The privacy floor of a breakdown: rarer values are summed into `withheld_sessions`.
+    pub breakdown_min_sessions: u64,
 }
 
 /// A setting that cannot be used; it names the variable, never its value.
@@ -73,8 +79,22 @@ impl Config {
                 },
             )?),
         };
+        let breakdown_min_sessions =
+            match lookup(BREAKDOWN_MIN_VAR).filter(|v| !v.trim().is_empty()) {
+                None => DEFAULT_BREAKDOWN_MIN_SESSIONS,
+                Some(raw) => raw
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|min| *min >= 1)
+                    .ok_or(ConfigError {
+                        variable: BREAKDOWN_MIN_VAR,
+                        expected: "a whole number of sessions, at least 1",
+                    })?,
+            };
         Ok(Self {
             read_token: ReadToken::from_configured(lookup(READ_TOKEN_VAR).as_deref()),
+            breakdown_min_sessions,
             shared_limit_key,
             session_ttl_seconds,
             abuse_limit_per_minute,
@@ -104,6 +124,17 @@ mod tests {
             config.abuse_limit_per_minute,
             DEFAULT_ABUSE_LIMIT_PER_WINDOW
         );
+    }
+
+    #[test]
+    fn the_breakdown_floor_defaults_to_five_and_is_at_least_one() {
+        assert_eq!(config(&[]).unwrap().breakdown_min_sessions, 5);
+        let set = config(&[(BREAKDOWN_MIN_VAR, "10")]).unwrap();
+        assert_eq!(set.breakdown_min_sessions, 10);
+        for bad in ["0", "-1", "five"] {
+            let error = config(&[(BREAKDOWN_MIN_VAR, bad)]).err().unwrap();
+            assert_eq!(error.variable, BREAKDOWN_MIN_VAR, "{bad}");
+        }
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! # Layout
 //!
 //! - [`service`]: the request path as decisions: [`route`] a request from its head, then
-//!   [`decide_ping`] from its body or [`weekly_active_response`] from a count.
+//!   [`decide_ping`] from its body or a [`Readout`] from the store.
 //! - [`ping`]: the payload's wire form, its rules (`garde`), and the valid [`SessionPing`].
 //! - [`body`]: the 1 KiB cap, on the declared length and while streaming.
 //! - [`week`]: ISO weeks from instants and from `YYYY-Www`.
@@ -33,6 +33,7 @@ pub use auth::ReadToken;
 pub use body::CappedBody;
 pub use config::Config;
 pub use ping::{SessionId, SessionPing, parse_ping};
+pub use readout::{Breakdown, Dimension, Format, Readout, Series, weekly_active_response};
 pub use record::{
     SessionWrite, StoredRecord, day_start, expires_at, parse_session_key, session_key,
     week_key_prefix,
@@ -40,7 +41,6 @@ pub use record::{
 pub use rejection::Rejection;
 pub use response::Response;
 pub use service::{
-    Next, RequestHead, Route, decide_ping, path_of_url, route, utc_from_unix_millis,
-    weekly_active_response,
+    Next, RequestHead, Route, decide_ping, path_of_url, query_of_url, route, utc_from_unix_millis,
 };
 pub use week::IsoWeek;

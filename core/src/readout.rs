@@ -2,16 +2,97 @@
 //! repeat ping leaves (and whether it writes at all), breakdowns by one dimension under a
 //! privacy floor, series of weeks, and the CSV form of each answer.
 //!
-//! Not yet routed: the stores' tallies and the Worker's counting come first (issue 9); these
-//! are the rules they will answer by, so that all three targets answer alike.
+//! The adapters fetch what a [`Readout`] asks for from their store (a count, a tally, the
+//! counts of a span of weeks) and answer with these types, so all targets answer alike.
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
 
 use crate::record::StoredRecord;
+use crate::rejection::Rejection;
 use crate::response::Response;
 use crate::week::IsoWeek;
+
+/// What an authenticated readout asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Readout {
+    /// `GET /v1/wau/<week>`, optionally `?by=<dimension>`.
+    Week {
+        week: IsoWeek,
+        by: Option<Dimension>,
+        format: Format,
+    },
+    /// `GET /v1/wau?from=<week>&to=<week>`: each week of the span, in order.
+    Series { weeks: Vec<IsoWeek>, format: Format },
+}
+
+impl Readout {
+    /// A week's readout from the path's week and the query (`by` at most once, nothing else).
+    pub fn for_week(week: &str, query: Option<&str>, format: Format) -> Result<Self, Rejection> {
+        let week = IsoWeek::parse(week).ok_or(Rejection::InvalidWeek)?;
+        let mut by = None;
+        for (name, value) in query_pairs(query) {
+            match name {
+                "by" if by.is_none() => by = Some(Dimension::parse(value)),
+                _ => return Err(Rejection::InvalidQuery),
+            }
+        }
+        let by = by.map(|by| by.ok_or(Rejection::InvalidQuery)).transpose()?;
+        Ok(Self::Week { week, by, format })
+    }
+
+    /// A series from `from` and `to`, each exactly once and nothing else.
+    pub fn for_series(query: Option<&str>, format: Format) -> Result<Self, Rejection> {
+        let (mut from, mut to) = (None, None);
+        for (name, value) in query_pairs(query) {
+            match name {
+                "from" if from.is_none() => from = Some(value),
+                "to" if to.is_none() => to = Some(value),
+                _ => return Err(Rejection::InvalidQuery),
+            }
+        }
+        let (Some(from), Some(to)) = (from, to) else {
+            return Err(Rejection::InvalidQuery);
+        };
+        let from = IsoWeek::parse(from).ok_or(Rejection::InvalidWeek)?;
+        let to = IsoWeek::parse(to).ok_or(Rejection::InvalidWeek)?;
+        let weeks = series_weeks(from, to).ok_or(Rejection::InvalidRange)?;
+        Ok(Self::Series { weeks, format })
+    }
+
+    /// The week a wide event names: the week read, or the last of a series.
+    pub fn week(&self) -> Option<IsoWeek> {
+        match self {
+            Self::Week { week, .. } => Some(*week),
+            Self::Series { weeks, .. } => weeks.last().copied(),
+        }
+    }
+}
+
+/// A query string's `name=value` pairs as sent (no percent-decoding: every accepted name and
+/// value is plain ASCII, so an encoded one is simply not accepted). Empty pieces are skipped.
+fn query_pairs(query: Option<&str>) -> impl Iterator<Item = (&str, &str)> {
+    query
+        .unwrap_or_default()
+        .split('&')
+        .filter(|piece| !piece.is_empty())
+        .map(|piece| piece.split_once('=').unwrap_or((piece, "")))
+}
+
+/// A week's tally along `dimension` from its records: value → sessions.
+pub fn tally<'a>(
+    records: impl IntoIterator<Item = &'a StoredRecord>,
+    dimension: Dimension,
+) -> BTreeMap<String, u64> {
+    let mut tally = BTreeMap::new();
+    for record in records {
+        *tally
+            .entry(dimension.value_of(record).to_owned())
+            .or_default() += 1;
+    }
+    tally
+}
 
 /// What a week can be broken down by: a field of the record, or the major version of Node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -245,6 +326,21 @@ impl Series {
     }
 }
 
+/// A week's count: `{"week":…,"weekly_active_sessions":N}`, or its CSV.
+pub fn weekly_active_response(week: IsoWeek, sessions: u64, format: Format) -> Response {
+    let count = WeekCount {
+        week,
+        weekly_active_sessions: sessions,
+    };
+    match format {
+        Format::Json => Response::json(200, "ok", &count),
+        Format::Csv => {
+            let row = csv_row(&[&week.to_string(), &sessions.to_string()]);
+            Response::csv(format!("week,weekly_active_sessions\r\n{row}"))
+        }
+    }
+}
+
 /// The form of a readout's answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -309,6 +405,86 @@ mod tests {
 
     fn week(text: &str) -> IsoWeek {
         IsoWeek::parse(text).unwrap_or_else(|| panic!("{text}"))
+    }
+
+    #[test]
+    fn a_week_s_query_holds_at_most_one_by_and_nothing_else() {
+        let w48 = week("2026-W48");
+        let json = Format::Json;
+        let ok = |by| {
+            Ok(Readout::Week {
+                week: w48,
+                by,
+                format: json,
+            })
+        };
+        assert_eq!(Readout::for_week("2026-W48", None, json), ok(None));
+        assert_eq!(Readout::for_week("2026-W48", Some(""), json), ok(None));
+        let by = Readout::for_week("2026-W48", Some("by=node_major"), json);
+        assert_eq!(by, ok(Some(Dimension::NodeMajor)));
+        for query in [
+            "by=",
+            "by=os",
+            "by=platform&by=platform",
+            "by=platform,node_major",
+            "x=1",
+            "token=secret",
+            "by=%70latform",
+            "BY=platform",
+        ] {
+            let refused = Readout::for_week("2026-W48", Some(query), json);
+            assert_eq!(refused, Err(Rejection::InvalidQuery), "{query}");
+        }
+        let bad_week = Readout::for_week("2025-W53", Some("by=os"), json);
+        assert_eq!(bad_week, Err(Rejection::InvalidWeek));
+    }
+
+    #[test]
+    fn a_series_needs_from_and_to_once_in_order_and_within_thirteen_weeks() {
+        let series = Readout::for_series(Some("to=2026-W02&from=2025-W52"), Format::Csv).unwrap();
+        let Readout::Series { weeks, format } = &series else {
+            panic!("{series:?}")
+        };
+        assert_eq!((weeks.len(), *format), (3, Format::Csv));
+        assert_eq!(series.week(), Some(week("2026-W02")));
+        let cases = [
+            (None, Rejection::InvalidQuery),
+            (Some("from=2026-W01"), Rejection::InvalidQuery),
+            (
+                Some("from=2026-W01&to=2026-W02&by=platform"),
+                Rejection::InvalidQuery,
+            ),
+            (
+                Some("from=2026-W01&from=2026-W01&to=2026-W02"),
+                Rejection::InvalidQuery,
+            ),
+            (Some("from=2026-W1&to=2026-W02"), Rejection::InvalidWeek),
+            (Some("from=2026-W03&to=2026-W02"), Rejection::InvalidRange),
+            (Some("from=2026-W01&to=2026-W14"), Rejection::InvalidRange),
+        ];
+        for (query, rejection) in cases {
+            assert_eq!(
+                Readout::for_series(query, Format::Json),
+                Err(rejection),
+                "{query:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_tally_counts_each_record_once_under_its_value() {
+        let records = [
+            record("1.0.0", "v20.11.1", "x"),
+            record("1.0.0", "v18.0.0", "x"),
+            record("1.1.0", "v20.1.0", "x"),
+        ];
+        let by_node = tally(&records, Dimension::NodeMajor);
+        assert_eq!(
+            by_node.into_iter().collect::<Vec<_>>(),
+            [("18".into(), 1), ("20".into(), 2)]
+        );
+        let plain = weekly_active_response(week("2026-W48"), 3, Format::Csv);
+        assert_eq!(plain.body, "week,weekly_active_sessions\r\n2026-W48,3\r\n");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 use serde::Serialize;
 
 use crate::limits::{ABUSE_WINDOW_SECONDS, MAX_BODY_BYTES};
+use crate::readout::MAX_SERIES_WEEKS;
 use crate::response::Response;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,6 +44,11 @@ pub enum Rejection {
     },
     Unauthorized,
     InvalidWeek,
+    /// A readout's query holds something other than `by` (a week) or `from` and `to` (a
+    /// series), each once, or a `by` that is not a dimension.
+    InvalidQuery,
+    /// A series whose `from` is after its `to`, or longer than the retention.
+    InvalidRange,
     TooManyRequests {
         retry_after_seconds: u64,
     },
@@ -78,7 +84,9 @@ impl Rejection {
             | Self::MissingField { .. }
             | Self::InvalidType { .. }
             | Self::InvalidValue { .. }
-            | Self::InvalidWeek => 400,
+            | Self::InvalidWeek
+            | Self::InvalidQuery
+            | Self::InvalidRange => 400,
             Self::Unauthorized => 401,
             Self::TooManyRequests { .. } => 429,
             Self::QueueFull { .. } | Self::StoreUnavailable => 503,
@@ -106,6 +114,8 @@ impl Rejection {
             Self::InvalidValue { .. } => "invalid_value",
             Self::Unauthorized => "unauthorized",
             Self::InvalidWeek => "invalid_week",
+            Self::InvalidQuery => "invalid_query",
+            Self::InvalidRange => "invalid_range",
             Self::TooManyRequests { .. } => "rate_limited",
             Self::QueueFull { .. } => "queue_full",
             Self::StoreUnavailable => "store_unavailable",
@@ -135,6 +145,15 @@ impl Rejection {
             Self::InvalidValue { field, rule } => format!("field `{field}` must be {rule}"),
             Self::Unauthorized => "a valid bearer token is required".into(),
             Self::InvalidWeek => "week must be an ISO week such as 2026-W48".into(),
+            Self::InvalidQuery => "the query may hold by=<dimension> (one of platform, \
+                primary_framework, daemon_version, protocol_version, node_major) on a week, \
+                or from=<week>&to=<week> on /v1/wau, each once"
+                .into(),
+            Self::InvalidRange => {
+                format!(
+                    "from must not be after to, and a series spans at most {MAX_SERIES_WEEKS} weeks"
+                )
+            }
             Self::TooManyRequests { .. } => {
                 format!("too many requests; retry after the {ABUSE_WINDOW_SECONDS}-second window")
             }

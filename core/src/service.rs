@@ -1,20 +1,21 @@
 //! The request path, as decisions: route a request from its head, then decide a ping from
 //! its body or a readout from its count. Adapters do only the I/O in between.
 
-use serde::Serialize;
 use time::OffsetDateTime;
 
 use crate::abuse::Admission;
 use crate::auth::ReadToken;
 use crate::body::{check_declared_length, check_received_length};
 use crate::ping::parse_ping;
+use crate::readout::{Format, Readout};
 use crate::record::SessionWrite;
 use crate::rejection::Rejection;
 use crate::response::Response;
-use crate::week::IsoWeek;
 
 pub const SESSION_PATH: &str = "/v1/session";
 pub const WEEKLY_ACTIVE_PREFIX: &str = "/v1/wau/";
+/// A series of weeks: `GET /v1/wau?from=<week>&to=<week>`.
+pub const SERIES_PATH: &str = "/v1/wau";
 pub const HEALTH_PATH: &str = "/healthz";
 
 /// What the adapter knows before reading a body. Header values are as received.
@@ -28,6 +29,10 @@ pub struct RequestHead<'a> {
     pub authorization: Option<&'a str>,
     /// The client's address, counted by the abuse limit and never stored or logged.
     pub client: Option<&'a str>,
+    /// The query string without its `?`; only the readout reads it (`by`, `from`, `to`).
+    pub query: Option<&'a str>,
+    /// `Accept`: a readout answers CSV when it names `text/csv`.
+    pub accept: Option<&'a str>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +50,7 @@ impl Route {
         match path {
             SESSION_PATH => Self::Session,
             HEALTH_PATH => Self::Health,
+            SERIES_PATH => Self::WeeklyActive,
             _ if path.starts_with(WEEKLY_ACTIVE_PREFIX) => Self::WeeklyActive,
             _ => Self::Unknown,
         }
@@ -56,7 +62,7 @@ impl Route {
     pub fn headers_read(self) -> &'static [&'static str] {
         match self {
             Self::Session => &["content-type", "content-length"],
-            Self::WeeklyActive => &["authorization"],
+            Self::WeeklyActive => &["authorization", "accept"],
             Self::Health | Self::Unknown => &[],
         }
     }
@@ -79,8 +85,9 @@ pub enum Next {
     Respond(Response),
     /// Stream the body under the cap (`CappedBody`), then call [`decide_ping`].
     ReadPing,
-    /// Count this week's sessions, then answer with [`weekly_active_response`].
-    CountWeek(IsoWeek),
+    /// Fetch what the readout asks for from the store, then answer with
+    /// [`crate::readout`]'s types.
+    Readout(Readout),
 }
 
 /// Routes a request from its head alone, deciding everything that needs no body or store.
@@ -96,15 +103,15 @@ pub fn route(head: &RequestHead<'_>, read_token: Option<&ReadToken>) -> (Route, 
             (Route::Health, next)
         }
         // Without a token the readout does not exist, whatever the method or week.
-        (Route::WeeklyActive, Some(token)) => {
-            let week = head
-                .path
-                .get(WEEKLY_ACTIVE_PREFIX.len()..)
-                .unwrap_or_default();
-            (Route::WeeklyActive, readout_head(head, token, week))
-        }
+        (Route::WeeklyActive, Some(token)) => (Route::WeeklyActive, readout_head(head, token)),
         (Route::WeeklyActive | Route::Unknown, _) => (Route::Unknown, reject(Rejection::NotFound)),
     }
+}
+
+/// The query of a URL, without its `?` and any fragment; `None` when it has none.
+pub fn query_of_url(url: &str) -> Option<&str> {
+    let (_, query) = url.split_once('?')?;
+    Some(query.split_once('#').map_or(query, |(query, _)| query))
 }
 
 /// The path of an absolute URL as a runtime hands it over (`https://host/v1/wau/x?q` →
@@ -146,7 +153,7 @@ fn is_json_media_type(content_type: &str) -> bool {
     essence.eq_ignore_ascii_case("application/json")
 }
 
-fn readout_head(head: &RequestHead<'_>, token: &ReadToken, week: &str) -> Next {
+fn readout_head(head: &RequestHead<'_>, token: &ReadToken) -> Next {
     if head.method != "GET" {
         return reject(Rejection::MethodNotAllowed { allow: "GET" });
     }
@@ -154,9 +161,14 @@ fn readout_head(head: &RequestHead<'_>, token: &ReadToken, week: &str) -> Next {
     if !token.admits(head.authorization) {
         return reject(Rejection::Unauthorized);
     }
-    match IsoWeek::parse(week) {
-        Some(week) => Next::CountWeek(week),
-        None => reject(Rejection::InvalidWeek),
+    let format = Format::from_accept(head.accept);
+    let readout = match head.path.strip_prefix(WEEKLY_ACTIVE_PREFIX) {
+        Some(week) => Readout::for_week(week, head.query, format),
+        None => Readout::for_series(head.query, format),
+    };
+    match readout {
+        Ok(readout) => Next::Readout(readout),
+        Err(rejection) => reject(rejection),
     }
 }
 
@@ -174,21 +186,6 @@ pub fn decide_ping(
         limiter.admit(client, now_seconds)?;
     }
     Ok(SessionWrite::new(ping, now))
-}
-
-#[derive(Serialize)]
-struct WeeklyActive {
-    week: String,
-    weekly_active_sessions: u64,
-}
-
-/// The readout's 200.
-pub fn weekly_active_response(week: IsoWeek, sessions: u64) -> Response {
-    let body = WeeklyActive {
-        week: week.to_string(),
-        weekly_active_sessions: sessions,
-    };
-    Response::json(200, "ok", &body)
 }
 
 /// The instant `unix_millis` after the epoch; out-of-range clocks read as the epoch.
@@ -219,6 +216,18 @@ mod tests {
         for (url, path) in cases {
             assert_eq!(path_of_url(url), path, "{url}");
         }
+        let queries = [
+            ("https://h/v1/wau?from=a&to=b", Some("from=a&to=b")),
+            (
+                "https://h/v1/wau/2026-W48?by=platform#x",
+                Some("by=platform"),
+            ),
+            ("https://h/v1/wau/2026-W48?", Some("")),
+            ("https://h/v1/wau/2026-W48", None),
+        ];
+        for (url, query) in queries {
+            assert_eq!(query_of_url(url), query, "{url}");
+        }
     }
 
     #[test]
@@ -229,11 +238,19 @@ mod tests {
             path,
             content_type: Some("text/plain"),
             content_length: Some("5000"),
-            authorization: Some("Bearer wrong"),
+            authorization: Some("Bearer secret"),
             client: None,
+            query: None,
+            accept: Some("text/csv"),
         };
         let token = ReadToken::from_configured(Some("secret"));
-        for path in ["/v1/session", "/v1/wau/2026-W48", "/healthz", "/other"] {
+        for path in [
+            "/v1/session",
+            "/v1/wau/2026-W48",
+            "/v1/wau",
+            "/healthz",
+            "/other",
+        ] {
             let head = full(path);
             let read = Route::of_path(path).headers_read();
             let only = |name, value: Option<&'static str>| value.filter(|_| read.contains(&name));
@@ -241,6 +258,7 @@ mod tests {
                 content_type: only("content-type", head.content_type),
                 content_length: only("content-length", head.content_length),
                 authorization: only("authorization", head.authorization),
+                accept: only("accept", head.accept),
                 ..head
             };
             for method in ["GET", "POST"] {
@@ -324,8 +342,25 @@ mod tests {
             path: "/v1/wau/2026-W53",
             ..authorised
         };
-        let week = IsoWeek::parse("2026-W53").unwrap();
-        assert_eq!(route(&good, Some(&token)).1, Next::CountWeek(week));
+        let week = crate::IsoWeek::parse("2026-W53").unwrap();
+        let readout = Readout::Week {
+            week,
+            by: None,
+            format: Format::Json,
+        };
+        assert_eq!(route(&good, Some(&token)).1, Next::Readout(readout));
+        let bad_query = RequestHead {
+            query: Some("by=nothing"),
+            ..good
+        };
+        assert_eq!(status(&route(&bad_query, Some(&token)).1), Some(400));
+        let anonymous_series = RequestHead {
+            path: "/v1/wau",
+            query: Some("from=x"),
+            authorization: None,
+            ..good
+        };
+        assert_eq!(status(&route(&anonymous_series, Some(&token)).1), Some(401));
         let post = RequestHead {
             method: "POST",
             ..good
@@ -398,7 +433,11 @@ mod tests {
         let responses = [
             Response::no_content(),
             Response::text("ok"),
-            weekly_active_response(IsoWeek::parse("2026-W48").unwrap(), 3),
+            crate::weekly_active_response(
+                crate::IsoWeek::parse("2026-W48").unwrap(),
+                3,
+                Format::Csv,
+            ),
             Rejection::PayloadTooLarge.into_response(),
             Rejection::Unauthorized.into_response(),
         ];

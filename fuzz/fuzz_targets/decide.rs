@@ -8,8 +8,9 @@
 use libfuzzer_sys::fuzz_target;
 use telemetry_core::limits::MAX_BODY_BYTES;
 use telemetry_core::{
-    AbuseLimiter, CappedBody, Next, ReadToken, RequestHead, StoredRecord, decide_ping, route,
-    utc_from_unix_millis,
+    AbuseLimiter, Breakdown, CappedBody, Next, ReadToken, Readout, RequestHead, Series,
+    StoredRecord, decide_ping, path_of_url, query_of_url, route, utc_from_unix_millis,
+    weekly_active_response,
 };
 
 fuzz_target!(|input: &[u8]| {
@@ -29,17 +30,55 @@ fuzz_target!(|input: &[u8]| {
     let header = |name: &str| headers.iter().find(|(n, _)| n == name).map(|(_, v)| *v);
     let head = RequestHead {
         method,
-        path,
+        path: path_of_url(path),
         content_type: header("content-type"),
         content_length: header("content-length"),
         authorization: header("authorization"),
         client: header("x-client"),
+        query: query_of_url(path),
+        accept: header("accept"),
     };
     let token = ReadToken::from_configured(Some("fuzz-token"));
     let (_, next) = route(&head, token.as_ref());
     let response = match next {
         Next::Respond(response) => response,
-        Next::CountWeek(_) => return,
+        Next::Readout(readout) => {
+            // Any store answer renders, and a breakdown always adds up to its count.
+            let sessions = u64::try_from(body.len()).unwrap_or(0);
+            let response = match readout {
+                Readout::Week {
+                    week,
+                    by: None,
+                    format,
+                } => weekly_active_response(week, sessions, format),
+                Readout::Week {
+                    week,
+                    by: Some(by),
+                    format,
+                } => {
+                    let tally = body
+                        .iter()
+                        .map(|byte| (format!("v{}", byte % 7), u64::from(*byte)));
+                    let breakdown = Breakdown::new(week, by, tally, 5);
+                    let shown: u64 = breakdown.counts.values().sum();
+                    assert_eq!(
+                        shown + breakdown.withheld_sessions,
+                        breakdown.weekly_active_sessions
+                    );
+                    assert!(breakdown.counts.values().all(|count| *count >= 5));
+                    breakdown.into_response(format)
+                }
+                Readout::Series { weeks, format } => {
+                    assert!((1..=13).contains(&weeks.len()));
+                    assert!(weeks.windows(2).all(|pair| pair[0].next() == Some(pair[1])));
+                    Series::new(&weeks, |_| sessions)
+                        .unwrap()
+                        .into_response(format)
+                }
+            };
+            assert_eq!(response.status, 200);
+            return;
+        }
         Next::ReadPing => {
             // As both adapters do: the body is read under the cap, then decided.
             let mut capped = CappedBody::new();

@@ -13,8 +13,8 @@ use axum::http::{HeaderName, HeaderValue, StatusCode};
 use futures_util::StreamExt;
 use telemetry_core::event::{Handled, LIMITED_BY_PROCESS, method_label, to_line};
 use telemetry_core::{
-    AbuseLimiter, CappedBody, Config, IsoWeek, Next, Rejection, RequestHead, Response, Route,
-    decide_ping, route, utc_from_unix_millis, weekly_active_response,
+    AbuseLimiter, Breakdown, CappedBody, Config, Next, Readout, Rejection, RequestHead, Response,
+    Route, Series, decide_ping, route, utc_from_unix_millis, weekly_active_response,
 };
 
 use crate::connection::Slot;
@@ -60,12 +60,14 @@ async fn decide(state: &AppState, request: Request) -> Handled {
         content_length: header("content-length"),
         authorization: header("authorization"),
         client: client.as_deref(),
+        query: parts.uri.query(),
+        accept: header("accept"),
     };
     let (route_taken, next) = route(&head, state.config.read_token.as_ref());
     match next {
         Next::Respond(response) => Handled::new(route_taken, response),
         Next::ReadPing => ping(state, &parts, body, &head).await,
-        Next::CountWeek(week) => readout(state, week).await,
+        Next::Readout(readout) => answer_readout(state, readout).await,
     }
 }
 
@@ -102,17 +104,48 @@ async fn ping(state: &AppState, parts: &Parts, body: Body, head: &RequestHead<'_
     }
 }
 
-/// A readout the head admitted: the week's count from the store.
-async fn readout(state: &AppState, week: IsoWeek) -> Handled {
-    let response = match state.store.count_week(week).await {
-        Ok(count) => weekly_active_response(week, count),
-        Err(error) => {
-            crate::log_store_failure("count", Some(week), &error.0);
-            Rejection::StoreUnavailable.into_response()
+/// A readout the head admitted, answered from the store: a week's count, its tally along
+/// one dimension, or the counts of a span of weeks.
+async fn answer_readout(state: &AppState, readout: Readout) -> Handled {
+    let week = readout.week();
+    let answered = match readout {
+        Readout::Week {
+            week,
+            by: None,
+            format,
+        } => (state.store.count_week(week).await)
+            .map(|count| weekly_active_response(week, count, format)),
+        Readout::Week {
+            week,
+            by: Some(dimension),
+            format,
+        } => (state.store.tally_week(week, dimension).await).map(|tally| {
+            let floor = state.config.breakdown_min_sessions;
+            Breakdown::new(week, dimension, tally, floor).into_response(format)
+        }),
+        Readout::Series { weeks, format } => {
+            let mut counts = Vec::with_capacity(weeks.len());
+            for &week in &weeks {
+                counts.push(state.store.count_week(week).await);
+            }
+            counts
+                .into_iter()
+                .collect::<Result<Vec<u64>, _>>()
+                .map(|counts| {
+                    let mut counts = counts.into_iter();
+                    Series::new(&weeks, |_| counts.next().unwrap_or(0)).map_or_else(
+                        || Rejection::Internal.into_response(),
+                        |s| s.into_response(format),
+                    )
+                })
         }
     };
+    let response = answered.unwrap_or_else(|error| {
+        crate::log_store_failure("count", week, &error.0);
+        Rejection::StoreUnavailable.into_response()
+    });
     Handled {
-        week: Some(week),
+        week,
         ..Handled::new(Route::WeeklyActive, response)
     }
 }

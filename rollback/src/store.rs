@@ -5,9 +5,11 @@
 mod redis;
 mod sqlite;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use telemetry_core::{IsoWeek, SessionId, SessionWrite};
+use telemetry_core::readout::tally;
+use telemetry_core::{Dimension, IsoWeek, SessionId, SessionWrite, StoredRecord};
 
 pub use self::redis::RedisStore;
 pub use self::sqlite::SqliteStore;
@@ -105,6 +107,25 @@ impl Store {
             Self::Sqlite(store) => store.count_week(week).await,
             Self::Redis(store) => store.count_week(week).await,
         }
+    }
+
+    /// The week's live sessions counted by their value along `dimension`.
+    pub async fn tally_week(
+        &self,
+        week: IsoWeek,
+        dimension: Dimension,
+    ) -> Result<BTreeMap<String, u64>, StoreError> {
+        let live = self.records_of_week(week).await?;
+        let records = live
+            .iter()
+            .map(|live| serde_json::from_str::<StoredRecord>(&live.record_json))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| {
+                StoreError(format!(
+                    "{week}: a stored record that is not a valid record"
+                ))
+            })?;
+        Ok(tally(&records, dimension))
     }
 
     /// The week's live records, for `export-kv`.

@@ -12,6 +12,7 @@ mod support;
 
 use std::collections::HashMap;
 
+use contract_suite::population::check_readouts;
 use contract_suite::privacy::{expiry_problems, log_problems, record_problems};
 use contract_suite::{Run, Target, current_iso_week, run, run_without_token};
 use support::{RedisServer, Rollback, scratch_dir};
@@ -148,4 +149,36 @@ fn rollback_without_a_token_has_no_readout() {
     let server = Rollback::start(&store, &dir, &[("WAU_READ_TOKEN", "")]);
     let run = run_without_token(server.addr);
     assert!(run.failures.is_empty(), "{}", run.failures.join("\n"));
+}
+
+/// Breakdowns, series and CSV for a known population, on a store holding nothing else.
+fn check_population(store: &str, dir: &std::path::Path) {
+    let server = Rollback::start(
+        store,
+        dir,
+        &[("WAU_READ_TOKEN", TOKEN), ("ABUSE_LIMIT_PER_MINUTE", "0")],
+    );
+    let target = Target {
+        addr: server.addr,
+        token: TOKEN.into(),
+        abuse_limit: None,
+    };
+    let failures = check_readouts(&target, "rollback");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn rollback_on_sqlite_answers_every_readout_query_for_a_known_population() {
+    let dir = scratch_dir("population-sqlite");
+    check_population(
+        &format!("sqlite://{}", dir.join("telemetry.db").display()),
+        &dir,
+    );
+}
+
+#[test]
+fn rollback_on_redis_answers_every_readout_query_for_a_known_population() {
+    let dir = scratch_dir("population-redis");
+    let redis_server = RedisServer::start(&dir);
+    check_population(&redis_server.url(), &dir);
 }

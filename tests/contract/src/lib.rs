@@ -16,6 +16,7 @@
 
 mod cases;
 pub mod http;
+pub mod population;
 pub mod privacy;
 pub mod schemathesis;
 mod week;

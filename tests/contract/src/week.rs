@@ -3,11 +3,16 @@
 
 /// `YYYY-Www` for today, UTC.
 pub fn current_iso_week() -> String {
+    iso_week_weeks_ago(0)
+}
+
+/// `YYYY-Www` of the week `weeks` before this one, UTC.
+pub fn iso_week_weeks_ago(weeks: i64) -> String {
     let seconds = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or_default();
-    iso_week_of_day((seconds / 86_400) as i64)
+    iso_week_of_day((seconds / 86_400) as i64 - 7 * weeks)
 }
 
 /// The ISO week of a day counted from 1970-01-01: the week belongs to the year of its Thursday.

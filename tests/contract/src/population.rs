@@ -1,0 +1,306 @@
+//! The readout's answers for a known population: breakdowns under the privacy floor, series
+//! and CSV, checked against the truth computed here from what was sent, on any target.
+//!
+//! The population goes in through `POST /v1/session` only, repeats included, two of them
+//! upgrading their daemon mid-week (each session counts once, under its latest record).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::Target;
+use crate::http::{RawRequest, send};
+use crate::week::{current_iso_week, iso_week_weeks_ago};
+
+/// The privacy floor a target runs with unless `BREAKDOWN_MIN_SESSIONS` says otherwise.
+pub const DEFAULT_FLOOR: u64 = 5;
+
+/// One session's fields, in the order of a ping's body.
+struct Session {
+    id: String,
+    protocol_version: &'static str,
+    daemon_version: &'static str,
+    platform: &'static str,
+    node_version: &'static str,
+    primary_framework: &'static str,
+}
+
+impl Session {
+    fn body(&self) -> Vec<u8> {
+        json!({
+            "protocol_version": self.protocol_version,
+            "daemon_version": self.daemon_version,
+            "session_id": self.id,
+            "platform": self.platform,
+            "node_version": self.node_version,
+            "primary_framework": self.primary_framework,
+        })
+        .to_string()
+        .into_bytes()
+    }
+
+    fn value(&self, dimension: &str) -> String {
+        match dimension {
+            "platform" => self.platform.into(),
+            "primary_framework" => self.primary_framework.into(),
+            "daemon_version" => self.daemon_version.into(),
+            "protocol_version" => self.protocol_version.into(),
+            "node_major" => {
+                let version = self.node_version.trim_start_matches('v');
+                version.split('.').next().unwrap_or_default().into()
+            }
+            other => panic!("no dimension {other}"),
+        }
+    }
+}
+
+pub const DIMENSIONS: [&str; 5] = [
+    "platform",
+    "primary_framework",
+    "daemon_version",
+    "protocol_version",
+    "node_major",
+];
+
+/// Twelve sessions: some values common, some rarer than the floor.
+fn population(tag: &str) -> Vec<Session> {
+    let platforms = ["linux", "linux", "darwin", "linux", "darwin", "win32"];
+    let frameworks = ["react", "vue", "react", "next", "react", "unknown"];
+    let nodes = [
+        "v20.11.1",
+        "v18.19.0",
+        "20.5.0",
+        "v22.1.0-rc.1",
+        "v20.0.0",
+        "v18.0.0",
+    ];
+    (0..12)
+        .map(|n| Session {
+            id: format!("population-{tag}-{n:02}"),
+            protocol_version: if n < 10 { "1.0.0" } else { "1.1.0" },
+            daemon_version: match n {
+                0..=6 => "1.0.0",
+                7..=10 => "1.1.0",
+                _ => "0.9.0-acme.1",
+            },
+            platform: platforms[n % 6],
+            node_version: nodes[n % 6],
+            primary_framework: frameworks[n % 6],
+        })
+        .collect()
+}
+
+/// Sends the population into the current week of a target that holds nothing else in it,
+/// then checks every readout query against the truth. Returns one line per problem.
+pub fn check_readouts(target: &Target, tag: &str) -> Vec<String> {
+    let mut failures = Vec::new();
+    match target.weekly_count() {
+        Ok(0) => {}
+        other => {
+            return vec![format!(
+                "needs a target with an empty week, found {other:?}"
+            )];
+        }
+    }
+    let mut sessions = population(tag);
+    for session in &sessions {
+        let ping = ping(session);
+        match send(target.addr, &ping) {
+            Ok(response) if response.status == 204 => {}
+            other => failures.push(format!("ping {}: {other:?}", session.id)),
+        }
+    }
+    // Two relays upgrade mid-week: they move from 1.0.0 to 1.1.0, and a third repeats
+    // unchanged.
+    for n in [0, 1, 2] {
+        if n < 2 {
+            sessions[n].daemon_version = "1.1.0";
+        }
+        if let Err(error) = send(target.addr, &ping(&sessions[n])) {
+            failures.push(format!("repeat {n}: {error}"));
+        }
+    }
+    let total = sessions.len() as u64;
+    match target.count_settled(total) {
+        Ok(count) if count == total => {}
+        other => failures.push(format!(
+            "count after the population: {other:?}, expected {total}"
+        )),
+    }
+    let week = current_iso_week();
+    for dimension in DIMENSIONS {
+        let expected = expected_breakdown(&week, &sessions, dimension, DEFAULT_FLOOR);
+        // The upgrades are writes too: wait for them to show.
+        let got = settled_json(target, &format!("/v1/wau/{week}?by={dimension}"), &expected);
+        if got.as_ref() != Ok(&expected) {
+            failures.push(format!("by={dimension}: {got:?}, expected {expected}"));
+        }
+    }
+    failures.extend(check_csv(target, &week, &sessions));
+    failures.extend(check_series(target, total));
+    failures.extend(check_refusals(target, &week));
+    failures
+}
+
+fn ping(session: &Session) -> RawRequest {
+    RawRequest::new("POST", "/v1/session")
+        .header("content-type", "application/json")
+        .body(session.body())
+}
+
+fn expected_breakdown(week: &str, sessions: &[Session], dimension: &str, floor: u64) -> Value {
+    let mut tally: BTreeMap<String, u64> = BTreeMap::new();
+    for session in sessions {
+        *tally.entry(session.value(dimension)).or_default() += 1;
+    }
+    let withheld: u64 = tally.values().filter(|n| **n < floor).sum();
+    tally.retain(|_, n| *n >= floor);
+    json!({
+        "week": week,
+        "weekly_active_sessions": sessions.len(),
+        "by": dimension,
+        "counts": tally,
+        "withheld_sessions": withheld,
+    })
+}
+
+/// The readout at `path` once it equals `expected`, or the last answer after a bounded wait.
+fn settled_json(target: &Target, path: &str, expected: &Value) -> Result<Value, String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let response = send(target.addr, &get(path, &target.token, None))?;
+        let body = response
+            .json()
+            .ok_or_else(|| format!("{}: {}", response.status, response.text()))?;
+        if response.status != 200 || &body == expected || Instant::now() >= deadline {
+            return if response.status == 200 {
+                Ok(body)
+            } else {
+                Err(format!("{}: {}", response.status, response.text()))
+            };
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn get(path: &str, token: &str, accept: Option<&str>) -> RawRequest {
+    let request = RawRequest::new("GET", path).header("authorization", &format!("Bearer {token}"));
+    match accept {
+        Some(accept) => request.header("accept", accept),
+        None => request,
+    }
+}
+
+fn check_csv(target: &Target, week: &str, sessions: &[Session]) -> Vec<String> {
+    let mut failures = Vec::new();
+    let expected = expected_breakdown(week, sessions, "daemon_version", DEFAULT_FLOOR);
+    let mut rows = String::from("week,by,value,sessions\r\n");
+    for (value, count) in expected["counts"].as_object().unwrap() {
+        rows.push_str(&format!("{week},daemon_version,{value},{count}\r\n"));
+    }
+    let withheld = &expected["withheld_sessions"];
+    rows.push_str(&format!("{week},daemon_version,(withheld),{withheld}\r\n"));
+    let plain = format!(
+        "week,weekly_active_sessions\r\n{week},{}\r\n",
+        sessions.len()
+    );
+    for (path, accept, body) in [
+        (
+            format!("/v1/wau/{week}?by=daemon_version"),
+            "text/csv",
+            rows,
+        ),
+        (
+            format!("/v1/wau/{week}"),
+            "text/csv;q=0.9, application/json;q=0.1",
+            plain,
+        ),
+    ] {
+        match send(target.addr, &get(&path, &target.token, Some(accept))) {
+            Ok(response) => {
+                let content_type = response.header("content-type").unwrap_or_default();
+                if response.status != 200
+                    || !content_type.starts_with("text/csv")
+                    || response.text() != body
+                {
+                    failures.push(format!(
+                        "CSV of {path}: {} {content_type:?} {:?}, expected {body:?}",
+                        response.status,
+                        response.text()
+                    ));
+                }
+            }
+            Err(error) => failures.push(format!("CSV of {path}: {error}")),
+        }
+    }
+    failures
+}
+
+fn check_series(target: &Target, total: u64) -> Vec<String> {
+    let (from, middle, to) = (
+        iso_week_weeks_ago(2),
+        iso_week_weeks_ago(1),
+        current_iso_week(),
+    );
+    let expected = json!({
+        "from": from,
+        "to": to,
+        "weeks": [
+            {"week": from, "weekly_active_sessions": 0},
+            {"week": middle, "weekly_active_sessions": 0},
+            {"week": to, "weekly_active_sessions": total},
+        ],
+    });
+    let path = format!("/v1/wau?from={from}&to={to}");
+    match settled_json(target, &path, &expected) {
+        Ok(body) if body == expected => vec![],
+        other => vec![format!("series {path}: {other:?}, expected {expected}")],
+    }
+}
+
+fn check_refusals(target: &Target, week: &str) -> Vec<String> {
+    let (old, now) = (iso_week_weeks_ago(13), current_iso_week());
+    let cases = [
+        (format!("/v1/wau/{week}?by=os"), 400, "invalid_query"),
+        (
+            format!("/v1/wau/{week}?by=platform&by=platform"),
+            400,
+            "invalid_query",
+        ),
+        (
+            format!("/v1/wau/{week}?by=platform,node_major"),
+            400,
+            "invalid_query",
+        ),
+        (format!("/v1/wau?from={now}&to={old}"), 400, "invalid_range"),
+        (format!("/v1/wau?from={old}&to={now}"), 400, "invalid_range"),
+        (format!("/v1/wau?from={now}"), 400, "invalid_query"),
+        (
+            "/v1/wau?from=2025-W53&to=2026-W01".into(),
+            400,
+            "invalid_week",
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (path, status, code) in cases {
+        match send(target.addr, &get(&path, &target.token, None)) {
+            Ok(response) => {
+                let got = response
+                    .json()
+                    .and_then(|v| Some(v.get("error")?.as_str()?.to_owned()));
+                if response.status != status || got.as_deref() != Some(code) {
+                    failures.push(format!("{path}: {} {}", response.status, response.text()));
+                }
+            }
+            Err(error) => failures.push(format!("{path}: {error}")),
+        }
+    }
+    // Authentication first, on the series too.
+    let anonymous = RawRequest::new("GET", &format!("/v1/wau?from={now}&to=x"));
+    match send(target.addr, &anonymous) {
+        Ok(response) if response.status == 401 => {}
+        other => failures.push(format!("anonymous series: {other:?}")),
+    }
+    failures
+}
