@@ -23,6 +23,8 @@ fn head() -> RequestHead<'static> {
         content_length: Some("165"),
         authorization: None,
         client: Some("203.0.113.7"),
+        query: None,
+        accept: None,
     }
 }
 
