@@ -5,11 +5,11 @@
 //! hands the record's JSON to `JSON.parse` for its metadata, a count reads only how many
 //! keys a page holds.
 
-use std::collections::BTreeMap;
 use telemetry_core::event::{StoreFailureEvent, to_line};
 use telemetry_core::limits::KV_LIST_PAGE;
+use telemetry_core::readout::{LISTED_FIELDS, Tally, record_to_write, tally_listed_keys};
 
-use telemetry_core::{Dimension, IsoWeek, SessionWrite, StoredRecord, expires_at, week_key_prefix};
+use telemetry_core::{Dimension, IsoWeek, SessionWrite, expires_at, week_key_prefix};
 use worker::js_sys::{self, JSON, Object, Reflect};
 use worker::wasm_bindgen::prelude::wasm_bindgen;
 use worker::wasm_bindgen::{JsCast, JsValue};
@@ -36,6 +36,9 @@ extern "C" {
 
     #[wasm_bindgen(method, catch)]
     fn list(this: &KvNamespace, options: &Object) -> Result<js_sys::Promise, JsValue>;
+
+    #[wasm_bindgen(method, catch)]
+    fn get(this: &KvNamespace, key: &str) -> Result<js_sys::Promise, JsValue>;
 }
 
 pub struct Sessions {
@@ -54,18 +57,23 @@ impl Sessions {
     /// core decides), as the value and as the key's metadata so that a `list` can count and
     /// break a week down without reading values. Runs in `waitUntil`, so a failure can only
     /// be logged: it gets its own event.
+    ///
+    /// A repeat is read first and written only when a field changed, with the stored
+    /// `first_seen_at` (the core's `RecordChange`): KV allows one write a second per key and,
+    /// on the free plan, 1,000 a day, and a relay pings at every start.
     pub async fn put(self, write: SessionWrite, now_unix: i64, ttl_seconds: u64) {
         let key = write.key();
         let expiration = expires_at(now_unix, ttl_seconds) as f64;
         let result = async {
+            let stored = JsFuture::from(self.namespace.get(&key)?).await?;
+            let stored = stored.as_string();
+            let Some(record) = record_to_write(stored.as_deref(), &write.record_json) else {
+                return Ok(JsValue::UNDEFINED);
+            };
             let options = Object::new();
             Reflect::set(&options, &"expiration".into(), &expiration.into())?;
-            Reflect::set(
-                &options,
-                &"metadata".into(),
-                &JSON::parse(&write.record_json)?,
-            )?;
-            let promise = self.namespace.put(&key, &write.record_json, &options)?;
+            Reflect::set(&options, &"metadata".into(), &JSON::parse(&record)?)?;
+            let promise = self.namespace.put(&key, &record, &options)?;
             JsFuture::from(promise).await
         }
         .await;
@@ -103,55 +111,34 @@ impl Sessions {
     }
 
     /// A week's sessions counted by their value along `dimension`, read from the records
-    /// the keys carry as metadata, a page at a time. A key without a readable record (none
-    /// written by this Worker or `export-kv`) counts under `(unknown)`, so that the tally
-    /// adds up to the count. `None` when KV fails; the failure is logged.
-    pub async fn tally_week(
-        &self,
-        week: IsoWeek,
-        dimension: Dimension,
-    ) -> Option<BTreeMap<String, u64>> {
+    /// the keys carry as metadata, a page at a time. `None` when KV fails or a key has no
+    /// record; the failure is logged.
+    pub async fn tally_week(&self, week: IsoWeek, dimension: Dimension) -> Option<Tally> {
         let prefix = JsValue::from(week_key_prefix(week));
-        let mut tally = BTreeMap::new();
+        let mut tally = Tally::default();
         let mut cursor = JsValue::UNDEFINED;
         loop {
-            let page = match self.list_page_keys(&prefix, &cursor).await {
-                Ok(page) => page,
+            let page = async {
+                let page = self.list(&prefix, &cursor).await?;
+                let keys = Reflect::get(&page, &"keys".into())?;
+                let fields = LISTED_FIELDS.iter().copied().map(JsValue::from_str);
+                let fields: js_sys::Array = fields.collect();
+                let keys = JSON::stringify_with_replacer(&keys, &fields)?;
+                tally_listed_keys(&String::from(keys), dimension, &mut tally)
+                    .map_err(|error| JsValue::from(error.as_str()))?;
+                next_cursor(&page)
+            };
+            match page.await {
+                Ok(Some(next)) => cursor = next,
+                Ok(None) => return Some(tally),
                 Err(error) => {
                     let error = describe(&error);
                     let event = StoreFailureEvent::new(TARGET, "list", Some(week), &error);
                     console_log!("{}", to_line(&event));
                     return None;
                 }
-            };
-            let (keys, next) = page;
-            for mut key in keys {
-                let metadata = key.get_mut("metadata").map(serde_json::Value::take);
-                let record = metadata.and_then(|m| serde_json::from_value::<StoredRecord>(m).ok());
-                let value = match &record {
-                    Some(record) => dimension.value_of(record),
-                    None => "(unknown)",
-                };
-                *tally.entry(value.to_owned()).or_default() += 1;
-            }
-            match next {
-                Some(next) => cursor = next,
-                None => return Some(tally),
             }
         }
-    }
-
-    /// One page of a prefix's keys with their metadata, handed over as one JSON text.
-    async fn list_page_keys(
-        &self,
-        prefix: &JsValue,
-        cursor: &JsValue,
-    ) -> Result<(Vec<serde_json::Value>, Option<JsValue>), JsValue> {
-        let page = self.list(prefix, cursor).await?;
-        let keys = JSON::stringify(&Reflect::get(&page, &"keys".into())?)?;
-        let keys = serde_json::from_str(&String::from(keys))
-            .map_err(|error| JsValue::from(error.to_string()))?;
-        Ok((keys, next_cursor(&page)?))
     }
 
     /// One page of a prefix's keys: how many, and the cursor of the next page if any.

@@ -240,7 +240,7 @@ fn every_status_the_core_decides_on_a_route_is_documented() {
     let week = IsoWeek::parse("2026-W48").unwrap();
     let mut answers = BTreeSet::from([
         weekly_active_response(week, 3, Format::Csv).status,
-        Breakdown::new(week, Dimension::Platform, [], 5)
+        Breakdown::new(week, Dimension::Platform, Default::default(), 5)
             .into_response(Format::Json)
             .status,
         Rejection::StoreUnavailable.status(),

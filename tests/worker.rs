@@ -17,11 +17,11 @@ use contract_suite::privacy::{
 };
 use contract_suite::schemathesis::run_schemathesis;
 use contract_suite::{
-    RawRequest, Target, current_iso_week, ping_request, readout_request, run, run_without_token,
-    send,
+    RawRequest, Target, current_iso_week, ping_json, ping_request, readout_request, run,
+    run_without_token, send,
 };
 use serde_json::Value;
-use support::wrangler::{Wrangler, wrangler_json};
+use support::wrangler::{Wrangler, wrangler_json, wrangler_kv};
 
 const TOKEN: &str = "contract-token-4f9a";
 const ABUSE_LIMIT: u32 = 60;
@@ -172,6 +172,88 @@ fn worker_answers_every_readout_query_for_a_known_population() {
     };
     let failures = check_readouts(&target, "worker");
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn worker_keeps_a_session_s_first_day_and_writes_a_repeat_only_when_it_changed() {
+    let worker = Wrangler::start(&[("WAU_READ_TOKEN", TOKEN), ("ABUSE_LIMIT_PER_MINUTE", "0")]);
+    let week = current_iso_week();
+    let key = format!("session:{week}:repeat-relay-01");
+    // A record first seen on an earlier day, with an expiry no write of today's gives.
+    let earlier = r#"{"protocol_version":"1.0.0","daemon_version":"0.9.3","platform":"linux","node_version":"v20.11.1","primary_framework":"react","first_seen_at":"2001-02-12T00:00:00Z"}"#;
+    let expiration = (unix_now() + 30 * 86_400) / 86_400 * 86_400 + 4_321;
+    let expiration_text = expiration.to_string();
+    wrangler_kv(
+        &worker,
+        &[
+            "kv",
+            "key",
+            "put",
+            &key,
+            earlier,
+            "--metadata",
+            earlier,
+            "--expiration",
+            &expiration_text,
+        ],
+    );
+    let listed = |worker: &Wrangler| -> Value {
+        let keys = wrangler_json(worker, &["kv", "key", "list", "--prefix", &key]);
+        keys.as_array()
+            .unwrap()
+            .first()
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    // The same fields again (ping_json's): nothing is written, not even a new expiry.
+    assert_eq!(
+        send(worker.addr, &ping_request("repeat-relay-01"))
+            .unwrap()
+            .status,
+        204
+    );
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let unchanged = listed(&worker);
+    assert_eq!(
+        unchanged["expiration"].as_i64(),
+        Some(expiration),
+        "{unchanged}"
+    );
+    assert_eq!(
+        unchanged["metadata"]["first_seen_at"],
+        "2001-02-12T00:00:00Z"
+    );
+    // An upgrade is written, with the first day kept and today's expiry.
+    let upgraded = RawRequest::new("POST", "/v1/session")
+        .header("content-type", "application/json")
+        .body(ping_json("repeat-relay-01").replace("0.9.3", "1.0.0"));
+    assert_eq!(send(worker.addr, &upgraded).unwrap().status, 204);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let changed = loop {
+        let record = listed(&worker);
+        if record["metadata"]["daemon_version"] == "1.0.0" {
+            break record;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the upgrade was not written: {record}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert_eq!(
+        changed["metadata"]["first_seen_at"], "2001-02-12T00:00:00Z",
+        "{changed}"
+    );
+    assert_ne!(
+        changed["expiration"].as_i64(),
+        Some(expiration),
+        "{changed}"
+    );
+    let value = wrangler_kv(&worker, &["kv", "key", "get", &key]);
+    assert_eq!(
+        serde_json::from_str::<Value>(&value).unwrap(),
+        changed["metadata"]
+    );
 }
 
 #[test]

@@ -5,8 +5,6 @@
 //! The adapters fetch what a [`Readout`] asks for from their store (a count, a tally, the
 //! counts of a span of weeks) and answer with these types, so all targets answer alike.
 
-use std::collections::BTreeMap;
-
 use serde::Serialize;
 
 use crate::record::StoredRecord;
@@ -80,16 +78,79 @@ fn query_pairs(query: Option<&str>) -> impl Iterator<Item = (&str, &str)> {
         .map(|piece| piece.split_once('=').unwrap_or((piece, "")))
 }
 
+/// The property names a listed page is reduced to before it crosses into Rust: each key's
+/// metadata and the record's fields (`JSON.stringify`'s replacer list applies at every
+/// level), so that no key name or expiration is copied or parsed.
+pub const LISTED_FIELDS: [&str; 7] = [
+    "metadata",
+    "protocol_version",
+    "daemon_version",
+    "platform",
+    "node_version",
+    "primary_framework",
+    "first_seen_at",
+];
+
+/// A week's sessions counted by value along one dimension, in order of value. A sorted list
+/// rather than a map: a dimension has few values, and the Worker's bundle then carries no
+/// B-tree code (about 7 KB of it).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tally(Vec<(String, u64)>);
+
+impl Tally {
+    /// Counts `sessions` more under `value`.
+    pub fn add(&mut self, value: &str, sessions: u64) {
+        match self
+            .0
+            .binary_search_by(|(known, _)| known.as_str().cmp(value))
+        {
+            Ok(at) => {
+                if let Some((_, count)) = self.0.get_mut(at) {
+                    *count += sessions;
+                }
+            }
+            Err(at) => self.0.insert(at, (value.to_owned(), sessions)),
+        }
+    }
+
+    /// The values and their sessions, in order of value.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, u64)> {
+        self.0
+            .iter()
+            .map(|(value, sessions)| (value.as_str(), *sessions))
+    }
+}
+
+/// Adds one KV `list` page to a week's tally along `dimension`. `keys_json` is the page's
+/// keys as JSON with only their metadata (`JSON.stringify(page.keys, LISTED_FIELDS)`): each
+/// key carries its record as metadata, as the Worker and `export-kv` write it. A key without a record is an error: a namespace
+/// holding one was written by something else, and a count that skipped it would be wrong.
+pub fn tally_listed_keys(
+    keys_json: &str,
+    dimension: Dimension,
+    tally: &mut Tally,
+) -> Result<(), String> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct ListedKey {
+        metadata: StoredRecord,
+    }
+    let keys: Vec<ListedKey> = serde_json::from_str(keys_json)
+        .map_err(|_| "a listed key without a record as its metadata".to_owned())?;
+    for key in &keys {
+        tally.add(dimension.value_of(&key.metadata), 1);
+    }
+    Ok(())
+}
+
 /// A week's tally along `dimension` from its records: value → sessions.
 pub fn tally<'a>(
     records: impl IntoIterator<Item = &'a StoredRecord>,
     dimension: Dimension,
-) -> BTreeMap<String, u64> {
-    let mut tally = BTreeMap::new();
+) -> Tally {
+    let mut tally = Tally::default();
     for record in records {
-        *tally
-            .entry(dimension.value_of(record).to_owned())
-            .or_default() += 1;
+        tally.add(dimension.value_of(record), 1);
     }
     tally
 }
@@ -126,9 +187,14 @@ impl Dimension {
 
     /// Exactly one of the names, case and all.
     pub fn parse(name: &str) -> Option<Self> {
-        Self::ALL
-            .into_iter()
-            .find(|dimension| dimension.name() == name)
+        match name {
+            "platform" => Some(Self::Platform),
+            "primary_framework" => Some(Self::PrimaryFramework),
+            "daemon_version" => Some(Self::DaemonVersion),
+            "protocol_version" => Some(Self::ProtocolVersion),
+            "node_major" => Some(Self::NodeMajor),
+            _ => None,
+        }
     }
 
     /// The record's value along this dimension.
@@ -205,6 +271,31 @@ impl RecordChange {
     }
 }
 
+/// [`RecordChange`] on records as stores keep them, the core's JSON text: what to write
+/// over `stored` (`None` for a new session), if anything. Both texts come from the same
+/// serialisation, fields in one order, so they differ exactly where a field does, and this
+/// works on the text alone (the Worker's bundle carries no second copy of the record's
+/// serde code; Redis's script does the same in Lua). A record without a `first_seen_at`
+/// (none this version writes) is replaced whole.
+pub fn record_to_write(stored: Option<&str>, incoming: &str) -> Option<String> {
+    let Some(stored) = stored else {
+        return Some(incoming.to_owned());
+    };
+    let (Some(first), Some(now)) = (first_seen_of(stored), first_seen_of(incoming)) else {
+        return Some(incoming.to_owned());
+    };
+    let kept = incoming.replacen(now, first, 1);
+    (kept != stored).then_some(kept)
+}
+
+/// The `"first_seen_at":"…"` member of a record's JSON text.
+fn first_seen_of(record: &str) -> Option<&str> {
+    const NAME: &str = "\"first_seen_at\":\"";
+    let start = record.find(NAME)?;
+    let end = start + NAME.len() + record.get(start + NAME.len()..)?.find('"')? + 1;
+    record.get(start..end)
+}
+
 /// A breakdown's answer: every value held by at least `min_sessions` sessions, the rest
 /// summed into `withheld_sessions`, so that a rare version cannot single out one install
 /// base, and `sum(counts) + withheld_sessions == weekly_active_sessions`.
@@ -213,29 +304,30 @@ pub struct Breakdown {
     pub week: IsoWeek,
     pub weekly_active_sessions: u64,
     pub by: &'static str,
-    pub counts: BTreeMap<String, u64>,
+    /// Value → sessions, in order of value; a JSON object.
+    #[serde(serialize_with = "as_object")]
+    pub counts: Vec<(String, u64)>,
     pub withheld_sessions: u64,
 }
 
+fn as_object<S: serde::Serializer>(counts: &[(String, u64)], to: S) -> Result<S::Ok, S::Error> {
+    to.collect_map(counts.iter().map(|(value, sessions)| (value, sessions)))
+}
+
 impl Breakdown {
-    /// From a week's tally along `dimension` (value → sessions), under the floor.
-    pub fn new(
-        week: IsoWeek,
-        dimension: Dimension,
-        tally: impl IntoIterator<Item = (String, u64)>,
-        min_sessions: u64,
-    ) -> Self {
+    /// From a week's tally along `dimension`, under the floor.
+    pub fn new(week: IsoWeek, dimension: Dimension, tally: Tally, min_sessions: u64) -> Self {
         let mut breakdown = Self {
             week,
             weekly_active_sessions: 0,
             by: dimension.name(),
-            counts: BTreeMap::new(),
+            counts: Vec::new(),
             withheld_sessions: 0,
         };
-        for (value, sessions) in tally.into_iter().filter(|(_, sessions)| *sessions > 0) {
+        for (value, sessions) in tally.0.into_iter().filter(|(_, sessions)| *sessions > 0) {
             breakdown.weekly_active_sessions += sessions;
             if sessions >= min_sessions {
-                *breakdown.counts.entry(value).or_default() += sessions;
+                breakdown.counts.push((value, sessions));
             } else {
                 breakdown.withheld_sessions += sessions;
             }
@@ -472,6 +564,19 @@ mod tests {
     }
 
     #[test]
+    fn a_listed_page_adds_to_the_tally_and_a_key_without_a_record_is_an_error() {
+        let record = serde_json::to_string(&record("1.0.0", "v20.1.0", "x")).unwrap();
+        let page = format!(r#"[{{"metadata":{record}}},{{"metadata":{record}}}]"#);
+        let mut tally = Tally::default();
+        tally_listed_keys(&page, Dimension::NodeMajor, &mut tally).unwrap();
+        tally_listed_keys(&page, Dimension::NodeMajor, &mut tally).unwrap();
+        assert_eq!(tally.iter().collect::<Vec<_>>(), [("20", 4)]);
+        let mut tally = Tally::default();
+        let foreign = r#"[{}]"#;
+        assert!(tally_listed_keys(foreign, Dimension::Platform, &mut tally).is_err());
+    }
+
+    #[test]
     fn a_tally_counts_each_record_once_under_its_value() {
         let records = [
             record("1.0.0", "v20.11.1", "x"),
@@ -479,12 +584,15 @@ mod tests {
             record("1.1.0", "v20.1.0", "x"),
         ];
         let by_node = tally(&records, Dimension::NodeMajor);
-        assert_eq!(
-            by_node.into_iter().collect::<Vec<_>>(),
-            [("18".into(), 1), ("20".into(), 2)]
-        );
+        assert_eq!(by_node.iter().collect::<Vec<_>>(), [("18", 1), ("20", 2)]);
         let plain = weekly_active_response(week("2026-W48"), 3, Format::Csv);
         assert_eq!(plain.body, "week,weekly_active_sessions\r\n2026-W48,3\r\n");
+    }
+
+    #[test]
+    fn the_range_message_names_the_longest_series() {
+        let weeks = format!("at most {MAX_SERIES_WEEKS} weeks");
+        assert!(Rejection::InvalidRange.message().contains(&weeks));
     }
 
     #[test]
@@ -546,15 +654,50 @@ mod tests {
     }
 
     #[test]
+    fn a_stored_record_is_rewritten_only_for_a_change_and_keeps_its_first_day() {
+        let text = |record: &StoredRecord| serde_json::to_string(record).unwrap();
+        let first = text(&record("1.0.0", "v20.11.1", "2026-11-23T00:00:00Z"));
+        let same = text(&record("1.0.0", "v20.11.1", "2026-11-24T00:00:00Z"));
+        let upgraded = text(&record("1.1.0", "v20.11.1", "2026-11-24T00:00:00Z"));
+        assert_eq!(record_to_write(None, &first), Some(first.clone()));
+        assert_eq!(record_to_write(Some(&first), &same), None);
+        let written = record_to_write(Some(&first), &upgraded).unwrap();
+        assert_eq!(written, upgraded.replace("2026-11-24", "2026-11-23"));
+        assert_eq!(record_to_write(Some("{}"), &same), Some(same.clone()));
+    }
+
+    proptest::proptest! {
+        /// The text rule stores run is the typed rule, on any pair of records.
+        #[test]
+        fn the_text_rule_is_record_change(
+            a in 0usize..3, b in 0usize..3, c in 0usize..3, d in 0usize..3,
+        ) {
+            let versions = ["1.0.0", "1.1.0", "2.0.0-rc.1"];
+            let days = ["2026-11-23T00:00:00Z", "2026-11-24T00:00:00Z", "2026-11-25T00:00:00Z"];
+            let before = record(versions[a], "v20.1.0", days[b]);
+            let incoming = record(versions[c], "v20.1.0", days[d]);
+            let text = |r: &StoredRecord| serde_json::to_string(r).unwrap();
+            let typed = RecordChange::of(Some(before.clone()), incoming.clone());
+            proptest::prop_assert_eq!(
+                record_to_write(Some(&text(&before)), &text(&incoming)),
+                typed.to_write().map(text)
+            );
+        }
+    }
+
+    #[test]
     fn a_breakdown_withholds_rare_values_and_still_adds_up() {
-        let tally = [
-            ("1.0.0", 7),
+        let mut tally = Tally::default();
+        for (value, sessions) in [
             ("1.1.0", 5),
+            ("1.0.0", 7),
             ("0.9.0-acme.1", 1),
             ("0.8.0", 4),
-            ("0.7.0", 0),
-        ];
-        let tally = tally.map(|(value, sessions)| (value.to_owned(), sessions));
+        ] {
+            tally.add(value, sessions);
+        }
+        tally.add("0.7.0", 0);
+        tally.add("1.1.0", 0);
         let breakdown = Breakdown::new(week("2026-W48"), Dimension::DaemonVersion, tally, 5);
         let shown: Vec<_> = breakdown
             .counts
@@ -620,6 +763,9 @@ mod tests {
             (Some("application/json;q=0.9, text/csv"), Format::Csv),
             (Some("text/csv;q=0"), Format::Json),
             (Some("text/csv; q=0.0"), Format::Json),
+            (Some("text/csv;Q=0.000"), Format::Json),
+            (Some("text/csv;q=0.5"), Format::Csv),
+            (Some("text/csv;q=1"), Format::Csv),
             (Some("text/csvx"), Format::Json),
         ];
         for (accept, format) in cases {

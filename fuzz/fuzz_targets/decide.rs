@@ -56,16 +56,23 @@ fuzz_target!(|input: &[u8]| {
                     by: Some(by),
                     format,
                 } => {
-                    let tally = body
-                        .iter()
-                        .map(|byte| (format!("v{}", byte % 7), u64::from(*byte)));
+                    let mut tally = telemetry_core::readout::Tally::default();
+                    for byte in body {
+                        tally.add(&format!("v{}", byte % 7), u64::from(*byte));
+                    }
                     let breakdown = Breakdown::new(week, by, tally, 5);
-                    let shown: u64 = breakdown.counts.values().sum();
+                    let shown: u64 = breakdown.counts.iter().map(|(_, n)| n).sum();
                     assert_eq!(
                         shown + breakdown.withheld_sessions,
                         breakdown.weekly_active_sessions
                     );
-                    assert!(breakdown.counts.values().all(|count| *count >= 5));
+                    assert!(breakdown.counts.iter().all(|(_, count)| *count >= 5));
+                    assert!(
+                        breakdown
+                            .counts
+                            .windows(2)
+                            .all(|pair| pair[0].0 < pair[1].0)
+                    );
                     breakdown.into_response(format)
                 }
                 Readout::Series { weeks, format } => {

@@ -5,10 +5,9 @@
 mod redis;
 mod sqlite;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use telemetry_core::readout::tally;
+use telemetry_core::readout::{Tally, tally};
 use telemetry_core::{Dimension, IsoWeek, SessionId, SessionWrite, StoredRecord};
 
 pub use self::redis::RedisStore;
@@ -114,7 +113,7 @@ impl Store {
         &self,
         week: IsoWeek,
         dimension: Dimension,
-    ) -> Result<BTreeMap<String, u64>, StoreError> {
+    ) -> Result<Tally, StoreError> {
         let live = self.records_of_week(week).await?;
         let records = live
             .iter()

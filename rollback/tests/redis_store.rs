@@ -121,3 +121,56 @@ async fn a_later_write_never_extends_the_weeks_life_and_a_deletion_reaches_every
     assert_eq!(store.count_week(w49).await.unwrap(), 0);
     assert_eq!(store.delete_session(session_a).await.unwrap(), 0);
 }
+
+fn record(daemon_version: &str, first_seen_at: &str) -> String {
+    format!(
+        r#"{{"protocol_version":"1.0.0","daemon_version":"{daemon_version}","platform":"linux","node_version":"v20.11.1","primary_framework":"react","first_seen_at":"{first_seen_at}"}}"#
+    )
+}
+
+/// How many `HSET`s the server has run, scripts' included.
+fn hset_calls(redis_server: &RedisServer) -> u64 {
+    let stats: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut redis_server.connection())
+        .unwrap();
+    stats
+        .lines()
+        .find_map(|line| line.strip_prefix("cmdstat_hset:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |calls| calls.parse().unwrap())
+}
+
+#[tokio::test]
+async fn a_repeat_keeps_its_first_day_and_an_unchanged_one_writes_nothing() {
+    let redis_server = RedisServer::start(&scratch_dir("redis-repeats"));
+    let store = Store::open(&StoreUrl::parse(&redis_server.url()).unwrap())
+        .await
+        .unwrap();
+    let stored = || -> String {
+        redis::cmd("HGET")
+            .arg("sessions:2026-W48")
+            .arg("session-a")
+            .query(&mut redis_server.connection())
+            .unwrap()
+    };
+    let ping = |daemon_version: &str, day: &str| {
+        write("2026-W48", "session-a", &record(daemon_version, day))
+    };
+    let first = ping("1.0.0", "2026-11-23T00:00:00Z");
+    store.write_batch(Arc::new([first]), 600).await.unwrap();
+    let writes = hset_calls(&redis_server);
+    assert!(writes >= 1);
+    let same = ping("1.0.0", "2026-11-24T00:00:00Z");
+    store.write_batch(Arc::new([same]), 600).await.unwrap();
+    assert_eq!(stored(), record("1.0.0", "2026-11-23T00:00:00Z"));
+    assert_eq!(
+        hset_calls(&redis_server),
+        writes,
+        "an unchanged repeat wrote"
+    );
+    let upgraded = ping("1.1.0", "2026-11-24T00:00:00Z");
+    store.write_batch(Arc::new([upgraded]), 600).await.unwrap();
+    assert_eq!(stored(), record("1.1.0", "2026-11-23T00:00:00Z"));
+    assert_eq!(hset_calls(&redis_server), writes + 1);
+}

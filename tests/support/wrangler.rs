@@ -220,6 +220,13 @@ impl Drop for Wrangler {
 
 /// Runs a `wrangler kv …` command on the Worker's local KV and parses what it prints.
 pub fn wrangler_json(worker: &Wrangler, args: &[&str]) -> serde_json::Value {
+    let stdout = wrangler_kv(worker, args);
+    serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("wrangler {args:?} printed no JSON ({e}): {stdout}"))
+}
+
+/// Runs a `wrangler kv …` command on the Worker's local KV; what it printed.
+pub fn wrangler_kv(worker: &Wrangler, args: &[&str]) -> String {
     let output = Command::new(wrangler_bin())
         .current_dir(root())
         .args(args)
@@ -228,12 +235,10 @@ pub fn wrangler_json(worker: &Wrangler, args: &[&str]) -> serde_json::Value {
         .env("WRANGLER_SEND_METRICS", "false")
         .output()
         .expect("run wrangler kv");
-    let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
         "wrangler {args:?} failed: {}",
         String::from_utf8_lossy(&output.stderr)
     );
-    serde_json::from_str(&stdout)
-        .unwrap_or_else(|e| panic!("wrangler {args:?} printed no JSON ({e}): {stdout}"))
+    String::from_utf8_lossy(&output.stdout).into_owned()
 }

@@ -54,6 +54,31 @@ fn week_key(week: IsoWeek) -> String {
     format!("sessions:{week}")
 }
 
+/// Writes one week's records (`KEYS[1]`, then session id and record pairs): a new session
+/// as sent; a repeat only when a field changed, keeping the stored `first_seen_at`, so an
+/// unchanged repeat writes nothing. The rule is `telemetry_core::readout::RecordChange`'s,
+/// here on the records' text: every record is the core's serialisation, fields in one order,
+/// so two records differ exactly when a field does. Returns how many it wrote.
+const WRITE_WEEK: &str = r#"
+local written = 0
+for i = 1, #ARGV, 2 do
+  local id, record = ARGV[i], ARGV[i + 1]
+  local before = redis.call('HGET', KEYS[1], id)
+  if before then
+    local first = string.match(before, '"first_seen_at":"([^"]*)"')
+    if first then
+      local kept = '"first_seen_at":"' .. string.gsub(first, '%%', '%%%%') .. '"'
+      record = (string.gsub(record, '"first_seen_at":"[^"]*"', kept, 1))
+    end
+  end
+  if record ~= before then
+    redis.call('HSET', KEYS[1], id, record)
+    written = written + 1
+  end
+end
+return written
+"#;
+
 impl RedisStore {
     /// Connects and checks with `PING`. The connection reconnects by itself afterwards.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
@@ -92,8 +117,8 @@ impl RedisStore {
     ) -> Result<(), StoreError> {
         let mut pipe = redis::pipe();
         pipe.atomic();
-        // One HSET per week in the batch (a batch is almost always one week): a repeat within
-        // the batch is a later field of the same command, and the later value wins.
+        // One script per week in the batch (a batch is almost always one week); a repeat
+        // within the batch sees the write of the one before it.
         for run in batch.chunk_by(|a, b| a.week == b.week) {
             let Some(first) = run.first() else { continue };
             let key = week_key(first.week);
@@ -101,7 +126,12 @@ impl RedisStore {
                 .iter()
                 .map(|write| (write.session_id.as_str(), write.record_json.as_str()))
                 .collect();
-            pipe.cmd("HSET").arg(&key).arg(&fields).ignore();
+            pipe.cmd("EVAL")
+                .arg(WRITE_WEEK)
+                .arg(1)
+                .arg(&key)
+                .arg(&fields)
+                .ignore();
             // NX: only a week's first write sets it, so no later record extends the hash's
             // life, and with it the life of the week's earlier records, past their TTL.
             pipe.cmd("EXPIREAT")

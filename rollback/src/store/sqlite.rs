@@ -9,6 +9,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+use telemetry_core::readout::record_to_write;
 use telemetry_core::{IsoWeek, SessionId, SessionWrite, expires_at};
 
 use super::{LiveRecord, StoreError};
@@ -427,6 +428,9 @@ fn write_rows(
             "INSERT INTO sessions (week, arrival, session_id, record, expires_at)
              VALUES (?1, ?2, ?3, ?4, ?5)",
         )?;
+        let mut stored = transaction.prepare_cached(
+            "SELECT record FROM sessions WHERE week = ?1 AND arrival = ?2 AND session_id = ?3",
+        )?;
         let mut overwrite = transaction.prepare_cached(
             "UPDATE sessions SET record = ?4, expires_at = ?5
              WHERE week = ?1 AND arrival = ?2 AND session_id = ?3",
@@ -450,20 +454,23 @@ fn write_rows(
                     std::thread::yield_now();
                 }
                 let session_id = write.session_id.as_str();
-                let (statement, arrival) = match week.place(session_id) {
+                let (statement, arrival, record) = match week.place(session_id) {
                     Row::New(arrival) => {
                         new_rows += 1;
-                        (&mut insert, arrival)
+                        (&mut insert, arrival, write.record_json.clone())
                     }
-                    Row::Existing(arrival) => (&mut overwrite, arrival),
+                    Row::Existing(arrival) => {
+                        // A repeat keeps the first ping's day and writes only what changed.
+                        let before: String = stored
+                            .query_row(params![week_text, arrival, session_id], |row| row.get(0))?;
+                        match record_to_write(Some(&before), &write.record_json) {
+                            Some(after) => (&mut overwrite, arrival, after),
+                            None => continue,
+                        }
+                    }
                 };
-                let changed = statement.execute(params![
-                    week_text,
-                    arrival,
-                    session_id,
-                    write.record_json,
-                    expires_at
-                ])?;
+                let changed = statement
+                    .execute(params![week_text, arrival, session_id, record, expires_at])?;
                 if changed != 1 {
                     return Err(rusqlite::Error::StatementChangedRows(changed));
                 }
@@ -499,6 +506,56 @@ mod tests {
     async fn write_all(store: &SqliteStore, writes: &[(&str, &str)], ttl_seconds: u64) {
         let batch: Arc<[SessionWrite]> = writes.iter().map(|(week, id)| write(week, id)).collect();
         store.write_batch(batch, ttl_seconds).await.unwrap();
+    }
+
+    fn record(daemon_version: &str, first_seen_at: &str) -> String {
+        format!(
+            r#"{{"protocol_version":"1.0.0","daemon_version":"{daemon_version}","platform":"linux","node_version":"v20.11.1","primary_framework":"react","first_seen_at":"{first_seen_at}"}}"#
+        )
+    }
+
+    #[tokio::test]
+    async fn a_repeat_keeps_its_first_day_and_an_unchanged_one_writes_nothing() {
+        let path = scratch_file("repeats");
+        let store = SqliteStore::open(&path).unwrap();
+        let stored = || -> (String, i64) {
+            Connection::open(&path)
+                .unwrap()
+                .query_row("SELECT record, expires_at FROM sessions", [], |row| {
+                    Ok((row.get(0)?, row.get(1)?))
+                })
+                .unwrap()
+        };
+        let ping = |daemon_version: &str, day: &str| SessionWrite {
+            record_json: record(daemon_version, day),
+            ..write("2026-W48", "session-a")
+        };
+        let first = ping("1.0.0", "2026-11-23T00:00:00Z");
+        store
+            .write_batch_expiring(Arc::new([first]), 4_000_000_000)
+            .await
+            .unwrap();
+        // The same record a day later: nothing is written, not even the later expiry.
+        let same = ping("1.0.0", "2026-11-24T00:00:00Z");
+        store
+            .write_batch_expiring(Arc::new([same]), 4_000_086_400)
+            .await
+            .unwrap();
+        assert_eq!(
+            stored(),
+            (record("1.0.0", "2026-11-23T00:00:00Z"), 4_000_000_000)
+        );
+        // An upgrade is written, with the first ping's day.
+        let upgraded = ping("1.1.0", "2026-11-24T00:00:00Z");
+        store
+            .write_batch_expiring(Arc::new([upgraded]), 4_000_086_400)
+            .await
+            .unwrap();
+        assert_eq!(
+            stored(),
+            (record("1.1.0", "2026-11-23T00:00:00Z"), 4_000_086_400)
+        );
+        assert_count_is_exact(&store, &path, "2026-W48").await;
     }
 
     /// Every row of the file as (week, session id, record), sorted, read with plain SQL.
