@@ -124,13 +124,23 @@ async function session(request: Request, env: Env, ctx: ExecutionContext): Promi
     return error(429, "too_many_requests", "slow down", { "retry-after": "60" });
   }
   const { session_id, ...fields } = ping.data;
-  const record = { ...fields, first_seen_at: new Date(now).toISOString() };
+  const record = { ...fields, first_seen_at: new Date(now).toISOString().slice(0, 10) + "T00:00:00Z" };
   const week = isoWeek(new Date(now));
-  ctx.waitUntil(
-    env.SESSIONS.put(`session:${week}:${session_id}`, JSON.stringify(record), {
+  const key = `session:${week}:${session_id}`;
+  // A repeat keeps the first ping's day and writes only when a field changed.
+  const write = async () => {
+    const stored = await env.SESSIONS.get<typeof record>(key, "json");
+    if (stored) {
+      record.first_seen_at = stored.first_seen_at;
+      if (JSON.stringify(stored) === JSON.stringify(record)) return;
+    }
+    await env.SESSIONS.put(key, JSON.stringify(record), {
       expirationTtl: Number(env.SESSION_TTL_SECONDS ?? 7_257_600),
       metadata: record,
-    }).catch((e) => console.log(JSON.stringify({ event: "store_failure", operation: "put", error: String(e) }))),
+    });
+  };
+  ctx.waitUntil(
+    write().catch((e) => console.log(JSON.stringify({ event: "store_failure", operation: "put", error: String(e) }))),
   );
   const response = new Response(null, { status: 204, headers: SECURITY_HEADERS });
   return { response, outcome: "accepted", week, bodyBytes: body.length };
