@@ -1,6 +1,7 @@
 //! How the store's costs grow with the week: fills a week to 1k, 10k, 100k and 1M sessions in
 //! batches like the writer's, timing the writes and the count (median of 21), then times
-//! repeat pings of random earlier sessions. Used by `scripts/bench.sh`:
+//! repeat pings of random earlier sessions: unchanged ones (which write nothing) and ones
+//! with a changed field (which rewrite their record). Used by `scripts/bench.sh`:
 //! `cargo run --release -p rollback --example readout_growth -- STORE_URL`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
@@ -16,6 +17,8 @@ const SIZES: [usize; 4] = [1_000, 10_000, 100_000, 1_000_000];
 const BATCH: usize = 1_000;
 const REPEATS: usize = 100_000;
 const RECORD: &str = r#"{"protocol_version":"1.0.0","daemon_version":"0.9.3","platform":"linux","node_version":"v20.11.1","primary_framework":"react","first_seen_at":"2026-11-23T00:00:00Z"}"#;
+/// The same session a day later on a new daemon: a changed field.
+const UPGRADED: &str = r#"{"protocol_version":"1.0.0","daemon_version":"1.0.0","platform":"linux","node_version":"v20.11.1","primary_framework":"react","first_seen_at":"2026-11-24T00:00:00Z"}"#;
 
 #[tokio::main]
 async fn main() {
@@ -65,30 +68,39 @@ async fn main() {
             ms(times[19])
         );
     }
-    // Repeats overwrite rows spread over the whole week.
+    // Repeats of sessions spread over the whole week: unchanged, then upgraded.
     let repeats: Vec<String> = (0..REPEATS)
         .map(|_| ids[(next_random() % ids.len() as u64) as usize].clone())
         .collect();
-    let started = Instant::now();
-    for chunk in repeats.chunks(BATCH) {
-        write(&store, week, chunk).await;
-    }
-    let per_repeat = started.elapsed() / u32::try_from(REPEATS).unwrap();
-    assert_eq!(store.count_week(week).await.unwrap(), filled as u64);
     println!();
-    println!(
-        "{REPEATS} repeat pings of random sessions of that week: {:.1} µs each.",
-        micros(per_repeat)
-    );
+    for (what, record) in [
+        ("unchanged (nothing written)", RECORD),
+        ("with a changed field", UPGRADED),
+    ] {
+        let started = Instant::now();
+        for chunk in repeats.chunks(BATCH) {
+            write_records(&store, week, chunk, record).await;
+        }
+        let per_repeat = started.elapsed() / u32::try_from(REPEATS).unwrap();
+        assert_eq!(store.count_week(week).await.unwrap(), filled as u64);
+        println!(
+            "{REPEATS} repeat pings of random sessions of that week, {what}: {:.1} µs each.",
+            micros(per_repeat)
+        );
+    }
 }
 
 async fn write(store: &Store, week: IsoWeek, ids: &[String]) {
+    write_records(store, week, ids, RECORD).await;
+}
+
+async fn write_records(store: &Store, week: IsoWeek, ids: &[String], record: &str) {
     let batch: Arc<[SessionWrite]> = ids
         .iter()
         .map(|id| SessionWrite {
             week,
             session_id: SessionId::parse(id).unwrap(),
-            record_json: RECORD.to_owned(),
+            record_json: record.to_owned(),
         })
         .collect();
     store.write_batch(batch, 3600).await.unwrap();
