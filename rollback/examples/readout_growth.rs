@@ -1,5 +1,6 @@
 //! How the store's costs grow with the week: fills a week to 1k, 10k, 100k and 1M sessions in
-//! batches like the writer's, timing the writes and the count (median of 21), then times
+//! batches like the writer's, timing the writes, the count (median of 21) and a breakdown
+//! (median of 5), then times
 //! repeat pings of random earlier sessions: unchanged ones (which write nothing) and ones
 //! with a changed field (which rewrite their record). Used by `scripts/bench.sh`:
 //! `cargo run --release -p rollback --example readout_growth -- STORE_URL`.
@@ -10,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rollback::store::{Store, StoreUrl};
-use telemetry_core::{IsoWeek, SessionId, SessionWrite};
+use telemetry_core::{Dimension, IsoWeek, SessionId, SessionWrite};
 
 const SIZES: [usize; 4] = [1_000, 10_000, 100_000, 1_000_000];
 /// About what the writer commits at a time under heavy load (its batches fill for 10 ms).
@@ -41,9 +42,9 @@ async fn main() {
         .collect();
     let mut filled = 0;
     println!(
-        "| sessions in the week | writing them, per new session | readout median | readout p95 |"
+        "| sessions in the week | writing them, per new session | readout median | readout p95 | breakdown (`?by=daemon_version`) median |"
     );
-    println!("|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|");
     for size in SIZES {
         let started = Instant::now();
         let written = size - filled;
@@ -61,11 +62,24 @@ async fn main() {
             assert_eq!(count, size as u64);
         }
         times.sort();
+        // A breakdown reads the week's records (no tallies yet: issue 9), so fewer runs.
+        let mut breakdowns: Vec<Duration> = Vec::with_capacity(5);
+        for _ in 0..5 {
+            let started = Instant::now();
+            let tally = store
+                .tally_week(week, Dimension::DaemonVersion)
+                .await
+                .unwrap();
+            breakdowns.push(started.elapsed());
+            assert_eq!(tally.iter().map(|(_, n)| n).sum::<u64>(), size as u64);
+        }
+        breakdowns.sort();
         println!(
-            "| {size} | {:.1} µs | {:.3} ms | {:.3} ms |",
+            "| {size} | {:.1} µs | {:.3} ms | {:.3} ms | {:.1} ms |",
             micros(per_write),
             ms(times[10]),
-            ms(times[19])
+            ms(times[19]),
+            ms(breakdowns[2])
         );
     }
     // Repeats of sessions spread over the whole week: unchanged, then upgraded.
