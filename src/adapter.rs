@@ -17,7 +17,7 @@ use telemetry_core::event::{
 use telemetry_core::limits::MAX_DISCARDED_BYTES;
 use telemetry_core::{
     AbuseLimiter, Breakdown, CappedBody, Config, Next, Readout, Rejection, RequestHead, Response,
-    Route, Series, SessionWrite, decide_ping, path_of_url, query_of_url, route,
+    Route, SessionWrite, decide_ping, path_of_url, query_of_url, route, series_response,
     utc_from_unix_millis, weekly_active_response,
 };
 use time::OffsetDateTime;
@@ -236,16 +236,14 @@ async fn answer_readout(env: &Env, isolate: &Isolate, readout: Readout) -> Handl
                 Breakdown::new(week, dimension, tally, floor).into_response(format)
             }),
             Readout::Series { weeks, format } => {
-                let mut counts = Vec::with_capacity(weeks.len());
-                for &week in &weeks {
-                    counts.push(sessions.count_week(week).await);
+                async {
+                    let mut counts = Vec::with_capacity(weeks.len());
+                    for &week in &weeks {
+                        counts.push(sessions.count_week(week).await?);
+                    }
+                    Some(series_response(&weeks, &counts, format))
                 }
-                let counts: Option<Vec<u64>> = counts.into_iter().collect();
-                counts.and_then(|counts| {
-                    let mut counts = counts.into_iter();
-                    Series::new(&weeks, |_| counts.next().unwrap_or(0))
-                        .map(|series| series.into_response(format))
-                })
+                .await
             }
         },
     };

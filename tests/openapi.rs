@@ -18,7 +18,7 @@ use telemetry_core::limits::{MAX_VERSION_CHARS, SESSION_ID_CHARS};
 use telemetry_core::ping::{FIELDS, Framework, Platform};
 use telemetry_core::{
     AbuseLimiter, Breakdown, Dimension, Format, IsoWeek, Next, ReadToken, Rejection, RequestHead,
-    Series, decide_ping, parse_ping, route, utc_from_unix_millis, weekly_active_response,
+    decide_ping, parse_ping, route, series_response, utc_from_unix_millis, weekly_active_response,
 };
 
 fn document() -> Value {
@@ -246,57 +246,58 @@ fn every_status_the_core_decides_on_a_route_is_documented() {
         Rejection::StoreUnavailable.status(),
         Rejection::Internal.status(),
     ]);
-    for (authorization, token) in [
-        (Some("Bearer t"), token.as_ref()),
-        (Some("Bearer wrong"), token.as_ref()),
-        (None, token.as_ref()),
-        (Some("Bearer t"), None),
-    ] {
-        for path in ["/v1/wau/2026-W48", "/v1/wau/2025-W53", "/v1/wau/x"] {
-            for query in [None, Some("by=platform"), Some("by=x")] {
-                let asked = RequestHead {
-                    authorization,
-                    query,
-                    ..head("GET", path)
-                };
-                answers.extend(decided_from_head(&asked, token));
-            }
-        }
-    }
+    answers.extend(readout_statuses(
+        &["/v1/wau/2026-W48", "/v1/wau/2025-W53", "/v1/wau/x"],
+        &[None, Some("by=platform"), Some("by=x")],
+    ));
     assert_eq!(answers, BTreeSet::from([200, 400, 401, 404, 500, 503]));
     assert!(answers.is_subset(&documented_statuses(&document, "/v1/wau/{week}", "get")));
 
     let mut series = BTreeSet::from([
-        Series::new(&[week], |_| 3)
-            .unwrap()
-            .into_response(Format::Json)
-            .status,
+        series_response(&[week], &[3], Format::Json).status,
         Rejection::StoreUnavailable.status(),
         Rejection::Internal.status(),
     ]);
-    for (authorization, token) in [
-        (Some("Bearer t"), token.as_ref()),
-        (None, token.as_ref()),
-        (Some("Bearer t"), None),
-    ] {
-        let spans = [
-            "from=2026-W40&to=2026-W48",
-            "from=2026-W48&to=2026-W40",
-            "from=x&to=y",
-        ];
-        for query in spans.into_iter().map(Some).chain([None]) {
-            let asked = RequestHead {
-                authorization,
-                query,
-                ..head("GET", "/v1/wau")
-            };
-            series.extend(decided_from_head(&asked, token));
-        }
-    }
+    series.extend(readout_statuses(
+        &["/v1/wau"],
+        &[
+            Some("from=2026-W40&to=2026-W48"),
+            Some("from=2026-W48&to=2026-W40"),
+            Some("from=x&to=y"),
+            None,
+        ],
+    ));
     assert_eq!(series, BTreeSet::from([200, 400, 401, 404, 500, 503]));
     assert!(series.is_subset(&documented_statuses(&document, "/v1/wau", "get")));
     let health = decided_from_head(&head("GET", "/healthz"), None).unwrap();
     assert!(documented_statuses(&document, "/healthz", "get").contains(&health));
+}
+
+/// What the core decides from the head for a `GET` of each path and query, with the right
+/// token, a wrong one, none, and no token configured.
+fn readout_statuses(paths: &[&str], queries: &[Option<&str>]) -> BTreeSet<u16> {
+    let configured = ReadToken::from_configured(Some("t"));
+    let mut statuses = BTreeSet::new();
+    for (authorization, token) in [
+        (Some("Bearer t"), configured.as_ref()),
+        (Some("Bearer wrong"), configured.as_ref()),
+        (None, configured.as_ref()),
+        (Some("Bearer t"), None),
+    ] {
+        for &path in paths {
+            for &query in queries {
+                let asked = RequestHead {
+                    method: "GET",
+                    path,
+                    authorization,
+                    query,
+                    ..RequestHead::default()
+                };
+                statuses.extend(decided_from_head(&asked, token));
+            }
+        }
+    }
+    statuses
 }
 
 /// Each path documents exactly the one method the core serves there: the one its 405 names

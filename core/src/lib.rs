@@ -33,7 +33,9 @@ pub use auth::ReadToken;
 pub use body::CappedBody;
 pub use config::Config;
 pub use ping::{SessionId, SessionPing, parse_ping};
-pub use readout::{Breakdown, Dimension, Format, Readout, Series, weekly_active_response};
+pub use readout::{
+    Breakdown, Dimension, Format, Readout, Series, series_response, weekly_active_response,
+};
 pub use record::{
     SessionWrite, StoredRecord, day_start, expires_at, parse_session_key, session_key,
     week_key_prefix,

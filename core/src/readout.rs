@@ -389,15 +389,20 @@ pub struct WeekCount {
 }
 
 impl Series {
-    /// From the weeks of [`series_weeks`] and a count for each (`count` answers 0 for a week
-    /// without data).
-    pub fn new(weeks: &[IsoWeek], mut count: impl FnMut(IsoWeek) -> u64) -> Option<Self> {
+    /// From the weeks of [`series_weeks`] and the count of each, in the same order (a store
+    /// counts 0 for a week without data). `None` unless there is one count per week and at
+    /// least one week.
+    pub fn new(weeks: &[IsoWeek], counts: &[u64]) -> Option<Self> {
         let (from, to) = (*weeks.first()?, *weeks.last()?);
+        if weeks.len() != counts.len() {
+            return None;
+        }
         let weeks = weeks
             .iter()
-            .map(|&week| WeekCount {
+            .zip(counts)
+            .map(|(&week, &weekly_active_sessions)| WeekCount {
                 week,
-                weekly_active_sessions: count(week),
+                weekly_active_sessions,
             })
             .collect();
         Some(Self { from, to, weeks })
@@ -430,6 +435,15 @@ pub fn weekly_active_response(week: IsoWeek, sessions: u64, format: Format) -> R
             let row = csv_row(&[&week.to_string(), &sessions.to_string()]);
             Response::csv(format!("week,weekly_active_sessions\r\n{row}"))
         }
+    }
+}
+
+/// A series' answer from the weeks of a [`Readout::Series`] and their counts, in order; a
+/// 500 if the counts do not match the weeks (an adapter's mistake, never the client's).
+pub fn series_response(weeks: &[IsoWeek], counts: &[u64], format: Format) -> Response {
+    match Series::new(weeks, counts) {
+        Some(series) => series.into_response(format),
+        None => Rejection::Internal.into_response(),
     }
 }
 
@@ -741,7 +755,9 @@ mod tests {
             series_weeks(week("2026-W02"), week("2026-W02")).map(|w| w.len()),
             Some(1)
         );
-        let series = Series::new(&weeks[..2], |w| u64::from(w == week("2026-W51")) * 9).unwrap();
+        assert_eq!(Series::new(&weeks[..2], &[0]), None);
+        assert_eq!(Series::new(&[], &[]), None);
+        let series = Series::new(&weeks[..2], &[0, 9]).unwrap();
         assert_eq!(
             series.clone().into_response(Format::Json).body,
             r#"{"from":"2026-W50","to":"2026-W51","weeks":[{"week":"2026-W50","weekly_active_sessions":0},{"week":"2026-W51","weekly_active_sessions":9}]}"#

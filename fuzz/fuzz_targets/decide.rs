@@ -8,8 +8,8 @@
 use libfuzzer_sys::fuzz_target;
 use telemetry_core::limits::MAX_BODY_BYTES;
 use telemetry_core::{
-    AbuseLimiter, Breakdown, CappedBody, Next, ReadToken, Readout, RequestHead, Series,
-    StoredRecord, decide_ping, path_of_url, query_of_url, route, utc_from_unix_millis,
+    AbuseLimiter, Breakdown, CappedBody, Next, ReadToken, Readout, RequestHead, StoredRecord,
+    decide_ping, path_of_url, query_of_url, route, series_response, utc_from_unix_millis,
     weekly_active_response,
 };
 
@@ -78,9 +78,7 @@ fuzz_target!(|input: &[u8]| {
                 Readout::Series { weeks, format } => {
                     assert!((1..=13).contains(&weeks.len()));
                     assert!(weeks.windows(2).all(|pair| pair[0].next() == Some(pair[1])));
-                    Series::new(&weeks, |_| sessions)
-                        .unwrap()
-                        .into_response(format)
+                    series_response(&weeks, &vec![sessions; weeks.len()], format)
                 }
             };
             assert_eq!(response.status, 200);

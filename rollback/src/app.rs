@@ -14,7 +14,7 @@ use futures_util::StreamExt;
 use telemetry_core::event::{Handled, LIMITED_BY_PROCESS, method_label, to_line};
 use telemetry_core::{
     AbuseLimiter, Breakdown, CappedBody, Config, Next, Readout, Rejection, RequestHead, Response,
-    Route, Series, decide_ping, route, utc_from_unix_millis, weekly_active_response,
+    Route, decide_ping, route, series_response, utc_from_unix_millis, weekly_active_response,
 };
 
 use crate::connection::Slot;
@@ -124,20 +124,14 @@ async fn answer_readout(state: &AppState, readout: Readout) -> Handled {
             Breakdown::new(week, dimension, tally, floor).into_response(format)
         }),
         Readout::Series { weeks, format } => {
-            let mut counts = Vec::with_capacity(weeks.len());
-            for &week in &weeks {
-                counts.push(state.store.count_week(week).await);
+            async {
+                let mut counts = Vec::with_capacity(weeks.len());
+                for &week in &weeks {
+                    counts.push(state.store.count_week(week).await?);
+                }
+                Ok(series_response(&weeks, &counts, format))
             }
-            counts
-                .into_iter()
-                .collect::<Result<Vec<u64>, _>>()
-                .map(|counts| {
-                    let mut counts = counts.into_iter();
-                    Series::new(&weeks, |_| counts.next().unwrap_or(0)).map_or_else(
-                        || Rejection::Internal.into_response(),
-                        |s| s.into_response(format),
-                    )
-                })
+            .await
         }
     };
     let response = answered.unwrap_or_else(|error| {
