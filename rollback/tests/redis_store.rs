@@ -40,7 +40,10 @@ async fn a_batch_with_repeats_and_two_weeks_keeps_one_latest_record_per_session(
         write("2026-W49", "session-c", "c"),
         write("2026-W49", "session-a", "a-next-week"),
     ]);
-    store.write_batch(batch, 600).await.unwrap();
+    // An expiry to the second: a 600 s TTL given as such is cut to the next day's start when
+    // written in the ten minutes before midnight UTC.
+    let expires_at = rollback::unix_now() + 600;
+    store.write_batch_expiring(batch, expires_at).await.unwrap();
 
     let mut connection = redis_server.connection();
     let mut hash = |week: &str| -> HashMap<String, String> {
@@ -92,7 +95,11 @@ async fn a_later_write_never_extends_the_weeks_life_and_a_deletion_reaches_every
         .unwrap();
     let w48 = IsoWeek::parse("2026-W48").unwrap();
     let first = Arc::new([write("2026-W48", "session-a", "a")]);
-    store.write_batch(first, 600).await.unwrap();
+    // To the second, as above: not a TTL that the last minutes before midnight cut.
+    store
+        .write_batch_expiring(first, rollback::unix_now() + 600)
+        .await
+        .unwrap();
     let set_by_first_write = expire_time(&redis_server, "2026-W48");
     // A later write with a far longer TTL (as after raising SESSION_TTL_SECONDS): without
     // NX it would carry session-a past the 600 s it was stored for.
