@@ -252,22 +252,57 @@ impl RecordChange {
             Self::Unchanged => None,
         }
     }
+}
 
-    /// How the week's tally along `dimension` moves: the value counted one more time, and
-    /// the one counted one less (a session counts once, under its latest record).
-    pub fn tally_moves(&self, dimension: Dimension) -> (Option<&str>, Option<&str>) {
-        match self {
-            Self::New(record) => (Some(dimension.value_of(record)), None),
-            Self::Changed { before, after } => {
-                let (old, new) = (dimension.value_of(before), dimension.value_of(after));
-                if old == new {
-                    (None, None)
-                } else {
-                    (Some(new), Some(old))
-                }
+/// How a week's tallies move as its records change, summed over any number of changes: the
+/// sessions each (dimension, value) gains or loses. A store that keeps tallies applies them
+/// with the records, in one transaction, so a breakdown reads a few rows at any week size.
+/// A list rather than a map: a batch moves few distinct values, and the Worker's bundle
+/// carries no hash map for it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TallyMoves(Vec<(Dimension, String, i64)>);
+
+impl TallyMoves {
+    /// A record replaced by another (`None`: a session new to the week, or one deleted or
+    /// expired): each dimension counts the session under its latest value only, so a relay
+    /// that upgrades mid-week moves from one version to the other.
+    pub fn replace(&mut self, before: Option<&StoredRecord>, after: Option<&StoredRecord>) {
+        for dimension in Dimension::ALL {
+            let old = before.map(|record| dimension.value_of(record));
+            let new = after.map(|record| dimension.value_of(record));
+            if old == new {
+                continue;
             }
-            Self::Unchanged => (None, None),
+            if let Some(old) = old {
+                self.add(dimension, old, -1);
+            }
+            if let Some(new) = new {
+                self.add(dimension, new, 1);
+            }
         }
+    }
+
+    fn add(&mut self, dimension: Dimension, value: &str, sessions: i64) {
+        match self
+            .0
+            .iter_mut()
+            .find(|(known, known_value, _)| *known == dimension && known_value == value)
+        {
+            Some((_, _, moved)) => *moved += sessions,
+            None => self.0.push((dimension, value.to_owned(), sessions)),
+        }
+    }
+
+    /// Each (dimension, value) whose sessions moved, and by how many.
+    pub fn iter(&self) -> impl Iterator<Item = (Dimension, &str, i64)> {
+        self.0
+            .iter()
+            .filter(|(_, _, sessions)| *sessions != 0)
+            .map(|(dimension, value, sessions)| (*dimension, value.as_str(), *sessions))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.iter().next().is_none()
     }
 }
 
@@ -657,14 +692,49 @@ mod tests {
         let written = changed.to_write().unwrap();
         assert_eq!(written.daemon_version, "1.1.0");
         assert_eq!(written.first_seen_at, "2026-11-23T00:00:00Z");
-        // The upgrade moves the session from one version to the other, once.
+    }
+
+    #[test]
+    fn tallies_move_a_session_to_its_latest_value_and_out_when_it_goes() {
+        let first = record("1.0.0", "v20.11.1", "2026-11-23T00:00:00Z");
+        let upgraded = record("1.1.0", "v22.1.0", "2026-11-23T00:00:00Z");
+        let mut moves = TallyMoves::default();
+        moves.replace(None, Some(&first));
+        let moved = |moves: &TallyMoves| -> Vec<(&'static str, String, i64)> {
+            let mut moved: Vec<_> = moves
+                .iter()
+                .map(|(d, value, n)| (d.name(), value.to_owned(), n))
+                .collect();
+            moved.sort();
+            moved
+        };
+        let mut new: Vec<_> = Dimension::ALL
+            .iter()
+            .map(|d| (d.name(), d.value_of(&first).to_owned(), 1))
+            .collect();
+        new.sort();
         assert_eq!(
-            changed.tally_moves(Dimension::DaemonVersion),
-            (Some("1.1.0"), Some("1.0.0"))
+            moved(&moves),
+            new,
+            "a new session counts once along every dimension"
         );
-        assert_eq!(changed.tally_moves(Dimension::Platform), (None, None));
-        let new = RecordChange::New(first);
-        assert_eq!(new.tally_moves(Dimension::NodeMajor), (Some("20"), None));
+        // The upgrade moves the session from one version to the other, once; the values
+        // that stay put do not move at all.
+        let mut upgrade = TallyMoves::default();
+        upgrade.replace(Some(&first), Some(&upgraded));
+        assert_eq!(
+            moved(&upgrade),
+            [
+                ("daemon_version", "1.0.0".to_owned(), -1),
+                ("daemon_version", "1.1.0".to_owned(), 1),
+                ("node_major", "20".to_owned(), -1),
+                ("node_major", "22".to_owned(), 1),
+            ]
+        );
+        // Summed with the first write and a deletion of the latest record: nothing is left.
+        moves.replace(Some(&first), Some(&upgraded));
+        moves.replace(Some(&upgraded), None);
+        assert!(moves.is_empty(), "{moves:?}");
     }
 
     #[test]

@@ -7,8 +7,8 @@ mod sqlite;
 
 use std::sync::Arc;
 
-use telemetry_core::readout::{Tally, tally};
-use telemetry_core::{Dimension, IsoWeek, SessionId, SessionWrite, StoredRecord};
+use telemetry_core::readout::Tally;
+use telemetry_core::{Dimension, IsoWeek, SessionId, SessionWrite};
 
 pub use self::redis::RedisStore;
 pub use self::sqlite::SqliteStore;
@@ -108,23 +108,17 @@ impl Store {
         }
     }
 
-    /// The week's live sessions counted by their value along `dimension`.
+    /// The week's live sessions counted by their value along `dimension`, from the week's
+    /// tallies: a few rows, however many sessions the week holds.
     pub async fn tally_week(
         &self,
         week: IsoWeek,
         dimension: Dimension,
     ) -> Result<Tally, StoreError> {
-        let live = self.records_of_week(week).await?;
-        let records = live
-            .iter()
-            .map(|live| serde_json::from_str::<StoredRecord>(&live.record_json))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|_| {
-                StoreError(format!(
-                    "{week}: a stored record that is not a valid record"
-                ))
-            })?;
-        Ok(tally(&records, dimension))
+        match self {
+            Self::Sqlite(store) => store.tally_week(week, dimension).await,
+            Self::Redis(store) => store.tally_week(week, dimension).await,
+        }
     }
 
     /// The week's live records, for `export-kv`.

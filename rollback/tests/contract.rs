@@ -122,12 +122,14 @@ fn rollback_on_redis_keeps_the_contract_and_stores_nothing_more() {
     let run = run_contract(&redis_server.url(), &dir);
 
     let mut connection = redis_server.connection();
-    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut connection).unwrap();
+    let mut keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut connection).unwrap();
+    keys.sort();
     let week_key = format!("sessions:{}", current_iso_week());
+    let tallies_key = format!("tallies:{}", current_iso_week());
     assert_eq!(
         keys,
-        std::slice::from_ref(&week_key),
-        "one hash per week and nothing else"
+        ["rollback:tallied", week_key.as_str(), tallies_key.as_str()],
+        "a marker, and per week its sessions and their tallies, nothing else"
     );
     let stored: HashMap<String, String> = redis::cmd("HGETALL")
         .arg(&week_key)
@@ -139,6 +141,22 @@ fn rollback_on_redis_keeps_the_contract_and_stores_nothing_more() {
         .unwrap();
     let problems = expiry_problems(expires_at, started, TTL_SECONDS);
     assert!(problems.is_empty(), "week hash: {}", problems.join("; "));
+    let tallies_expire_at: i64 = redis::cmd("EXPIRETIME")
+        .arg(&tallies_key)
+        .query(&mut connection)
+        .unwrap();
+    assert_eq!(tallies_expire_at, expires_at, "tallies go with their week");
+    let tallies: HashMap<String, i64> = redis::cmd("HGETALL")
+        .arg(&tallies_key)
+        .query(&mut connection)
+        .unwrap();
+    for (field, sessions) in &tallies {
+        assert!(*sessions > 0, "{field} is kept at {sessions}");
+        assert!(
+            !stored.keys().any(|id| field.contains(id.as_str())),
+            "tally {field} names a session"
+        );
+    }
     assert_stored_exactly(&run, &stored);
 }
 

@@ -1,7 +1,7 @@
 //! The Redis store against a real `redis-server`: one batch holding repeats and two weeks is
 //! written as KV would keep it (one field per session, the latest record wins, each week's
 //! hash with its TTL); later writes never extend a week's life; a deletion request reaches
-//! every week.
+//! every week; tallies follow each change, and weeks written before them are tallied once.
 
 #![allow(
     clippy::unwrap_used,
@@ -17,7 +17,8 @@ use std::sync::Arc;
 
 use rollback::store::{Store, StoreUrl};
 use support::{RedisServer, scratch_dir};
-use telemetry_core::{IsoWeek, SessionId, SessionWrite};
+use telemetry_core::readout::Tally;
+use telemetry_core::{Dimension, IsoWeek, SessionId, SessionWrite};
 
 fn write(week: &str, id: &str, record: &str) -> SessionWrite {
     SessionWrite {
@@ -34,11 +35,11 @@ async fn a_batch_with_repeats_and_two_weeks_keeps_one_latest_record_per_session(
         .await
         .unwrap();
     let batch: Arc<[SessionWrite]> = Arc::new([
-        write("2026-W48", "session-a", "a-first"),
-        write("2026-W48", "session-b", "b"),
-        write("2026-W48", "session-a", "a-latest"),
-        write("2026-W49", "session-c", "c"),
-        write("2026-W49", "session-a", "a-next-week"),
+        write("2026-W48", "session-a", &version("a-first")),
+        write("2026-W48", "session-b", &version("b")),
+        write("2026-W48", "session-a", &version("a-latest")),
+        write("2026-W49", "session-c", &version("c")),
+        write("2026-W49", "session-a", &version("a-next-week")),
     ]);
     // An expiry to the second: a 600 s TTL given as such is cut to the next day's start when
     // written in the ten minutes before midnight UTC.
@@ -55,7 +56,7 @@ async fn a_batch_with_repeats_and_two_weeks_keeps_one_latest_record_per_session(
     let expected = |pairs: &[(&str, &str)]| -> HashMap<String, String> {
         pairs
             .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .map(|(id, daemon_version)| ((*id).to_owned(), version(daemon_version)))
             .collect()
     };
     assert_eq!(
@@ -78,6 +79,21 @@ async fn a_batch_with_repeats_and_two_weeks_keeps_one_latest_record_per_session(
             .unwrap();
         assert_eq!(count, 2, "{week}");
     }
+    // The session that repeated counts once, under its latest record.
+    let w48 = IsoWeek::parse("2026-W48").unwrap();
+    let by_version = store
+        .tally_week(w48, Dimension::DaemonVersion)
+        .await
+        .unwrap();
+    assert_eq!(by_version, tally(&[("a-latest", 1), ("b", 1)]));
+}
+
+fn tally(pairs: &[(&str, u64)]) -> Tally {
+    let mut tally = Tally::default();
+    for (value, sessions) in pairs {
+        tally.add(value, *sessions);
+    }
+    tally
 }
 
 fn expire_time(redis_server: &RedisServer, week: &str) -> i64 {
@@ -94,7 +110,7 @@ async fn a_later_write_never_extends_the_weeks_life_and_a_deletion_reaches_every
         .await
         .unwrap();
     let w48 = IsoWeek::parse("2026-W48").unwrap();
-    let first = Arc::new([write("2026-W48", "session-a", "a")]);
+    let first = Arc::new([write("2026-W48", "session-a", &version("a"))]);
     // To the second, as above: not a TTL that the last minutes before midnight cut.
     store
         .write_batch_expiring(first, rollback::unix_now() + 600)
@@ -104,8 +120,8 @@ async fn a_later_write_never_extends_the_weeks_life_and_a_deletion_reaches_every
     // A later write with a far longer TTL (as after raising SESSION_TTL_SECONDS): without
     // NX it would carry session-a past the 600 s it was stored for.
     let later: Arc<[SessionWrite]> = Arc::new([
-        write("2026-W48", "session-b", "b"),
-        write("2026-W49", "session-a", "a49"),
+        write("2026-W48", "session-b", &version("b")),
+        write("2026-W49", "session-a", &version("a49")),
     ]);
     store.write_batch(later, 7_257_600).await.unwrap();
     assert_eq!(expire_time(&redis_server, "2026-W48"), set_by_first_write);
@@ -126,7 +142,21 @@ async fn a_later_write_never_extends_the_weeks_life_and_a_deletion_reaches_every
     assert_eq!(store.count_week(w48).await.unwrap(), 1);
     let w49 = IsoWeek::parse("2026-W49").unwrap();
     assert_eq!(store.count_week(w49).await.unwrap(), 0);
+    // The deleted session leaves the tallies too, and an emptied week keeps no tally.
+    let by_version = |week| store.tally_week(week, Dimension::DaemonVersion);
+    assert_eq!(by_version(w48).await.unwrap(), tally(&[("b", 1)]));
+    assert_eq!(by_version(w49).await.unwrap(), tally(&[]));
+    let w49_tallies: i64 = redis::cmd("EXISTS")
+        .arg("tallies:2026-W49")
+        .query(&mut redis_server.connection())
+        .unwrap();
+    assert_eq!(w49_tallies, 0);
     assert_eq!(store.delete_session(session_a).await.unwrap(), 0);
+}
+
+/// A valid record told apart by its daemon version.
+fn version(daemon_version: &str) -> String {
+    record(daemon_version, "2026-11-23T00:00:00Z")
 }
 
 fn record(daemon_version: &str, first_seen_at: &str) -> String {
@@ -180,4 +210,67 @@ async fn a_repeat_keeps_its_first_day_and_an_unchanged_one_writes_nothing() {
     store.write_batch(Arc::new([upgraded]), 600).await.unwrap();
     assert_eq!(stored(), record("1.1.0", "2026-11-23T00:00:00Z"));
     assert_eq!(hset_calls(&redis_server), writes + 1);
+    // The upgrade moved the session from one version to the other.
+    let by_version = store
+        .tally_week(
+            IsoWeek::parse("2026-W48").unwrap(),
+            Dimension::DaemonVersion,
+        )
+        .await
+        .unwrap();
+    assert_eq!(by_version, tally(&[("1.1.0", 1)]));
+}
+
+#[tokio::test]
+async fn weeks_written_before_tallies_are_tallied_once_when_the_store_opens() {
+    let redis_server = RedisServer::start(&scratch_dir("redis-tally-migration"));
+    let expires_at = rollback::unix_now() + 600;
+    // A week as an older server left it: the sessions' hash and nothing more.
+    let () = redis::pipe()
+        .cmd("HSET")
+        .arg("sessions:2026-W48")
+        .arg("session-a")
+        .arg(version("1.0.0"))
+        .arg("session-b")
+        .arg(version("1.0.0"))
+        .arg("session-c")
+        .arg(version("2.0.0"))
+        .ignore()
+        .cmd("EXPIREAT")
+        .arg("sessions:2026-W48")
+        .arg(expires_at)
+        .ignore()
+        .query(&mut redis_server.connection())
+        .unwrap();
+    let store = Store::open(&StoreUrl::parse(&redis_server.url()).unwrap())
+        .await
+        .unwrap();
+    let w48 = IsoWeek::parse("2026-W48").unwrap();
+    let by_version = store
+        .tally_week(w48, Dimension::DaemonVersion)
+        .await
+        .unwrap();
+    assert_eq!(by_version, tally(&[("1.0.0", 2), ("2.0.0", 1)]));
+    let tallies_expire_at: i64 = redis::cmd("EXPIRETIME")
+        .arg("tallies:2026-W48")
+        .query(&mut redis_server.connection())
+        .unwrap();
+    assert_eq!(tallies_expire_at, expires_at);
+
+    // Once only: a second server does not count the week again over live tallies.
+    let () = redis::cmd("HSET")
+        .arg("tallies:2026-W48")
+        .arg("daemon_version:1.0.0")
+        .arg(7)
+        .query(&mut redis_server.connection())
+        .unwrap();
+    drop(store);
+    let store = Store::open(&StoreUrl::parse(&redis_server.url()).unwrap())
+        .await
+        .unwrap();
+    let by_version = store
+        .tally_week(w48, Dimension::DaemonVersion)
+        .await
+        .unwrap();
+    assert_eq!(by_version, tally(&[("1.0.0", 7), ("2.0.0", 1)]));
 }

@@ -1,5 +1,6 @@
-//! Redis: one hash per week, `sessions:<YYYY-Www>`, field = session id, value = record.
-//! `HLEN` counts a week in constant time; a repeat ping overwrites its field.
+//! Redis: one hash per week, `sessions:<YYYY-Www>`, field = session id, value = record, and
+//! beside it `tallies:<YYYY-Www>`, field = `<dimension>:<value>`, value = sessions. `HLEN`
+//! counts a week and one `HGETALL` of its tallies breaks it down, at any week size.
 //!
 //! Redis 7.0 cannot expire single hash fields, so the week's hash expires as a whole, when
 //! the week's first record would (`EXPIREAT … NX`, the core's expiry, cut to the day): no
@@ -9,7 +10,8 @@
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use telemetry_core::{IsoWeek, SessionId, SessionWrite, expires_at};
+use telemetry_core::readout::{Tally, TallyMoves, record_to_write};
+use telemetry_core::{Dimension, IsoWeek, SessionId, SessionWrite, StoredRecord, expires_at};
 
 use super::{LiveRecord, StoreError};
 use crate::unix_now;
@@ -54,30 +56,139 @@ fn week_key(week: IsoWeek) -> String {
     format!("sessions:{week}")
 }
 
-/// Writes one week's records (`KEYS[1]`, then session id and record pairs): a new session
-/// as sent; a repeat only when a field changed, keeping the stored `first_seen_at`, so an
-/// unchanged repeat writes nothing. The rule is `telemetry_core::readout::RecordChange`'s,
-/// here on the records' text: every record is the core's serialisation, fields in one order,
-/// so two records differ exactly when a field does. Returns how many it wrote.
-const WRITE_WEEK: &str = r#"
-local written = 0
-for i = 1, #ARGV, 2 do
-  local id, record = ARGV[i], ARGV[i + 1]
-  local before = redis.call('HGET', KEYS[1], id)
-  if before then
-    local first = string.match(before, '"first_seen_at":"([^"]*)"')
-    if first then
-      local kept = '"first_seen_at":"' .. string.gsub(first, '%%', '%%%%') .. '"'
-      record = (string.gsub(record, '"first_seen_at":"[^"]*"', kept, 1))
-    end
-  end
-  if record ~= before then
-    redis.call('HSET', KEYS[1], id, record)
-    written = written + 1
+fn tallies_key(week: IsoWeek) -> String {
+    format!("tallies:{week}")
+}
+
+/// A tally's field: the dimension's name has no `:`, so the first one ends it.
+fn tally_field(dimension: Dimension, value: &str) -> String {
+    format!("{}:{value}", dimension.name())
+}
+
+/// Applies one week's changes if the records they were computed from are still there.
+/// `KEYS[1]` the week's records, `KEYS[2]` its tallies; `ARGV`: the number of records read,
+/// then that many (session id, record read, `""` for none); the number of writes, then that
+/// many (session id, record, `""` to delete); then (tally field, sessions moved) pairs. A
+/// record that changed since it was read (another instance wrote it) makes the script change
+/// nothing and return 0: the caller reads again and recomputes. Every rule (which repeat is
+/// written, how tallies move) is the core's, computed in Rust; this only checks and applies.
+const APPLY_WEEK: &str = r#"
+local read = tonumber(ARGV[1])
+for i = 2, 2 * read, 2 do
+  if (redis.call('HGET', KEYS[1], ARGV[i]) or '') ~= ARGV[i + 1] then return 0 end
+end
+local at = 2 * read + 2
+local writes = tonumber(ARGV[at])
+for i = at + 1, at + 2 * writes, 2 do
+  if ARGV[i + 1] == '' then
+    redis.call('HDEL', KEYS[1], ARGV[i])
+  else
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
   end
 end
-return written
+for i = at + 2 * writes + 1, #ARGV, 2 do
+  if redis.call('HINCRBY', KEYS[2], ARGV[i], ARGV[i + 1]) <= 0 then
+    redis.call('HDEL', KEYS[2], ARGV[i])
+  end
+end
+return 1
 "#;
+
+/// How many times a week's changes are recomputed when other instances keep writing the same
+/// sessions in between; after that the batch fails and the writer retries it.
+const CONFLICT_RETRIES: usize = 8;
+
+/// One week's changes, as [`APPLY_WEEK`] takes them: the records they were computed from,
+/// the records to write (`None`: to delete) and the tallies' moves.
+#[derive(Default)]
+struct WeekChanges {
+    read: Vec<(String, Option<String>)>,
+    writes: Vec<(String, Option<String>)>,
+    moves: TallyMoves,
+}
+
+impl WeekChanges {
+    /// What `run` (one week's pings, in order) does to the records read for it: a new session
+    /// is written, a repeat only when a field changed, and a repeat within the run sees the
+    /// ping before it.
+    fn of_pings(
+        week: IsoWeek,
+        run: &[SessionWrite],
+        read: Vec<(String, Option<String>)>,
+    ) -> Result<Self, StoreError> {
+        let mut latest = read.clone();
+        let mut changed = vec![false; latest.len()];
+        let mut moves = TallyMoves::default();
+        for write in run {
+            let at = latest
+                .iter()
+                .position(|(id, _)| id == write.session_id.as_str());
+            let (Some((_, stored)), Some(changed)) = (
+                at.and_then(|at| latest.get_mut(at)),
+                at.and_then(|at| changed.get_mut(at)),
+            ) else {
+                return Err(StoreError(format!(
+                    "{week}: a session missing from its read"
+                )));
+            };
+            let Some(after) = record_to_write(stored.as_deref(), &write.record_json) else {
+                continue;
+            };
+            let before = stored
+                .as_deref()
+                .map(|text| parse_record(week, text))
+                .transpose()?;
+            moves.replace(before.as_ref(), Some(&parse_record(week, &after)?));
+            *stored = Some(after);
+            *changed = true;
+        }
+        let mut changed = changed.into_iter();
+        latest.retain(|_| changed.next().unwrap_or(false));
+        Ok(Self {
+            read,
+            writes: latest,
+            moves,
+        })
+    }
+
+    /// Deleting a session's record, read as `record`.
+    fn of_deletion(week: IsoWeek, session_id: &str, record: String) -> Result<Self, StoreError> {
+        let mut moves = TallyMoves::default();
+        moves.replace(Some(&parse_record(week, &record)?), None);
+        Ok(Self {
+            read: vec![(session_id.to_owned(), Some(record))],
+            writes: vec![(session_id.to_owned(), None)],
+            moves,
+        })
+    }
+
+    /// `EVAL APPLY_WEEK` with these changes.
+    fn script(&self, week: IsoWeek) -> redis::Cmd {
+        let mut eval = redis::cmd("EVAL");
+        eval.arg(APPLY_WEEK)
+            .arg(2)
+            .arg(week_key(week))
+            .arg(tallies_key(week));
+        for pairs in [&self.read, &self.writes] {
+            eval.arg(pairs.len());
+            for (id, record) in pairs {
+                eval.arg(id).arg(record.as_deref().unwrap_or(""));
+            }
+        }
+        for (dimension, value, sessions) in self.moves.iter() {
+            eval.arg(tally_field(dimension, value)).arg(sessions);
+        }
+        eval
+    }
+}
+
+fn parse_record(week: IsoWeek, record: &str) -> Result<StoredRecord, StoreError> {
+    serde_json::from_str(record).map_err(|_| {
+        StoreError(format!(
+            "{week}: a stored record that is not a valid record"
+        ))
+    })
+}
 
 impl RedisStore {
     /// Connects and checks with `PING`. The connection reconnects by itself afterwards.
@@ -98,6 +209,7 @@ impl RedisStore {
             .query_async(&mut connection)
             .await?;
         check_version(&info).map_err(StoreError)?;
+        tally_weeks_written_before_tallies(&mut connection).await?;
         Ok(Self { connection })
     }
 
@@ -115,34 +227,59 @@ impl RedisStore {
         batch: &[SessionWrite],
         expires_at: i64,
     ) -> Result<(), StoreError> {
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        // One script per week in the batch (a batch is almost always one week); a repeat
-        // within the batch sees the write of the one before it.
+        // A batch is almost always one week: one read and one script per week.
         for run in batch.chunk_by(|a, b| a.week == b.week) {
             let Some(first) = run.first() else { continue };
-            let key = week_key(first.week);
-            let fields: Vec<(&str, &str)> = run
-                .iter()
-                .map(|write| (write.session_id.as_str(), write.record_json.as_str()))
-                .collect();
-            pipe.cmd("EVAL")
-                .arg(WRITE_WEEK)
-                .arg(1)
-                .arg(&key)
-                .arg(&fields)
-                .ignore();
+            let mut ids: Vec<&str> = run.iter().map(|write| write.session_id.as_str()).collect();
+            ids.sort_unstable();
+            ids.dedup();
+            let changes = |read| WeekChanges::of_pings(first.week, run, read);
+            self.apply(first.week, &ids, Some(expires_at), changes)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Reads the week's records of `ids`, computes the changes from them, and applies those
+    /// unless another instance changed one of the records in between: then it reads again.
+    async fn apply(
+        &self,
+        week: IsoWeek,
+        ids: &[&str],
+        expires_at: Option<i64>,
+        changes: impl Fn(Vec<(String, Option<String>)>) -> Result<WeekChanges, StoreError>,
+    ) -> Result<(), StoreError> {
+        let mut connection = self.connection.clone();
+        for _ in 0..CONFLICT_RETRIES {
+            let stored: Vec<Option<String>> = redis::cmd("HMGET")
+                .arg(week_key(week))
+                .arg(ids)
+                .query_async(&mut connection)
+                .await?;
+            let read = ids.iter().map(|id| (*id).to_owned()).zip(stored).collect();
+            let changes = changes(read)?;
+            if changes.writes.is_empty() {
+                return Ok(());
+            }
+            let mut pipe = redis::pipe();
+            pipe.atomic().add_command(changes.script(week));
             // NX: only a week's first write sets it, so no later record extends the hash's
             // life, and with it the life of the week's earlier records, past their TTL.
-            pipe.cmd("EXPIREAT")
-                .arg(&key)
-                .arg(expires_at)
-                .arg("NX")
-                .ignore();
+            for key in expires_at.map_or(vec![], |_| vec![week_key(week), tallies_key(week)]) {
+                pipe.cmd("EXPIREAT")
+                    .arg(key)
+                    .arg(expires_at)
+                    .arg("NX")
+                    .ignore();
+            }
+            let (applied,): (bool,) = pipe.query_async(&mut connection).await?;
+            if applied {
+                return Ok(());
+            }
         }
-        let mut connection = self.connection.clone();
-        pipe.query_async::<()>(&mut connection).await?;
-        Ok(())
+        Err(StoreError(format!(
+            "{week}: its records kept changing through {CONFLICT_RETRIES} attempts to write them"
+        )))
     }
 
     pub async fn count_week(&self, week: IsoWeek) -> Result<u64, StoreError> {
@@ -151,6 +288,27 @@ impl RedisStore {
             .arg(week_key(week))
             .query_async::<u64>(&mut connection)
             .await?)
+    }
+
+    /// The week's sessions counted along `dimension`, from its tallies.
+    pub async fn tally_week(
+        &self,
+        week: IsoWeek,
+        dimension: Dimension,
+    ) -> Result<Tally, StoreError> {
+        let mut connection = self.connection.clone();
+        let fields: Vec<(String, u64)> = redis::cmd("HGETALL")
+            .arg(tallies_key(week))
+            .query_async(&mut connection)
+            .await?;
+        let prefix = tally_field(dimension, "");
+        let mut tally = Tally::default();
+        for (field, sessions) in &fields {
+            if let Some(value) = field.strip_prefix(&prefix) {
+                tally.add(value, *sessions);
+            }
+        }
+        Ok(tally)
     }
 
     pub async fn records_of_week(&self, week: IsoWeek) -> Result<Vec<LiveRecord>, StoreError> {
@@ -179,39 +337,107 @@ impl RedisStore {
     }
 
     /// Deletes the session's field from every week's hash (found with `SCAN`, since which
-    /// weeks it was seen in is not recorded anywhere else).
+    /// weeks it was seen in is not recorded anywhere else), and moves the week's tallies.
     pub async fn delete_session(&self, session_id: &SessionId) -> Result<usize, StoreError> {
-        let mut connection = self.connection.clone();
-        let mut weeks: Vec<String> = Vec::new();
-        let mut cursor = 0u64;
-        loop {
-            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg("sessions:*")
-                .arg("COUNT")
-                .arg(1000)
-                .query_async(&mut connection)
-                .await?;
-            weeks.extend(keys);
-            if next == 0 {
-                // SCAN may name a key twice.
-                weeks.sort_unstable();
-                weeks.dedup();
-                break;
-            }
-            cursor = next;
-        }
         let mut deleted = 0;
-        for week in weeks {
-            deleted += redis::cmd("HDEL")
-                .arg(&week)
-                .arg(session_id.as_str())
-                .query_async::<usize>(&mut connection)
-                .await?;
+        let id = session_id.as_str();
+        for week in stored_weeks(&mut self.connection.clone()).await? {
+            let found = std::cell::Cell::new(false);
+            let changes = |read: Vec<(String, Option<String>)>| {
+                let record = read.into_iter().next().and_then(|(_, record)| record);
+                found.set(record.is_some());
+                record.map_or_else(
+                    || Ok(WeekChanges::default()),
+                    |record| WeekChanges::of_deletion(week, id, record),
+                )
+            };
+            // The week's hashes keep the expiry they have.
+            self.apply(week, &[id], None, changes).await?;
+            deleted += usize::from(found.get());
         }
         Ok(deleted)
     }
+}
+
+/// Every week that has a records hash.
+async fn stored_weeks(connection: &mut ConnectionManager) -> Result<Vec<IsoWeek>, StoreError> {
+    let mut weeks: Vec<IsoWeek> = Vec::new();
+    let mut cursor = 0u64;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg("sessions:*")
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(connection)
+            .await?;
+        weeks.extend(
+            keys.iter()
+                .filter_map(|key| key.strip_prefix("sessions:").and_then(IsoWeek::parse)),
+        );
+        if next == 0 {
+            // SCAN may name a key twice.
+            weeks.sort_unstable();
+            weeks.dedup();
+            return Ok(weeks);
+        }
+        cursor = next;
+    }
+}
+
+/// Set once every week's tallies count its records.
+const TALLIED_MARKER: &str = "rollback:tallied";
+
+/// Gives the weeks written before this store kept tallies their tallies, once: the first
+/// server of this version to connect counts each week's records. Servers of an older version
+/// must be stopped first (RUNBOOK.md), since their writes would not move the tallies.
+async fn tally_weeks_written_before_tallies(
+    connection: &mut ConnectionManager,
+) -> Result<(), StoreError> {
+    let tallied: bool = redis::cmd("EXISTS")
+        .arg(TALLIED_MARKER)
+        .query_async(connection)
+        .await?;
+    if tallied {
+        return Ok(());
+    }
+    for week in stored_weeks(connection).await? {
+        let (records, expires_at): (Vec<(String, String)>, i64) = redis::pipe()
+            .atomic()
+            .cmd("HGETALL")
+            .arg(week_key(week))
+            .cmd("EXPIRETIME")
+            .arg(week_key(week))
+            .query_async(connection)
+            .await?;
+        let mut moves = TallyMoves::default();
+        for (_, record) in &records {
+            moves.replace(None, Some(&parse_record(week, record)?));
+        }
+        let mut pipe = redis::pipe();
+        pipe.atomic().cmd("DEL").arg(tallies_key(week)).ignore();
+        for (dimension, value, sessions) in moves.iter() {
+            pipe.cmd("HSET")
+                .arg(tallies_key(week))
+                .arg(tally_field(dimension, value))
+                .arg(sessions)
+                .ignore();
+        }
+        if expires_at > 0 {
+            pipe.cmd("EXPIREAT")
+                .arg(tallies_key(week))
+                .arg(expires_at)
+                .ignore();
+        }
+        pipe.query_async::<()>(connection).await?;
+    }
+    redis::cmd("SET")
+        .arg(TALLIED_MARKER)
+        .arg(1)
+        .query_async::<()>(connection)
+        .await?;
+    Ok(())
 }
 
 #[cfg(test)]
