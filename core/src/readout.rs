@@ -197,6 +197,38 @@ impl Dimension {
         }
     }
 
+    /// The field of the record this dimension reads.
+    fn field(self) -> &'static str {
+        match self {
+            Self::NodeMajor => "node_version",
+            other => other.name(),
+        }
+    }
+
+    /// The values of a record's JSON text, as the core wrote it, along every dimension (in
+    /// the order of [`Dimension::ALL`]); `None` if a field is missing. Read from the text,
+    /// as [`record_to_write`] does, so that the Worker's bundle carries no record parser:
+    /// every value passed its rule, so none holds a quote or an escape.
+    pub fn values_in(record_json: &str) -> Option<[&str; 5]> {
+        let value = |dimension: Dimension| {
+            let name = format!("\"{}\":\"", dimension.field());
+            let start = record_json.find(&name)? + name.len();
+            let rest = record_json.get(start..)?;
+            let value = rest.get(..rest.find('"')?)?;
+            Some(match dimension {
+                Self::NodeMajor => node_major(value),
+                _ => value,
+            })
+        };
+        Some([
+            value(Self::ALL[0])?,
+            value(Self::ALL[1])?,
+            value(Self::ALL[2])?,
+            value(Self::ALL[3])?,
+            value(Self::ALL[4])?,
+        ])
+    }
+
     /// The record's value along this dimension.
     pub fn value_of(self, record: &StoredRecord) -> &str {
         match self {
@@ -267,9 +299,18 @@ impl TallyMoves {
     /// expired): each dimension counts the session under its latest value only, so a relay
     /// that upgrades mid-week moves from one version to the other.
     pub fn replace(&mut self, before: Option<&StoredRecord>, after: Option<&StoredRecord>) {
-        for dimension in Dimension::ALL {
-            let old = before.map(|record| dimension.value_of(record));
-            let new = after.map(|record| dimension.value_of(record));
+        fn values_of(record: &StoredRecord) -> [&str; 5] {
+            Dimension::ALL.map(|dimension| dimension.value_of(record))
+        }
+        self.replace_values(before.map(values_of), after.map(values_of));
+    }
+
+    /// [`TallyMoves::replace`] on records' values along every dimension (in the order of
+    /// [`Dimension::ALL`], as [`Dimension::values_in`] reads them from a record's text).
+    pub fn replace_values(&mut self, before: Option<[&str; 5]>, after: Option<[&str; 5]>) {
+        for (at, dimension) in Dimension::ALL.into_iter().enumerate() {
+            let old = before.and_then(|values| values.get(at).copied());
+            let new = after.and_then(|values| values.get(at).copied());
             if old == new {
                 continue;
             }
@@ -735,6 +776,24 @@ mod tests {
         moves.replace(Some(&first), Some(&upgraded));
         moves.replace(Some(&upgraded), None);
         assert!(moves.is_empty(), "{moves:?}");
+    }
+
+    #[test]
+    fn a_records_text_gives_the_values_its_parsed_form_does() {
+        let upgraded = record("1.1.0-rc.1", "v22.1.0", "2026-11-23T00:00:00Z");
+        let text = serde_json::to_string(&upgraded).unwrap();
+        let parsed = Dimension::ALL.map(|d| d.value_of(&upgraded));
+        assert_eq!(Dimension::values_in(&text), Some(parsed));
+        assert_eq!(parsed[4], "22");
+        assert_eq!(
+            Dimension::values_in(&text.replace("\"platform\"", "\"os\"")),
+            None
+        );
+        let mut from_text = TallyMoves::default();
+        from_text.replace_values(None, Dimension::values_in(&text));
+        let mut from_record = TallyMoves::default();
+        from_record.replace(None, Some(&upgraded));
+        assert_eq!(from_text, from_record);
     }
 
     #[test]
