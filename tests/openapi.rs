@@ -18,7 +18,8 @@ use telemetry_core::limits::{MAX_VERSION_CHARS, SESSION_ID_CHARS};
 use telemetry_core::ping::{FIELDS, Framework, Platform};
 use telemetry_core::{
     AbuseLimiter, Breakdown, Dimension, Format, IsoWeek, Next, ReadToken, Rejection, RequestHead,
-    decide_ping, parse_ping, route, series_response, utc_from_unix_millis, weekly_active_response,
+    decide_ping, forgotten_response, parse_ping, route, series_response, utc_from_unix_millis,
+    weekly_active_response,
 };
 
 fn document() -> Value {
@@ -176,7 +177,7 @@ fn documented_statuses(document: &Value, path: &str, method: &str) -> BTreeSet<u
 fn decided_from_head(head: &RequestHead<'_>, token: Option<&ReadToken>) -> Option<u16> {
     match route(head, token).1 {
         Next::Respond(response) => Some(response.status),
-        Next::ReadPing | Next::Readout(_) => None,
+        Next::ReadPing | Next::Readout(_) | Next::Forget(_) => None,
     }
 }
 
@@ -269,6 +270,30 @@ fn every_status_the_core_decides_on_a_route_is_documented() {
     ));
     assert_eq!(series, BTreeSet::from([200, 400, 401, 404, 500, 503]));
     assert!(series.is_subset(&documented_statuses(&document, "/v1/wau", "get")));
+    let mut forget = BTreeSet::from([
+        forgotten_response(1).status,
+        Rejection::StoreUnavailable.status(),
+        Rejection::Internal.status(),
+    ]);
+    for (path, authorization, token) in [
+        (
+            "/v1/session/relay-install-01",
+            Some("Bearer t"),
+            token.as_ref(),
+        ),
+        ("/v1/session/bad!", Some("Bearer t"), token.as_ref()),
+        ("/v1/session/relay-install-01", None, token.as_ref()),
+        ("/v1/session/relay-install-01", Some("Bearer t"), None),
+    ] {
+        let asked = RequestHead {
+            authorization,
+            ..head("DELETE", path)
+        };
+        forget.extend(decided_from_head(&asked, token));
+    }
+    assert_eq!(forget, BTreeSet::from([200, 400, 401, 404, 500, 503]));
+    let documented = documented_statuses(&document, "/v1/session/{session_id}", "delete");
+    assert!(forget.is_subset(&documented));
     let health = decided_from_head(&head("GET", "/healthz"), None).unwrap();
     assert!(documented_statuses(&document, "/healthz", "get").contains(&health));
 }

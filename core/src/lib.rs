@@ -43,6 +43,7 @@ pub use record::{
 pub use rejection::Rejection;
 pub use response::Response;
 pub use service::{
-    Next, RequestHead, Route, decide_ping, path_of_url, query_of_url, route, utc_from_unix_millis,
+    Next, RequestHead, Route, decide_ping, forgotten_response, path_of_url, query_of_url,
+    retained_weeks, route, utc_from_unix_millis,
 };
 pub use week::IsoWeek;

@@ -6,13 +6,16 @@ use time::OffsetDateTime;
 use crate::abuse::Admission;
 use crate::auth::ReadToken;
 use crate::body::{check_declared_length, check_received_length};
-use crate::ping::parse_ping;
+use crate::ping::{SessionId, parse_ping};
 use crate::readout::{Format, Readout};
 use crate::record::SessionWrite;
 use crate::rejection::Rejection;
 use crate::response::Response;
+use crate::week::IsoWeek;
 
 pub const SESSION_PATH: &str = "/v1/session";
+/// A deletion request: `DELETE /v1/session/<session_id>`, behind the readout's token.
+pub const FORGET_PREFIX: &str = "/v1/session/";
 pub const WEEKLY_ACTIVE_PREFIX: &str = "/v1/wau/";
 /// A series of weeks: `GET /v1/wau?from=<week>&to=<week>`.
 pub const SERIES_PATH: &str = "/v1/wau";
@@ -39,6 +42,7 @@ pub struct RequestHead<'a> {
 pub enum Route {
     Session,
     WeeklyActive,
+    Forget,
     Health,
     Unknown,
 }
@@ -52,6 +56,10 @@ impl Route {
             HEALTH_PATH => Self::Health,
             SERIES_PATH => Self::WeeklyActive,
             _ if path.starts_with(WEEKLY_ACTIVE_PREFIX) => Self::WeeklyActive,
+            // `/v1/session/` alone stays another path, as any trailing slash is.
+            _ if path.len() > FORGET_PREFIX.len() && path.starts_with(FORGET_PREFIX) => {
+                Self::Forget
+            }
             _ => Self::Unknown,
         }
     }
@@ -63,6 +71,7 @@ impl Route {
         match self {
             Self::Session => &["content-type", "content-length"],
             Self::WeeklyActive => &["authorization", "accept"],
+            Self::Forget => &["authorization"],
             Self::Health | Self::Unknown => &[],
         }
     }
@@ -72,6 +81,7 @@ impl Route {
         match self {
             Self::Session => "session",
             Self::WeeklyActive => "wau",
+            Self::Forget => "forget",
             Self::Health => "healthz",
             Self::Unknown => "unknown",
         }
@@ -88,6 +98,9 @@ pub enum Next {
     /// Fetch what the readout asks for from the store, then answer with
     /// [`crate::readout`]'s types.
     Readout(Readout),
+    /// Delete the session's records in every week the store holds, then answer with
+    /// [`forgotten_response`].
+    Forget(SessionId),
 }
 
 /// Routes a request from its head alone, deciding everything that needs no body or store.
@@ -104,7 +117,11 @@ pub fn route(head: &RequestHead<'_>, read_token: Option<&ReadToken>) -> (Route, 
         }
         // Without a token the readout does not exist, whatever the method or week.
         (Route::WeeklyActive, Some(token)) => (Route::WeeklyActive, readout_head(head, token)),
-        (Route::WeeklyActive | Route::Unknown, _) => (Route::Unknown, reject(Rejection::NotFound)),
+        (Route::Forget, Some(token)) => (Route::Forget, forget_head(head, token)),
+        // Like the readout, deletion exists only where an operator holds a token.
+        (Route::WeeklyActive | Route::Forget | Route::Unknown, _) => {
+            (Route::Unknown, reject(Rejection::NotFound))
+        }
     }
 }
 
@@ -172,6 +189,51 @@ fn readout_head(head: &RequestHead<'_>, token: &ReadToken) -> Next {
     }
 }
 
+fn forget_head(head: &RequestHead<'_>, token: &ReadToken) -> Next {
+    if head.method != "DELETE" {
+        return reject(Rejection::MethodNotAllowed { allow: "DELETE" });
+    }
+    if !token.admits(head.authorization) {
+        return reject(Rejection::Unauthorized);
+    }
+    let id = head.path.strip_prefix(FORGET_PREFIX).unwrap_or_default();
+    match SessionId::parse(id) {
+        Some(id) => Next::Forget(id),
+        None => reject(Rejection::InvalidValue {
+            field: "session_id",
+            rule: "8 to 64 characters of A-Z a-z 0-9 _ -",
+        }),
+    }
+}
+
+/// The answer to a deletion request: how many records (one per week) were deleted.
+pub fn forgotten_response(deleted_records: u64) -> Response {
+    #[derive(serde::Serialize)]
+    struct Forgotten {
+        deleted_records: u64,
+    }
+    Response::json(200, "ok", &Forgotten { deleted_records })
+}
+
+/// The weeks that may hold a record written in the last `ttl_seconds` (a deletion request
+/// visits each): from the week of the oldest such write, and one before it for a store that
+/// deletes expired records late, to the current one.
+pub fn retained_weeks(now: OffsetDateTime, ttl_seconds: u64) -> Vec<IsoWeek> {
+    let ttl = time::Duration::seconds(i64::try_from(ttl_seconds).unwrap_or(i64::MAX / 2));
+    let oldest = (now.checked_sub(ttl))
+        .and_then(|oldest| oldest.checked_sub(time::Duration::weeks(1)))
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    let current = IsoWeek::containing(now);
+    let mut weeks = vec![IsoWeek::containing(oldest)];
+    while let Some(&last) = weeks.last() {
+        match last.next() {
+            Some(next) if last < current => weeks.push(next),
+            _ => break,
+        }
+    }
+    weeks
+}
+
 /// Decides a ping from its whole body, read under the cap with [`crate::CappedBody`].
 pub fn decide_ping(
     head: &RequestHead<'_>,
@@ -197,6 +259,58 @@ pub fn utc_from_unix_millis(unix_millis: i64) -> OffsetDateTime {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_deletion_request_needs_the_token_delete_and_a_valid_session_id() {
+        let token = ReadToken::from_configured(Some("operator-token-1234567890")).unwrap();
+        let head = |method, path, authorization| RequestHead {
+            method,
+            path,
+            authorization,
+            ..RequestHead::default()
+        };
+        let bearer = Some("Bearer operator-token-1234567890");
+        let forget = head("DELETE", "/v1/session/relay-install-01", bearer);
+        let (taken, next) = route(&forget, Some(&token));
+        assert_eq!(taken, Route::Forget);
+        assert_eq!(
+            next,
+            Next::Forget(SessionId::parse("relay-install-01").unwrap())
+        );
+        let status = |head: RequestHead<'_>, token: Option<&ReadToken>| match route(&head, token).1
+        {
+            Next::Respond(response) => response.status,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(status(forget, None), 404, "no token configured");
+        let get = head("GET", "/v1/session/relay-install-01", bearer);
+        assert_eq!(status(get, Some(&token)), 405);
+        let anonymous = head("DELETE", "/v1/session/relay-install-01", None);
+        assert_eq!(status(anonymous, Some(&token)), 401);
+        let trailing_slash = head("DELETE", "/v1/session/", bearer);
+        assert_eq!(route(&trailing_slash, Some(&token)).0, Route::Unknown);
+        for bad in ["/v1/session/short", "/v1/session/a/b/c/d/e/f"] {
+            assert_eq!(
+                status(head("DELETE", bad, bearer), Some(&token)),
+                400,
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_deletion_visits_every_week_a_retained_record_can_be_in() {
+        let now = time::macros::datetime!(2026-11-25 12:00 UTC);
+        let weeks = retained_weeks(now, 7_257_600);
+        let names: Vec<String> = weeks.iter().map(ToString::to_string).collect();
+        assert_eq!(names.first().map(String::as_str), Some("2026-W35"));
+        assert_eq!(names.last().map(String::as_str), Some("2026-W48"));
+        assert_eq!(names.len(), 14);
+        let across_the_year =
+            retained_weeks(time::macros::datetime!(2027-01-02 00:00 UTC), 1_209_600);
+        let names: Vec<String> = across_the_year.iter().map(ToString::to_string).collect();
+        assert_eq!(names, ["2026-W50", "2026-W51", "2026-W52", "2026-W53"]);
+    }
 
     #[test]
     fn the_path_of_a_url_is_taken_as_sent_without_its_query_or_fragment() {

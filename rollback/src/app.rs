@@ -14,7 +14,8 @@ use futures_util::StreamExt;
 use telemetry_core::event::{Handled, LIMITED_BY_PROCESS, method_label, to_line};
 use telemetry_core::{
     AbuseLimiter, Breakdown, CappedBody, Config, Next, Readout, Rejection, RequestHead, Response,
-    Route, decide_ping, route, series_response, utc_from_unix_millis, weekly_active_response,
+    Route, SessionId, decide_ping, forgotten_response, route, series_response,
+    utc_from_unix_millis, weekly_active_response,
 };
 
 use crate::connection::Slot;
@@ -68,6 +69,7 @@ async fn decide(state: &AppState, request: Request) -> Handled {
         Next::Respond(response) => Handled::new(route_taken, response),
         Next::ReadPing => ping(state, &parts, body, &head).await,
         Next::Readout(readout) => answer_readout(state, readout).await,
+        Next::Forget(session_id) => forget(state, session_id).await,
     }
 }
 
@@ -142,6 +144,19 @@ async fn answer_readout(state: &AppState, readout: Readout) -> Handled {
         week,
         ..Handled::new(Route::WeeklyActive, response)
     }
+}
+
+/// A deletion request the head admitted: the session's records go from every week, as
+/// `rollback delete-session` deletes them.
+async fn forget(state: &AppState, session_id: SessionId) -> Handled {
+    let response = match state.store.delete_session(session_id).await {
+        Ok(deleted) => forgotten_response(deleted as u64),
+        Err(error) => {
+            crate::log_store_failure("delete", None, &error.0);
+            Rejection::StoreUnavailable.into_response()
+        }
+    };
+    Handled::new(Route::Forget, response)
 }
 
 /// From the configured proxy header (its last entry: the address the proxy itself saw),

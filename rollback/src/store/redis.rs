@@ -342,10 +342,11 @@ impl RedisStore {
         let mut deleted = 0;
         let id = session_id.as_str();
         for week in stored_weeks(&mut self.connection.clone()).await? {
-            let found = std::cell::Cell::new(false);
+            // Atomic rather than a `Cell`: the future is held across awaits by a server task.
+            let found = std::sync::atomic::AtomicBool::new(false);
             let changes = |read: Vec<(String, Option<String>)>| {
                 let record = read.into_iter().next().and_then(|(_, record)| record);
-                found.set(record.is_some());
+                found.store(record.is_some(), std::sync::atomic::Ordering::Relaxed);
                 record.map_or_else(
                     || Ok(WeekChanges::default()),
                     |record| WeekChanges::of_deletion(week, id, record),
@@ -353,7 +354,7 @@ impl RedisStore {
             };
             // The week's hashes keep the expiry they have.
             self.apply(week, &[id], None, changes).await?;
-            deleted += usize::from(found.get());
+            deleted += usize::from(found.load(std::sync::atomic::Ordering::Relaxed));
         }
         Ok(deleted)
     }
