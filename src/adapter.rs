@@ -12,13 +12,16 @@ use futures_util::StreamExt;
 use telemetry_core::abuse::refused_by_shared_limit;
 use telemetry_core::config::ConfigError;
 use telemetry_core::event::{
-    ConfigErrorEvent, Handled, LIMITED_BY_PROCESS, LIMITED_BY_SHARED, method_label, to_line,
+    ConfigErrorEvent, Handled, LIMITED_BY_PROCESS, LIMITED_BY_SHARED, StoreFailureEvent,
+    method_label, to_line,
 };
 use telemetry_core::limits::MAX_DISCARDED_BYTES;
+use telemetry_core::readout::record_to_write;
 use telemetry_core::{
     AbuseLimiter, Breakdown, CappedBody, Config, Next, Readout, Rejection, RequestHead, Response,
-    Route, SessionWrite, decide_ping, path_of_url, query_of_url, route, series_response,
-    utc_from_unix_millis, weekly_active_response,
+    Route, SessionId, SessionWrite, decide_ping, expires_at, forgotten_response, path_of_url,
+    query_of_url, retained_weeks, route, series_response, session_key, utc_from_unix_millis,
+    weekly_active_response,
 };
 use time::OffsetDateTime;
 use worker::js_sys::{Date, Uint8Array};
@@ -30,7 +33,8 @@ use worker::worker_sys::ext::RequestExt;
 use worker::worker_sys::web_sys;
 use worker::{ByteStream, Context, Env, console_log};
 
-use crate::kv::{Sessions, TARGET};
+use crate::kv::{Sessions, TARGET, describe, log_failure};
+use crate::weeks::Weeks;
 
 /// What an isolate keeps between requests, made from `env` on its first request. A Worker's
 /// vars and secrets do not change for the life of an isolate: a new value is a new
@@ -89,6 +93,7 @@ pub fn fetch(req: web_sys::Request, env: Env, ctx: JsContext) -> Result<JsValue,
         let handled = match next {
             Next::ReadPing => ping(&req, &head.borrow(), &env, &ctx, isolate, started_ms).await,
             Next::Readout(readout) => answer_readout(&env, isolate, readout).await,
+            Next::Forget(session_id) => forget(&env, isolate, &session_id, started_ms).await,
             Next::Respond(response) => Handled::new(route_taken, response),
         };
         let handled = Handled {
@@ -198,9 +203,9 @@ async fn ping(
     let (response, week) = match (decided, Sessions::bind(env)) {
         (Ok(write), Some(sessions)) => {
             let week = write.week;
+            let expires_at = expires_at(now.unix_timestamp(), isolate.config.session_ttl_seconds);
             // The runtime keeps the isolate alive for the write after the answer.
-            let ttl_seconds = isolate.config.session_ttl_seconds;
-            ctx.wait_until(sessions.put(write, now.unix_timestamp(), ttl_seconds));
+            ctx.wait_until(keep(sessions, Weeks::bind(env), write, expires_at));
             (Response::no_content(), Some(week))
         }
         (Ok(_), None) => (Rejection::StoreUnavailable.into_response(), None),
@@ -214,46 +219,105 @@ async fn ping(
     }
 }
 
-/// A readout the head admitted, answered from KV: a week's count, its tally along one
-/// dimension (from the records kept as the keys' metadata), or the counts of a span of weeks.
+/// Keeps an accepted ping, inside `waitUntil`. KV is read first: a repeat that changed
+/// nothing writes nothing (the core's `record_to_write`); a new or changed record goes to its
+/// week's object, which moves the tallies, and then to KV. When the object fails, KV is not
+/// written and a `store_failure` is logged: KV and the tallies hold the same sessions, and the
+/// session's next ping, still new or changed to KV, is counted then.
+async fn keep(sessions: Sessions, weeks: Option<Weeks>, write: SessionWrite, expires_at: i64) {
+    let kept = async {
+        let stored = sessions.get(&write).await.map_err(|error| ("get", error))?;
+        let Some(record) = record_to_write(stored.as_deref(), &write.record_json) else {
+            return Ok(());
+        };
+        let Some(weeks) = weeks else {
+            return Err(("tally", JsValue::from("no WEEKS binding")));
+        };
+        let tallied = weeks.record(&write, &record, expires_at).await;
+        tallied.map_err(|error| ("tally", error))?;
+        let put = sessions.put_record(&write, &record, expires_at).await;
+        put.map_err(|error| ("put", error))
+    };
+    if let Err((operation, error)) = kept.await {
+        log_failure(operation, &write, &error);
+    }
+}
+
+/// A readout the head admitted, answered by the weeks' objects from their tallies: one
+/// request per week, a few rows each, whatever the week's size.
 async fn answer_readout(env: &Env, isolate: &Isolate, readout: Readout) -> Handled {
     let week = readout.week();
-    let response = match Sessions::bind(env) {
-        None => None,
-        Some(sessions) => match readout {
+    let answered = match Weeks::bind(env) {
+        None => Err(JsValue::from("no WEEKS binding")),
+        Some(weeks) => match readout {
             Readout::Week {
                 week,
                 by: None,
                 format,
-            } => (sessions.count_week(week).await)
-                .map(|count| weekly_active_response(week, count, format)),
+            } => (weeks.count(week).await).map(|count| weekly_active_response(week, count, format)),
             Readout::Week {
                 week,
                 by: Some(dimension),
                 format,
-            } => (sessions.tally_week(week, dimension).await).map(|tally| {
+            } => (weeks.tally(week, dimension).await).map(|tally| {
                 let floor = isolate.config.breakdown_min_sessions;
                 Breakdown::new(week, dimension, tally, floor).into_response(format)
             }),
-            Readout::Series { weeks, format } => {
+            Readout::Series {
+                weeks: span,
+                format,
+            } => {
                 async {
-                    let mut counts = Vec::with_capacity(weeks.len());
-                    for &week in &weeks {
-                        counts.push(sessions.count_week(week).await?);
+                    let mut counts = Vec::with_capacity(span.len());
+                    for &week in &span {
+                        counts.push(weeks.count(week).await?);
                     }
-                    Some(series_response(&weeks, &counts, format))
+                    Ok(series_response(&span, &counts, format))
                 }
                 .await
             }
         },
     };
+    let response = answered.unwrap_or_else(|error| {
+        let error = describe(&error);
+        let event = StoreFailureEvent::new(TARGET, "read", week, &error);
+        console_log!("{}", to_line(&event));
+        Rejection::StoreUnavailable.into_response()
+    });
     Handled {
         week,
-        ..Handled::new(
-            Route::WeeklyActive,
-            response.unwrap_or_else(|| Rejection::StoreUnavailable.into_response()),
-        )
+        ..Handled::new(Route::WeeklyActive, response)
     }
+}
+
+/// A deletion request the head admitted: the session's record goes from each week that may
+/// hold one, from its week's object (and so its tallies) first, then from KV.
+async fn forget(env: &Env, isolate: &Isolate, session_id: &SessionId, now_ms: f64) -> Handled {
+    let now = utc_from_unix_millis(now_ms as i64);
+    let forgotten = async {
+        let (sessions, weeks) = match (Sessions::bind(env), Weeks::bind(env)) {
+            (Some(sessions), Some(weeks)) => (sessions, weeks),
+            _ => return Err(JsValue::from("no SESSIONS or WEEKS binding")),
+        };
+        let mut deleted = 0;
+        for week in retained_weeks(now, isolate.config.session_ttl_seconds) {
+            deleted += weeks.delete(week, session_id.as_str()).await?;
+            sessions
+                .delete(&session_key(week, session_id.as_str()))
+                .await?;
+        }
+        Ok(deleted)
+    };
+    let response = match forgotten.await {
+        Ok(deleted) => forgotten_response(deleted),
+        Err(error) => {
+            let error = describe(&error).replace(session_id.as_str(), "<session>");
+            let event = StoreFailureEvent::new(TARGET, "delete", None, &error);
+            console_log!("{}", to_line(&event));
+            Rejection::StoreUnavailable.into_response()
+        }
+    };
+    Handled::new(Route::Forget, response)
 }
 
 /// The binding of Cloudflare's Rate Limiting, which counts a client across isolates.

@@ -1,5 +1,6 @@
 //! The Cloudflare Worker: streams the body under the cap, asks the protocol core what to
-//! answer, writes accepted records to KV inside `waitUntil`, and logs one wide event.
+//! answer, keeps accepted records in their week's Durable Object (the readout's tallies) and
+//! in KV inside `waitUntil`, and logs one wide event.
 //!
 //! Everything here is I/O; every rule lives in `telemetry-core`. On the host this crate is
 //! empty, so that `cargo test` can build the black-box contract suite in `tests/`.
@@ -8,3 +9,7 @@
 mod adapter;
 #[cfg(target_arch = "wasm32")]
 mod kv;
+#[cfg(target_arch = "wasm32")]
+mod week_tally;
+#[cfg(target_arch = "wasm32")]
+mod weeks;

@@ -14,9 +14,6 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use contract_suite::privacy::{address_problems, holds_an_address};
-use telemetry_core::{IsoWeek, week_key_prefix};
-use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 use toml_edit::DocumentMut;
 
 fn read(path: &str) -> String {
@@ -120,39 +117,6 @@ fn the_tail_filter_prints_the_wide_events_and_nothing_of_the_request() {
     assert_eq!(printed, format!("{wide}\n{failure}\n"));
     assert!(address_problems(&printed).is_empty() && !holds_an_address(&printed));
     assert!(!printed.contains("Amsterdam") && !printed.contains("relay/1.2.3"));
-}
-
-/// `scripts/kv-delete-session.mjs` computes ISO weeks in JavaScript (it runs where the Rust
-/// core does not): its keys must be the core's, across year ends and 53-week years.
-#[test]
-fn the_kv_deletion_script_names_the_keys_the_worker_writes() {
-    for at in [
-        "2026-11-24T15:04:05Z",
-        "2027-01-03T23:59:59Z",
-        "2027-01-04T00:00:00Z",
-        "2021-01-03T12:00:00Z",
-        "2025-12-29T00:00:01Z",
-        "2024-03-01T08:00:00Z",
-    ] {
-        let output = Command::new("node")
-            .arg(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/scripts/kv-delete-session.mjs"
-            ))
-            .args(["forget-me-please-1", "--dry-run", "--at", at])
-            .output()
-            .expect("node runs scripts/kv-delete-session.mjs");
-        assert!(output.status.success(), "{at}");
-        let keys: Vec<String> = serde_json::from_slice(&output.stdout).unwrap();
-        let instant = OffsetDateTime::parse(at, &Rfc3339).unwrap();
-        let expected: Vec<String> = (0..=13)
-            .map(|n| {
-                let week = IsoWeek::containing(instant - time::Duration::weeks(n));
-                format!("{}forget-me-please-1", week_key_prefix(week))
-            })
-            .collect();
-        assert_eq!(keys, expected, "at {at}");
-    }
 }
 
 #[test]

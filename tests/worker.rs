@@ -347,21 +347,18 @@ fn worker_forgets_a_session_on_request() {
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
 
-    // RUNBOOK's command, on this instance's local KV instead of --remote.
-    let output = std::process::Command::new("node")
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/scripts/kv-delete-session.mjs"
-        ))
-        .args(["forget-me-please-1", "--local", "--persist-to"])
-        .arg(worker.kv_dir())
-        .env("WRANGLER_SEND_METRICS", "false")
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+    // RUNBOOK's deletion request: every retained week, in KV and in the weeks' objects.
+    let forget = |id: &str| {
+        let request = RawRequest::new("DELETE", &format!("/v1/session/{id}"))
+            .header("authorization", &format!("Bearer {TOKEN}"));
+        send(worker.addr, &request).unwrap()
+    };
+    let forgotten = forget("forget-me-please-1");
+    assert_eq!(forgotten.status, 200, "{}", forgotten.text());
+    assert_eq!(forgotten.json().unwrap()["deleted_records"], 1);
+    assert_eq!(
+        forget("forget-me-please-1").json().unwrap()["deleted_records"],
+        0
     );
     let week = current_iso_week();
     assert_eq!(
@@ -370,6 +367,10 @@ fn worker_forgets_a_session_on_request() {
     );
     let readout = send(worker.addr, &readout_request(&week, TOKEN)).unwrap();
     assert_eq!(readout.json().unwrap()["weekly_active_sessions"], 1);
+    let by_platform = RawRequest::new("GET", &format!("/v1/wau/{week}?by=platform"))
+        .header("authorization", &format!("Bearer {TOKEN}"));
+    let by_platform = send(worker.addr, &by_platform).unwrap().json().unwrap();
+    assert_eq!(by_platform["withheld_sessions"], 1, "{by_platform}");
 }
 
 #[test]
