@@ -42,6 +42,11 @@ fuzz_target!(|input: &[u8]| {
     let (_, next) = route(&head, token.as_ref());
     let response = match next {
         Next::Respond(response) => response,
+        // Only a well-formed session id reaches a store's deletion.
+        Next::Forget(session_id) => {
+            assert!(telemetry_core::SessionId::parse(session_id.as_str()).is_some());
+            telemetry_core::forgotten_response(u64::try_from(body.len()).unwrap_or(0))
+        }
         Next::Readout(readout) => {
             // Any store answer renders, and a breakdown always adds up to its count.
             let sessions = u64::try_from(body.len()).unwrap_or(0);
