@@ -45,9 +45,7 @@ pub struct Sessions {
 impl Sessions {
     /// The namespace bound as `SESSIONS`; `None` when the deployment has no such binding.
     pub fn bind(env: &Env) -> Option<Self> {
-        let binding = Reflect::get(env, &BINDING.into()).ok()?;
-        let namespace = binding.is_object().then(|| binding.unchecked_into())?;
-        Some(Self { namespace })
+        binding(env, BINDING).map(|namespace| Self { namespace })
     }
 
     /// Puts a record with its expiry, as the value and as the key's metadata (which
@@ -76,6 +74,12 @@ impl Sessions {
         let stored = JsFuture::from(self.namespace.get(&write.key())?).await?;
         Ok(stored.as_string())
     }
+}
+
+/// The binding named `name` in `env`, called directly; `None` when the deployment has none.
+pub fn binding<T: JsCast>(env: &Env, name: &str) -> Option<T> {
+    let binding = Reflect::get(env, &name.into()).ok()?;
+    binding.is_object().then(|| binding.unchecked_into())
 }
 
 /// Logs a failed storage call of `write` as a `store_failure` event. The store may quote

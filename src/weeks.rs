@@ -6,7 +6,6 @@
 use telemetry_core::readout::Tally;
 use telemetry_core::{Dimension, IsoWeek, SessionWrite};
 use worker::Env;
-use worker::js_sys::Reflect;
 use worker::wasm_bindgen::{JsCast, JsValue};
 use worker::wasm_bindgen_futures::JsFuture;
 use worker::worker_sys::web_sys;
@@ -24,9 +23,7 @@ pub struct Weeks {
 impl Weeks {
     /// The namespace bound as `WEEKS`; `None` when the deployment has no such binding.
     pub fn bind(env: &Env) -> Option<Self> {
-        let binding = Reflect::get(env, &BINDING.into()).ok()?;
-        let namespace = binding.is_object().then(|| binding.unchecked_into())?;
-        Some(Self { namespace })
+        crate::kv::binding(env, BINDING).map(|namespace| Self { namespace })
     }
 
     /// Hands a new or changed record to its week's object, which keeps it and moves the

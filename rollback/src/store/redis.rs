@@ -312,15 +312,7 @@ impl RedisStore {
     }
 
     pub async fn records_of_week(&self, week: IsoWeek) -> Result<Vec<LiveRecord>, StoreError> {
-        let mut connection = self.connection.clone();
-        let (records, expires_at): (Vec<(String, String)>, i64) = redis::pipe()
-            .atomic()
-            .cmd("HGETALL")
-            .arg(week_key(week))
-            .cmd("EXPIRETIME")
-            .arg(week_key(week))
-            .query_async(&mut connection)
-            .await?;
+        let (records, expires_at) = week_records(&mut self.connection.clone(), week).await?;
         // -2: no such hash (no records); -1: a hash without an expiry, which this store never
         // writes: refuse to hand on records whose lifetime is unknown.
         if expires_at < 0 && !records.is_empty() {
@@ -358,6 +350,21 @@ impl RedisStore {
         }
         Ok(deleted)
     }
+}
+
+/// A week's records (session id, record) and its hash's `EXPIRETIME`, read together.
+async fn week_records(
+    connection: &mut ConnectionManager,
+    week: IsoWeek,
+) -> Result<(Vec<(String, String)>, i64), StoreError> {
+    Ok(redis::pipe()
+        .atomic()
+        .cmd("HGETALL")
+        .arg(week_key(week))
+        .cmd("EXPIRETIME")
+        .arg(week_key(week))
+        .query_async(connection)
+        .await?)
 }
 
 /// Every week that has a records hash.
@@ -404,14 +411,7 @@ async fn tally_weeks_written_before_tallies(
         return Ok(());
     }
     for week in stored_weeks(connection).await? {
-        let (records, expires_at): (Vec<(String, String)>, i64) = redis::pipe()
-            .atomic()
-            .cmd("HGETALL")
-            .arg(week_key(week))
-            .cmd("EXPIRETIME")
-            .arg(week_key(week))
-            .query_async(connection)
-            .await?;
+        let (records, expires_at) = week_records(connection, week).await?;
         let mut moves = TallyMoves::default();
         for (_, record) in &records {
             moves.replace(None, Some(&parse_record(week, record)?));
