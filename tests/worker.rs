@@ -380,3 +380,38 @@ fn worker_answers_as_openapi_yaml_says() {
         panic!("{report}");
     }
 }
+
+#[test]
+fn worker_drops_an_expired_session_from_the_weeks_count_and_breakdowns() {
+    // The shortest TTL the configuration takes, kept to the second (KV's least expiry).
+    let worker = Wrangler::start(&[("WAU_READ_TOKEN", TOKEN), ("SESSION_TTL_SECONDS", "60")]);
+    let target = Target {
+        addr: worker.addr,
+        token: TOKEN.into(),
+        abuse_limit: None,
+    };
+    assert_eq!(
+        send(worker.addr, &ping_request("expiring-relay-01"))
+            .unwrap()
+            .status,
+        204
+    );
+    assert_eq!(target.count_settled(1), Ok(1));
+    // The week's object deletes the record at its expiry, by its alarm, and takes it out of
+    // the tallies: the count falls to 0 with no request in between.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    std::thread::sleep(std::time::Duration::from_secs(55));
+    while target.weekly_count() != Ok(0) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still counted after its expiry"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    let week = current_iso_week();
+    let by_platform = RawRequest::new("GET", &format!("/v1/wau/{week}?by=platform"))
+        .header("authorization", &format!("Bearer {TOKEN}"));
+    let by_platform = send(worker.addr, &by_platform).unwrap().json().unwrap();
+    assert_eq!(by_platform["weekly_active_sessions"], 0, "{by_platform}");
+    assert_eq!(by_platform["withheld_sessions"], 0, "{by_platform}");
+}

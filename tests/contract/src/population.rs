@@ -140,6 +140,47 @@ pub fn check_readouts(target: &Target, tag: &str) -> Vec<String> {
     failures.extend(check_csv(target, &week, &sessions));
     failures.extend(check_series(target, total));
     failures.extend(check_refusals(target, &week));
+    failures.extend(check_deletion(target, &week, &mut sessions));
+    failures
+}
+
+/// A deletion request: refused whole without the token or with a malformed id; with both,
+/// the session leaves the count and every breakdown at once, and a second request finds
+/// nothing.
+fn check_deletion(target: &Target, week: &str, sessions: &mut Vec<Session>) -> Vec<String> {
+    let mut failures = Vec::new();
+    let forgotten = sessions.remove(0);
+    let delete = |id: &str, token: Option<&str>| {
+        let request = RawRequest::new("DELETE", &format!("/v1/session/{id}"));
+        let request = match token {
+            Some(token) => request.header("authorization", &format!("Bearer {token}")),
+            None => request,
+        };
+        send(target.addr, &request).map(|response| (response.status, response.json()))
+    };
+    for (id, token, status) in [
+        (forgotten.id.as_str(), None, 401),
+        (forgotten.id.as_str(), Some("wrong-token"), 401),
+        ("no!", Some(target.token.as_str()), 400),
+    ] {
+        match delete(id, token) {
+            Ok((got, _)) if got == status => {}
+            other => failures.push(format!("DELETE {id:?} with {token:?}: {other:?}")),
+        }
+    }
+    for deleted in [1, 0] {
+        match delete(&forgotten.id, Some(&target.token)) {
+            Ok((200, Some(body))) if body == json!({ "deleted_records": deleted }) => {}
+            other => failures.push(format!("DELETE, expecting {deleted} deleted: {other:?}")),
+        }
+    }
+    for dimension in DIMENSIONS {
+        let expected = expected_breakdown(week, sessions, dimension, DEFAULT_FLOOR);
+        let got = settled_json(target, &format!("/v1/wau/{week}?by={dimension}"), &expected);
+        if got.as_ref() != Ok(&expected) {
+            failures.push(format!("after the deletion, by={dimension}: {got:?}"));
+        }
+    }
     failures
 }
 
