@@ -12,8 +12,7 @@ use futures_util::StreamExt;
 use telemetry_core::abuse::refused_by_shared_limit;
 use telemetry_core::config::ConfigError;
 use telemetry_core::event::{
-    ConfigErrorEvent, Handled, LIMITED_BY_PROCESS, LIMITED_BY_SHARED, StoreFailureEvent,
-    method_label, to_line,
+    ConfigErrorEvent, Handled, LIMITED_BY_PROCESS, LIMITED_BY_SHARED, method_label, to_line,
 };
 use telemetry_core::limits::MAX_DISCARDED_BYTES;
 use telemetry_core::readout::record_to_write;
@@ -33,7 +32,7 @@ use worker::worker_sys::ext::RequestExt;
 use worker::worker_sys::web_sys;
 use worker::{ByteStream, Context, Env, console_log};
 
-use crate::kv::{Sessions, TARGET, describe, log_failure};
+use crate::kv::{Sessions, TARGET, log_failure};
 use crate::weeks::Weeks;
 
 /// What an isolate keeps between requests, made from `env` on its first request. A Worker's
@@ -239,7 +238,8 @@ async fn keep(sessions: Sessions, weeks: Option<Weeks>, write: SessionWrite, exp
         put.map_err(|error| ("put", error))
     };
     if let Err((operation, error)) = kept.await {
-        log_failure(operation, &write, &error);
+        let session_id = Some(write.session_id.as_str());
+        log_failure(operation, Some(write.week), session_id, &error);
     }
 }
 
@@ -279,9 +279,7 @@ async fn answer_readout(env: &Env, isolate: &Isolate, readout: Readout) -> Handl
         },
     };
     let response = answered.unwrap_or_else(|error| {
-        let error = describe(&error);
-        let event = StoreFailureEvent::new(TARGET, "read", week, &error);
-        console_log!("{}", to_line(&event));
+        log_failure("read", week, None, &error);
         Rejection::StoreUnavailable.into_response()
     });
     Handled {
@@ -311,9 +309,7 @@ async fn forget(env: &Env, isolate: &Isolate, session_id: &SessionId, now_ms: f6
     let response = match forgotten.await {
         Ok(deleted) => forgotten_response(deleted),
         Err(error) => {
-            let error = describe(&error).replace(session_id.as_str(), "<session>");
-            let event = StoreFailureEvent::new(TARGET, "delete", None, &error);
-            console_log!("{}", to_line(&event));
+            log_failure("delete", None, Some(session_id.as_str()), &error);
             Rejection::StoreUnavailable.into_response()
         }
     };

@@ -5,8 +5,8 @@
 //! five methods on every bind and converts metadata through serde: a put hands the record's
 //! JSON to `JSON.parse` for its metadata.
 
-use telemetry_core::SessionWrite;
 use telemetry_core::event::{StoreFailureEvent, to_line};
+use telemetry_core::{IsoWeek, SessionWrite};
 use worker::js_sys::{self, JSON, Object, Reflect};
 use worker::wasm_bindgen::prelude::wasm_bindgen;
 use worker::wasm_bindgen::{JsCast, JsValue};
@@ -45,7 +45,8 @@ pub struct Sessions {
 impl Sessions {
     /// The namespace bound as `SESSIONS`; `None` when the deployment has no such binding.
     pub fn bind(env: &Env) -> Option<Self> {
-        binding(env, BINDING).map(|namespace| Self { namespace })
+        let namespace = binding(env, BINDING)?.unchecked_into();
+        Some(Self { namespace })
     }
 
     /// Puts a record with its expiry, as the value and as the key's metadata (which
@@ -77,16 +78,25 @@ impl Sessions {
 }
 
 /// The binding named `name` in `env`, called directly; `None` when the deployment has none.
-pub fn binding<T: JsCast>(env: &Env, name: &str) -> Option<T> {
+/// Not generic: the caller casts it, and the module carries one copy.
+pub fn binding(env: &Env, name: &str) -> Option<JsValue> {
     let binding = Reflect::get(env, &name.into()).ok()?;
-    binding.is_object().then(|| binding.unchecked_into())
+    binding.is_object().then_some(binding)
 }
 
-/// Logs a failed storage call of `write` as a `store_failure` event. The store may quote
-/// the key, and the key holds the session id, which never reaches a log.
-pub fn log_failure(operation: &'static str, write: &SessionWrite, error: &JsValue) {
-    let error = describe(error).replace(write.session_id.as_str(), "<session>");
-    let event = StoreFailureEvent::new(TARGET, operation, Some(write.week), &error);
+/// Logs a failed storage call as a `store_failure` event. The store may quote a key, and a
+/// key holds the session id, which never reaches a log: it is masked wherever it appears.
+pub fn log_failure(
+    operation: &'static str,
+    week: Option<IsoWeek>,
+    session_id: Option<&str>,
+    error: &JsValue,
+) {
+    let mut error = describe(error);
+    if let Some(session_id) = session_id {
+        error = error.replace(session_id, "<session>");
+    }
+    let event = StoreFailureEvent::new(TARGET, operation, week, &error);
     console_log!("{}", to_line(&event));
 }
 

@@ -23,7 +23,8 @@ pub struct Weeks {
 impl Weeks {
     /// The namespace bound as `WEEKS`; `None` when the deployment has no such binding.
     pub fn bind(env: &Env) -> Option<Self> {
-        crate::kv::binding(env, BINDING).map(|namespace| Self { namespace })
+        let namespace = crate::kv::binding(env, BINDING)?.unchecked_into();
+        Some(Self { namespace })
     }
 
     /// Hands a new or changed record to its week's object, which keeps it and moves the
