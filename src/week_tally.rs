@@ -66,8 +66,8 @@ impl WeekTally {
 
     /// The Worker's requests, answered at once (the object's storage calls are synchronous):
     /// `POST /record` (a ping's session, expiry and record in the headers `x-session`,
-    /// `x-expires-at`, `x-record`; answers the record to put in KV, or 204 when nothing
-    /// changed), `GET /count`, `GET /tally/<dimension>` (a line of value and sessions per
+    /// `x-expires-at`, `x-record`; answers the record it keeps, or 204 when it held that
+    /// record already), `GET /count`, `GET /tally/<dimension>` (a line of value and sessions per
     /// value), `POST /delete` (the session in `x-session`; answers how many records went).
     pub fn fetch(&self, req: web_sys::Request) -> Result<web_sys::Response, JsValue> {
         let url = req.url();
@@ -124,7 +124,7 @@ impl WeekTally {
 /// What runs inside a transaction; its value is the transaction's.
 type TransactionBody = dyn FnOnce(&Store) -> Result<JsValue, JsValue>;
 
-/// The object's storage, cloned into each request's future.
+/// The object's storage and its SQL handle (cheap JavaScript references), for one request.
 #[derive(Clone)]
 struct Store {
     storage: Storage,
@@ -140,8 +140,8 @@ impl Store {
 
     /// Keeps a ping's record as the core decides (a new session, or a changed field with the
     /// first ping's `first_seen_at`) and moves the tallies with it, in one transaction.
-    /// Returns the record written, which the Worker then puts in KV, or `None` for a repeat
-    /// that changed nothing.
+    /// Returns the record written, or `None` when the object held it already (the Worker
+    /// puts its own in KV either way: it decided it from KV, the store of records).
     fn record(
         &self,
         session_id: &str,
