@@ -36,6 +36,8 @@ function rust(port) {
     modules: rustModules(root),
     bindings,
     kvNamespaces: { SESSIONS: "rust-sessions" },
+    // As wrangler.toml binds it: the readout's week objects, with SQLite storage.
+    durableObjects: { WEEKS: { className: "WeekTally", useSQLite: true } },
     unsafeDirectSockets: [{ host: "127.0.0.1", port }],
   };
 }
@@ -61,6 +63,7 @@ const mf = new Miniflare({
   workers,
   cf: false, // no fetch of the real `Request.cf` (offline); a placeholder instead
   kvPersist: `${stateDir}/kv`,
+  durableObjectsPersist: `${stateDir}/do`,
   log: new Log(LogLevel.WARN),
   // The wide events go to workerd's stdout, which the caller may discard; they are still made.
   handleRuntimeStdio(stdout, stderr) {
@@ -70,7 +73,8 @@ const mf = new Miniflare({
 });
 await mf.ready;
 // BENCH_SEED_SESSIONS=N fills week 2001-W07 of each namespace with the same N records, so that
-// both readouts count the same week.
+// both readouts count the same week; the Rust Worker's week object gets them too, through the
+// request its Worker makes for a new session (the readout counts from there).
 const seeded = Number(process.env.BENCH_SEED_SESSIONS ?? 0);
 const record = {
   protocol_version: "1.0.0", daemon_version: "0.9.3", platform: "linux",
@@ -84,6 +88,26 @@ for (const { name } of workers) {
       const key = `session:2001-W07:seed-${String(i).padStart(8, "0")}`;
       batch.push(kv.put(key, JSON.stringify(record), { metadata: record }));
     }
+    await Promise.all(batch);
+  }
+}
+if (seeded > 0 && workers.some(({ name }) => name === "rust")) {
+  const weeks = await mf.getDurableObjectNamespace("WEEKS", "rust");
+  const week = weeks.get(weeks.idFromName("2001-W07"));
+  const expiresAt = String(Math.floor(Date.now() / 1000) + 7 * 86_400);
+  const seed = async (i) => {
+    const headers = {
+      "x-session": `seed-${String(i).padStart(8, "0")}`,
+      "x-expires-at": expiresAt,
+      "x-record": JSON.stringify(record),
+    };
+    const response = await week.fetch("https://week/record", { method: "POST", headers });
+    await response.arrayBuffer();
+    if (response.status !== 200) throw new Error(`seeding the week object: ${response.status}`);
+  };
+  for (let start = 0; start < seeded; start += 200) {
+    const batch = [];
+    for (let i = start; i < Math.min(seeded, start + 200); i++) batch.push(seed(i));
     await Promise.all(batch);
   }
 }

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Measures the service side by side in one run on this machine and prints ratios (markdown):
 # core criterion benchmarks, the rollback's valid-ping throughput against its own /healthz
-# (SQLite and Redis), the readout's time as a week grows on both stores, and the Worker beside
-# a TypeScript Worker of the same contract (scripts/bench-workers.sh: ratios, cold start, sizes).
+# (SQLite and Redis), the readouts' time as a week grows on both stores, the Worker beside a
+# TypeScript Worker of the same contract (scripts/bench-workers.sh: ratios, cold start, sizes),
+# and the Worker's readout beside the yardstick's as a week grows (1,000 to 100,000 sessions).
 # Load comes from wrk (Debian's package) on loopback; every run is bounded in time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -97,3 +98,17 @@ echo "### The Rust Worker beside the TypeScript yardstick (one workerd through M
 echo
 sh scripts/build-worker.sh >/dev/null 2>&1
 scripts/bench-workers.sh
+
+echo
+echo "### The Worker's readout as a week grows, beside the TypeScript yardstick's list-and-count (same runs as above, readout only)"
+echo
+echo "The Rust Worker asks the week's Durable Object (one request, a few rows); the yardstick lists"
+echo "the week's KV keys, 1,000 a call. Seeded through bench/workers.mjs (KV, and the week's object"
+echo "through the request the Worker makes for a new session)."
+for seeded in 1000 10000; do
+  echo
+  BENCH_LOADS=readout BENCH_SEED_SESSIONS=$seeded BENCH_NO_COLD_START=1 scripts/bench-workers.sh
+done
+# At 100,000 the yardstick's readout (100 KV lists) outlasts a wrk run: one at a time instead.
+echo
+BENCH_LOADS=latency BENCH_SEED_SESSIONS=100000 BENCH_NO_COLD_START=1 scripts/bench-workers.sh
