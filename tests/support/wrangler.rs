@@ -116,6 +116,48 @@ impl Wrangler {
     /// Starts `wrangler dev` as [`Wrangler::start`] does, ready once `/healthz` answers
     /// `healthz_status` (500 for a configuration the Worker refuses).
     pub fn start_answering(vars: &[(&str, &str)], healthz_status: u16) -> Self {
+        Self::start_configured(vars, healthz_status, None)
+    }
+
+    /// Starts the Worker as deployed without its `WEEKS` Durable Object binding (a
+    /// deployment that lost it, or an object that cannot be reached): `wrangler.toml` with
+    /// the binding and its migration left out, from a copy in the instance's state.
+    pub fn start_without_week_objects(vars: &[(&str, &str)]) -> Self {
+        let config = std::fs::read_to_string(root().join("wrangler.toml")).expect("wrangler.toml");
+        let mut kept = String::new();
+        let mut skipping = false;
+        for line in config.lines() {
+            if line.starts_with('[') {
+                skipping = line == "[[durable_objects.bindings]]"
+                    || line == "[[migrations]]"
+                    || line == "[build]";
+            }
+            if skipping {
+                continue;
+            }
+            match line.strip_prefix("main = ") {
+                Some(_) => kept.push_str(&format!(
+                    "main = \"{}\"\n",
+                    root().join("build/index.js").display()
+                )),
+                None => {
+                    kept.push_str(line);
+                    kept.push('\n');
+                }
+            }
+        }
+        assert!(
+            !kept.contains("WEEKS") && kept.contains("SESSIONS"),
+            "{kept}"
+        );
+        Self::start_configured(vars, 200, Some(kept))
+    }
+
+    fn start_configured(
+        vars: &[(&str, &str)],
+        healthz_status: u16,
+        config: Option<String>,
+    ) -> Self {
         build_once();
         let state = std::env::temp_dir().join(format!(
             "telemetry-worker-test-{}-{}",
@@ -143,6 +185,11 @@ impl Wrangler {
             .stderr(log);
         for (name, value) in vars {
             command.args(["--var", &format!("{name}:{value}")]);
+        }
+        if let Some(config) = config {
+            let path = state.join("wrangler.toml");
+            std::fs::write(&path, config).expect("write the config");
+            command.arg("--config").arg(path);
         }
         std::os::unix::process::CommandExt::process_group(&mut command, 0);
         let child = command.spawn().expect("start wrangler dev");
