@@ -119,6 +119,31 @@ fn the_tail_filter_prints_the_wide_events_and_nothing_of_the_request() {
     assert!(!printed.contains("Amsterdam") && !printed.contains("relay/1.2.3"));
 }
 
+/// `tests/backfill.mjs`: records put straight into KV are counted once the backfill hands
+/// them to their week's object, page by page, and a second run counts nothing twice.
+#[test]
+fn the_backfill_hands_kv_records_to_their_weeks_object_once() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    // The bundle as the other Worker tests run it, from the sources as they are.
+    let built = Command::new("sh")
+        .arg(root.join("scripts/build-worker.sh"))
+        .current_dir(root)
+        .status()
+        .expect("run scripts/build-worker.sh");
+    assert!(built.success(), "building the Worker failed");
+    let output = Command::new("node")
+        .arg("tests/backfill.mjs")
+        .current_dir(root)
+        .output()
+        .expect("node runs tests/backfill.mjs (scripts/setup.sh installs Node's packages)");
+    assert!(
+        output.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 #[test]
 fn runbook_dumps_go_to_a_private_directory_and_the_tail_through_the_filter() {
     let runbook = read("RUNBOOK.md");
