@@ -1,12 +1,17 @@
 //! `loadtest`: a Goose load harness for either deploy target, with Goose's own command line
 //! (`--host`, `--users`, `--hatch-rate`, `--run-time`, `--report-file`, …).
 //!
-//! Traffic is weighted like the real thing: relay pings from random sessions with a realistic
-//! mix of platforms, frameworks and versions, some repeated from the same session; a small
-//! share of invalid requests that must get their 4xx; and, with `WAU_READ_TOKEN` set,
-//! operator readouts. Thresholds come from `LOADTEST_P95_MS` (default 500) and
+//! Traffic is weighted like the real thing. Relays ping when they start and then every 24
+//! hours with the same six fields, so each relay user sends, per new session (a freshly drawn,
+//! realistic mix of platforms, frameworks and versions), about six unchanged repeats (the same
+//! body again, the path the stores optimise) and now and then an upgrade (the same session
+//! with another `daemon_version`); Goose's report names them "new session", "unchanged
+//! repeat" and "upgrade", and the run ends by printing how many of each were answered 204.
+//! A small share of invalid requests must get their 4xx; and, with `WAU_READ_TOKEN` set,
+//! operators read the week. Thresholds come from `LOADTEST_P95_MS` (default 500) and
 //! `LOADTEST_MAX_ERROR_RATE` (default 0.01). With a token, the week's count is read before and
-//! after: it must have grown by exactly the number of distinct new sessions answered 204.
+//! after: it must have grown by exactly the number of distinct sessions answered 204, however
+//! often each was repeated or upgraded.
 
 mod traffic;
 
@@ -69,7 +74,9 @@ async fn run() -> Result<(), String> {
             )
         })
         .map_err(|e| e.to_string())?;
-    match attack.execute().await {
+    let outcome = attack.execute().await;
+    println!("{}", traffic::answered_summary());
+    match outcome {
         Ok(_) => {}
         Err(GooseError::ThresholdsFailed { failed, .. }) => {
             let rules: Vec<String> = failed.iter().map(|r| format!("{r:?}")).collect();
@@ -82,8 +89,8 @@ async fn run() -> Result<(), String> {
     }
 
     if let (Some(readout), Some(before)) = (readout, before) {
-        let new_sessions = traffic::accepted_sessions();
-        let expected = before + new_sessions;
+        let sessions = traffic::accepted_sessions();
+        let expected = before + sessions;
         let deadline = Instant::now() + SETTLE_WITHIN;
         let mut after = readout.count().await?;
         while after != expected && Instant::now() < deadline {
@@ -93,13 +100,13 @@ async fn run() -> Result<(), String> {
         if after != expected {
             let difference = i128::from(after) - i128::from(expected);
             return Err(format!(
-                "count check failed: {} had {before} sessions, {new_sessions} new sessions were answered 204, \
+                "count check failed: {} had {before} sessions, {sessions} distinct sessions were answered 204, \
                  so {expected} were expected, but it reports {after} ({difference:+})",
                 readout.week
             ));
         }
         println!(
-            "count check passed: {} grew from {before} to {after}, exactly the {new_sessions} new sessions answered 204",
+            "count check passed: {} grew from {before} to {after}, exactly the {sessions} distinct sessions answered 204",
             readout.week
         );
     }

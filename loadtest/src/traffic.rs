@@ -7,27 +7,88 @@ use std::sync::{LazyLock, Mutex};
 
 use goose::prelude::*;
 
-/// Session ids answered 204 during the run: the count must grow by exactly this many.
+/// Session ids answered 204 during the run: the count must grow by exactly this many. A set,
+/// so the repeats and upgrades of a session already counted are not counted again.
 static ACCEPTED: LazyLock<Mutex<HashSet<String>>> = LazyLock::new(Mutex::default);
 
 pub fn accepted_sessions() -> u64 {
     ACCEPTED.lock().map(|set| set.len() as u64).unwrap_or(0)
 }
 
-/// Relays: mostly first pings from new sessions, some repeats, and a few invalid requests
-/// (an old or broken relay) that must be refused with their 4xx, never a 5xx.
+/// What a relay's ping is to the service, and its name in Goose's report.
+#[derive(Clone, Copy)]
+enum Kind {
+    /// A session's first ping, with a freshly drawn profile.
+    NewSession,
+    /// The same six fields again: the path the stores optimise (nothing is written).
+    UnchangedRepeat,
+    /// The same session with another `daemon_version`: a write, but not a new session.
+    Upgrade,
+}
+
+impl Kind {
+    const fn name(self) -> &'static str {
+        match self {
+            Self::NewSession => "new session",
+            Self::UnchangedRepeat => "unchanged repeat",
+            Self::Upgrade => "upgrade",
+        }
+    }
+
+    fn answered(self) -> &'static AtomicU64 {
+        static NEW_SESSIONS: AtomicU64 = AtomicU64::new(0);
+        static UNCHANGED_REPEATS: AtomicU64 = AtomicU64::new(0);
+        static UPGRADES: AtomicU64 = AtomicU64::new(0);
+        match self {
+            Self::NewSession => &NEW_SESSIONS,
+            Self::UnchangedRepeat => &UNCHANGED_REPEATS,
+            Self::Upgrade => &UPGRADES,
+        }
+    }
+}
+
+/// Relay pings answered 204, by kind, for the line printed after the run: it shows each kind
+/// was really loaded, whatever Goose's own report was told to leave out.
+pub fn answered_summary() -> String {
+    let count = |kind: Kind| kind.answered().load(Ordering::Relaxed);
+    format!(
+        "relay pings answered 204: {} new session, {} unchanged repeat, {} upgrade",
+        count(Kind::NewSession),
+        count(Kind::UnchangedRepeat),
+        count(Kind::Upgrade)
+    )
+}
+
+/// Relays, as they send: a relay pings when it starts and then every 24 hours with the same six
+/// fields, so a session that runs all week sends one first ping and six unchanged repeats:
+/// hence 10 new sessions to 60 unchanged repeats. A release reaches a running session now and
+/// then: an upgrade per ten repeats (6). A few invalid requests (an old or broken relay, 1
+/// each) must be refused with their 4xx, never a 5xx. Each Goose user is one relay at a time:
+/// it starts with a new session (its first ping), and its later new sessions stand for a
+/// restart or a new install. Goose runs the weighted transactions in a fixed round-robin
+/// order, so the mix holds for every 79 pings of a user, not for every one of its sessions.
 pub fn relay_pings() -> Result<Scenario, GooseError> {
     Ok(scenario!("relay")
         .set_weight(10)?
         .register_transaction(
             transaction!(ping_new_session)
-                .set_name("ping")
-                .set_weight(40)?,
+                .set_name(Kind::NewSession.name())
+                .set_on_start(),
         )
         .register_transaction(
-            transaction!(ping_same_session)
-                .set_name("repeat ping")
+            transaction!(ping_new_session)
+                .set_name(Kind::NewSession.name())
                 .set_weight(10)?,
+        )
+        .register_transaction(
+            transaction!(ping_unchanged_repeat)
+                .set_name(Kind::UnchangedRepeat.name())
+                .set_weight(60)?,
+        )
+        .register_transaction(
+            transaction!(ping_upgrade)
+                .set_name(Kind::Upgrade.name())
+                .set_weight(6)?,
         )
         .register_transaction(
             transaction!(unknown_field)
@@ -99,43 +160,104 @@ fn new_session_id() -> String {
         .collect()
 }
 
-fn ping_body(session_id: &str) -> String {
-    let platform = pick(
-        ("linux", 50),
-        &[
-            ("darwin", 35),
-            ("win32", 12),
-            ("freebsd", 2),
-            ("openbsd", 1),
-        ],
-    );
-    let framework = pick(
-        ("react", 35),
-        &[
-            ("next", 20),
-            ("vue", 15),
-            ("nuxt", 6),
-            ("svelte", 8),
-            ("astro", 6),
-            ("solid", 3),
-            ("unknown", 7),
-        ],
-    );
-    let daemon = pick(
-        ("0.9.3", 50),
-        &[("0.9.2", 25), ("0.10.0-rc.1", 5), ("0.8.7", 20)],
-    );
-    let node = pick(
-        ("v20.11.1", 40),
-        &[("v22.3.0", 35), ("v18.19.0", 20), ("21.7.1", 5)],
-    );
-    format!(
-        r#"{{"protocol_version":"1.0.0","daemon_version":"{daemon}","session_id":"{session_id}","platform":"{platform}","node_version":"{node}","primary_framework":"{framework}"}}"#
-    )
+/// The daemon versions relays run, oldest first, with how common each is.
+const DAEMON_VERSIONS: [(&str, u64); 4] = [
+    ("0.8.7", 20),
+    ("0.9.2", 25),
+    ("0.9.3", 50),
+    ("0.10.0-rc.1", 5),
+];
+
+/// A session as its relay keeps it (the Goose user's session data): the id and the profile
+/// it sends with every ping, so a repeat is the same body, byte for byte.
+#[derive(Clone)]
+struct Session {
+    id: String,
+    daemon_version: &'static str,
+    platform: &'static str,
+    node_version: &'static str,
+    primary_framework: &'static str,
 }
 
+impl Session {
+    /// A new session with a realistic profile.
+    fn draw() -> Self {
+        let platform = pick(
+            ("linux", 50),
+            &[
+                ("darwin", 35),
+                ("win32", 12),
+                ("freebsd", 2),
+                ("openbsd", 1),
+            ],
+        );
+        let primary_framework = pick(
+            ("react", 35),
+            &[
+                ("next", 20),
+                ("vue", 15),
+                ("nuxt", 6),
+                ("svelte", 8),
+                ("astro", 6),
+                ("solid", 3),
+                ("unknown", 7),
+            ],
+        );
+        let [first, rest @ ..] = DAEMON_VERSIONS;
+        let daemon_version = pick(first, &rest);
+        let node_version = pick(
+            ("v20.11.1", 40),
+            &[("v22.3.0", 35), ("v18.19.0", 20), ("21.7.1", 5)],
+        );
+        Self {
+            id: new_session_id(),
+            daemon_version,
+            platform,
+            node_version,
+            primary_framework,
+        }
+    }
+
+    /// The same session after its relay was updated: the next version up, or, from the newest
+    /// (a release candidate), back to the latest stable one; always a different version.
+    fn upgraded(&self) -> Self {
+        let versions = DAEMON_VERSIONS.map(|(version, _)| version);
+        let next = versions
+            .iter()
+            .position(|v| *v == self.daemon_version)
+            .and_then(|i| versions.get(i + 1))
+            .copied()
+            .unwrap_or("0.9.3");
+        Self {
+            daemon_version: next,
+            ..self.clone()
+        }
+    }
+
+    fn body(&self) -> String {
+        let Self {
+            id,
+            daemon_version,
+            platform,
+            node_version,
+            primary_framework,
+        } = self;
+        format!(
+            r#"{{"protocol_version":"1.0.0","daemon_version":"{daemon_version}","session_id":"{id}","platform":"{platform}","node_version":"{node_version}","primary_framework":"{primary_framework}"}}"#
+        )
+    }
+}
+
+/// The body of a fresh session's ping, for the invalid requests to spoil.
+fn ping_body() -> String {
+    Session::draw().body()
+}
+
+/// A POST to the ping route, named: a request made from a request builder has no path of its
+/// own, so unnamed, Goose's report would list every kind as one bare `POST`.
 async fn post(
     user: &mut GooseUser,
+    name: &str,
     content_type: &str,
     body: String,
     expect: u16,
@@ -146,51 +268,74 @@ async fn post(
         .body(body);
     let request = GooseRequest::builder()
         .set_request_builder(builder)
+        .name(name)
         .expect_status_code(expect)
         .build();
     user.request(request).await
 }
 
-async fn ping(user: &mut GooseUser, session_id: String) -> TransactionResult {
-    let response = post(user, "application/json", ping_body(&session_id), 204).await?;
+/// Sends `session`'s ping, named by its kind, and keeps `session` as the user's, answered or
+/// not: its relay would send the same again.
+async fn ping(user: &mut GooseUser, kind: Kind, session: Session) -> TransactionResult {
+    let body = session.body();
+    let response = post(user, kind.name(), "application/json", body, 204).await?;
     let accepted = response
         .response
         .as_ref()
         .is_ok_and(|r| r.status().as_u16() == 204);
-    if let (true, Ok(mut sessions)) = (accepted, ACCEPTED.lock()) {
-        sessions.insert(session_id.clone());
+    if accepted {
+        kind.answered().fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut sessions) = ACCEPTED.lock() {
+            sessions.insert(session.id.clone());
+        }
     }
-    user.set_session_data(session_id);
+    user.set_session_data(session);
     Ok(())
 }
 
 async fn ping_new_session(user: &mut GooseUser) -> TransactionResult {
-    ping(user, new_session_id()).await
+    ping(user, Kind::NewSession, Session::draw()).await
 }
 
-/// The same relay again: a restart, or its daily ping within the same week.
-async fn ping_same_session(user: &mut GooseUser) -> TransactionResult {
-    let session_id = user
-        .get_session_data::<String>()
-        .cloned()
-        .unwrap_or_else(new_session_id);
-    ping(user, session_id).await
+/// The same relay again (its daily ping, or a restart that kept the session): the exact same
+/// body. A user without a session yet starts one instead.
+async fn ping_unchanged_repeat(user: &mut GooseUser) -> TransactionResult {
+    match user.get_session_data::<Session>().cloned() {
+        Some(session) => ping(user, Kind::UnchangedRepeat, session).await,
+        None => ping_new_session(user).await,
+    }
+}
+
+/// The same session after a daemon update: only `daemon_version` differs, and the new
+/// profile is kept for the repeats that follow.
+async fn ping_upgrade(user: &mut GooseUser) -> TransactionResult {
+    match user.get_session_data::<Session>().map(Session::upgraded) {
+        Some(session) => ping(user, Kind::Upgrade, session).await,
+        None => ping_new_session(user).await,
+    }
 }
 
 async fn unknown_field(user: &mut GooseUser) -> TransactionResult {
-    let body = ping_body(&new_session_id()).replacen('{', r#"{"user_email":"x@example.com","#, 1);
-    post(user, "application/json", body, 400).await?;
+    let body = ping_body().replacen('{', r#"{"user_email":"x@example.com","#, 1);
+    post(user, "unknown field (400)", "application/json", body, 400).await?;
     Ok(())
 }
 
 async fn oversized(user: &mut GooseUser) -> TransactionResult {
-    let body = ping_body(&new_session_id()).replacen('{', &format!("{{{}", " ".repeat(2048)), 1);
-    post(user, "application/json", body, 413).await?;
+    let body = ping_body().replacen('{', &format!("{{{}", " ".repeat(2048)), 1);
+    post(user, "oversized (413)", "application/json", body, 413).await?;
     Ok(())
 }
 
 async fn wrong_content_type(user: &mut GooseUser) -> TransactionResult {
-    post(user, "text/plain", ping_body(&new_session_id()), 415).await?;
+    post(
+        user,
+        "wrong content type (415)",
+        "text/plain",
+        ping_body(),
+        415,
+    )
+    .await?;
     Ok(())
 }
 
@@ -202,6 +347,7 @@ async fn weekly_readout(user: &mut GooseUser) -> TransactionResult {
         .bearer_auth(token);
     let request = GooseRequest::builder()
         .set_request_builder(builder)
+        .name("readout")
         .expect_status_code(200)
         .build();
     user.request(request).await?;

@@ -1,6 +1,7 @@
 //! A short harness run against the rollback on a temporary SQLite store, so the harness and
-//! its count check cannot rot: it must pass, write its report and verify the count, and a
-//! violated threshold must fail the run.
+//! its count check cannot rot: it must pass, write its report, send (and have answered) every
+//! kind of relay ping, unchanged repeats included, and verify the count; and a violated
+//! threshold must fail the run.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -91,11 +92,34 @@ fn a_short_run_passes_writes_its_report_and_verifies_the_count() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stdout}\n{stderr}");
     assert!(stdout.contains("count check passed"), "{stdout}");
+    // Each kind of relay ping was sent and answered 204, the unchanged repeats above all: the
+    // path the stores optimise must be loaded, not only first pings.
+    for kind in ["new session", "unchanged repeat", "upgrade"] {
+        assert!(
+            answered(&stdout, kind) > 0,
+            "no {kind} answered 204: {stdout}"
+        );
+    }
     let report = std::fs::read_to_string(dir.join("report.html")).unwrap();
     assert!(
-        report.contains("<title>Goose Attack Report") && report.contains("repeat ping"),
-        "report lacks the run"
+        report.contains("<title>Goose Attack Report")
+            && ["new session", "unchanged repeat", "upgrade"]
+                .iter()
+                .all(|kind| report.contains(kind)),
+        "report lacks the run or a kind of ping"
     );
+}
+
+/// How many pings of `kind` the harness says were answered 204, from its line
+/// "relay pings answered 204: 12 new session, 70 unchanged repeat, 7 upgrade".
+fn answered(stdout: &str, kind: &str) -> u64 {
+    let line = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("relay pings answered 204: "))
+        .unwrap_or_else(|| panic!("no summary of pings answered: {stdout}"));
+    line.split(", ")
+        .find_map(|part| part.strip_suffix(kind)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no count of {kind} in {line:?}"))
 }
 
 #[test]
