@@ -12,15 +12,14 @@ use futures_util::StreamExt;
 use telemetry_core::abuse::refused_by_shared_limit;
 use telemetry_core::config::ConfigError;
 use telemetry_core::event::{
-    ConfigErrorEvent, Handled, LIMITED_BY_PROCESS, LIMITED_BY_SHARED, method_label, to_line,
+    ConfigErrorEvent, Handled, LIMITED_BY_PROCESS, LIMITED_BY_SHARED, StoreOperation, method_label,
+    to_line,
 };
 use telemetry_core::limits::MAX_DISCARDED_BYTES;
-use telemetry_core::readout::record_to_write;
 use telemetry_core::{
-    AbuseLimiter, Breakdown, CappedBody, Config, Next, Readout, Rejection, RequestHead, Response,
-    Route, SessionId, SessionWrite, decide_ping, expires_at, forgotten_response, path_of_url,
-    query_of_url, retained_weeks, route, series_response, session_key, utc_from_unix_millis,
-    weekly_active_response,
+    AbuseLimiter, CappedBody, Config, Next, Readout, Rejection, RequestHead, Response, Route,
+    SessionId, SessionWrite, decide_ping, expires_at, forgotten_response, path_of_url,
+    query_of_url, record_to_write, retained_weeks, route, session_key, utc_from_unix_millis,
 };
 use time::OffsetDateTime;
 use worker::js_sys::{Date, Uint8Array};
@@ -124,12 +123,34 @@ fn isolate(env: &Env) -> Result<&'static Isolate, ConfigError> {
         cell.get_or_init(|| {
             // Vars and secrets share one namespace in a Worker's env.
             let config = Config::from_lookup(|name| env.var(name).ok().map(|v| v.to_string()))?;
+            // Without either store an accepted ping could not be kept: refuse to run rather
+            // than answer 204 and drop it.
+            if Sessions::bind(env).is_none() {
+                return Err(missing_binding(
+                    crate::kv::BINDING,
+                    "a KV namespace binding",
+                ));
+            }
+            if Weeks::bind(env).is_none() {
+                return Err(missing_binding(
+                    crate::weeks::BINDING,
+                    "a Durable Object namespace binding (class WeekTally)",
+                ));
+            }
             let limiter = RefCell::new(AbuseLimiter::new(config.abuse_limit_per_minute));
             // Made once per isolate and kept for its life, so leaking it is the lifetime.
             Ok(&*Box::leak(Box::new(Isolate { config, limiter })))
         })
         .clone()
     })
+}
+
+/// A binding the deployment lacks, named as the configuration error it is.
+fn missing_binding(binding: &'static str, expected: &'static str) -> ConfigError {
+    ConfigError {
+        variable: binding,
+        expected,
+    }
 }
 
 /// The request's head as the core reads it, fetched once: the method, the URL, and only
@@ -199,16 +220,17 @@ async fn ping(
     };
     let now = utc_from_unix_millis(now_ms as i64);
     let (decided, limited_by) = decide_counted(env, isolate, head, &body, now).await;
-    let (response, week) = match (decided, Sessions::bind(env)) {
-        (Ok(write), Some(sessions)) => {
+    let (response, week) = match (decided, Sessions::bind(env), Weeks::bind(env)) {
+        (Ok(write), Some(sessions), Some(weeks)) => {
             let week = write.week;
             let expires_at = expires_at(now.unix_timestamp(), isolate.config.session_ttl_seconds);
             // The runtime keeps the isolate alive for the write after the answer.
-            ctx.wait_until(keep(sessions, Weeks::bind(env), write, expires_at));
+            ctx.wait_until(keep(sessions, weeks, write, expires_at));
             (Response::no_content(), Some(week))
         }
-        (Ok(_), None) => (Rejection::StoreUnavailable.into_response(), None),
-        (Err(rejection), _) => (rejection.into_response(), None),
+        // Checked when the isolate starts; an env that loses a binding later is not kept.
+        (Ok(_), _, _) => (Rejection::StoreUnavailable.into_response(), None),
+        (Err(rejection), _, _) => (rejection.into_response(), None),
     };
     Handled {
         body_bytes: body.len(),
@@ -223,65 +245,50 @@ async fn ping(
 /// week's object, which moves the tallies, and then to KV. When the object fails, KV is not
 /// written and a `store_failure` is logged: KV and the tallies hold the same sessions, and the
 /// session's next ping, still new or changed to KV, is counted then.
-async fn keep(sessions: Sessions, weeks: Option<Weeks>, write: SessionWrite, expires_at: i64) {
+async fn keep(sessions: Sessions, weeks: Weeks, write: SessionWrite, expires_at: i64) {
     let kept = async {
-        let stored = sessions.get(&write).await.map_err(|error| ("get", error))?;
+        let stored = sessions.get(&write).await?;
         let Some(record) = record_to_write(stored.as_deref(), &write.record_json) else {
             return Ok(());
         };
-        let Some(weeks) = weeks else {
-            return Err(("tally", JsValue::from("no WEEKS binding")));
-        };
-        let tallied = weeks.record(&write, &record, expires_at).await;
-        tallied.map_err(|error| ("tally", error))?;
-        let put = sessions.put_record(&write, &record, expires_at).await;
-        put.map_err(|error| ("put", error))
+        weeks.record(&write, &record, expires_at).await?;
+        sessions.put_record(&write, &record, expires_at).await
     };
-    if let Err((operation, error)) = kept.await {
+    if let Err(error) = kept.await {
         let session_id = Some(write.session_id.as_str());
-        log_failure(operation, Some(write.week), session_id, &error);
+        log_failure(StoreOperation::Write, Some(write.week), session_id, &error);
     }
 }
 
-/// A readout the head admitted, answered by the weeks' objects from their tallies: one
-/// request per week, a few rows each, whatever the week's size.
+/// A readout the head admitted: the core says which tallies to fetch, the weeks' objects
+/// answer them at once (one request per week, a few rows each, whatever the week's size),
+/// and the core answers from them.
 async fn answer_readout(env: &Env, isolate: &Isolate, readout: Readout) -> Handled {
     let week = readout.week();
-    let answered = match Weeks::bind(env) {
+    let fetched = match Weeks::bind(env) {
         None => Err(JsValue::from("no WEEKS binding")),
-        Some(weeks) => match readout {
-            Readout::Week {
-                week,
-                by: None,
-                format,
-            } => (weeks.count(week).await).map(|count| weekly_active_response(week, count, format)),
-            Readout::Week {
-                week,
-                by: Some(dimension),
-                format,
-            } => (weeks.tally(week, dimension).await).map(|tally| {
-                let floor = isolate.config.breakdown_min_sessions;
-                Breakdown::new(week, dimension, tally, floor).into_response(format)
-            }),
-            Readout::Series {
-                weeks: span,
-                format,
-            } => {
-                async {
-                    let mut counts = Vec::with_capacity(span.len());
-                    for &week in &span {
-                        counts.push(weeks.count(week).await?);
-                    }
-                    Ok(series_response(&span, &counts, format))
+        Some(weeks) => {
+            async {
+                // Every week's request is sent before the first answer is awaited.
+                let sent = (readout.fetches().into_iter())
+                    .map(|(week, dimension)| weeks.tally(week, dimension))
+                    .collect::<Result<Vec<_>, JsValue>>()?;
+                let mut tallies = Vec::with_capacity(sent.len());
+                for tally in sent {
+                    tallies.push(tally.await?);
                 }
-                .await
+                Ok(tallies)
             }
-        },
+            .await
+        }
     };
-    let response = answered.unwrap_or_else(|error| {
-        log_failure("read", week, None, &error);
-        Rejection::StoreUnavailable.into_response()
-    });
+    let response = match fetched {
+        Ok(tallies) => readout.answer(tallies, isolate.config.breakdown_min_sessions),
+        Err(error) => {
+            log_failure(StoreOperation::Read, week, None, &error);
+            Rejection::StoreUnavailable.into_response()
+        }
+    };
     Handled {
         week,
         ..Handled::new(Route::WeeklyActive, response)
@@ -289,27 +296,36 @@ async fn answer_readout(env: &Env, isolate: &Isolate, readout: Readout) -> Handl
 }
 
 /// A deletion request the head admitted: the session's record goes from each week that may
-/// hold one, from its week's object (and so its tallies) first, then from KV.
+/// hold one, all weeks at once, from its week's object (and so its tallies) first, then
+/// from KV.
 async fn forget(env: &Env, isolate: &Isolate, session_id: &SessionId, now_ms: f64) -> Handled {
     let now = utc_from_unix_millis(now_ms as i64);
+    let id = session_id.as_str();
     let forgotten = async {
         let (sessions, weeks) = match (Sessions::bind(env), Weeks::bind(env)) {
             (Some(sessions), Some(weeks)) => (sessions, weeks),
             _ => return Err(JsValue::from("no SESSIONS or WEEKS binding")),
         };
+        // Every week's object is asked at once, then KV, each key once its object answered.
+        let weeks_held = retained_weeks(now, isolate.config.session_ttl_seconds);
+        let sent = (weeks_held.iter())
+            .map(|&week| weeks.delete(week, id))
+            .collect::<Result<Vec<_>, JsValue>>()?;
         let mut deleted = 0;
-        for week in retained_weeks(now, isolate.config.session_ttl_seconds) {
-            deleted += weeks.delete(week, session_id.as_str()).await?;
-            sessions
-                .delete(&session_key(week, session_id.as_str()))
-                .await?;
+        let mut kv_deletes = Vec::with_capacity(sent.len());
+        for (&week, in_object) in weeks_held.iter().zip(sent) {
+            deleted += in_object.await?;
+            kv_deletes.push(sessions.delete(&session_key(week, id))?);
+        }
+        for kv_delete in kv_deletes {
+            kv_delete.await?;
         }
         Ok(deleted)
     };
     let response = match forgotten.await {
         Ok(deleted) => forgotten_response(deleted),
         Err(error) => {
-            log_failure("delete", None, Some(session_id.as_str()), &error);
+            log_failure(StoreOperation::Delete, None, Some(id), &error);
             Rejection::StoreUnavailable.into_response()
         }
     };

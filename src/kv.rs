@@ -5,7 +5,7 @@
 //! five methods on every bind and converts metadata through serde: a put hands the record's
 //! JSON to `JSON.parse` for its metadata.
 
-use telemetry_core::event::{StoreFailureEvent, to_line};
+use telemetry_core::event::{StoreFailureEvent, StoreOperation, to_line};
 use telemetry_core::{IsoWeek, SessionWrite};
 use worker::js_sys::{self, JSON, Object, Reflect};
 use worker::wasm_bindgen::prelude::wasm_bindgen;
@@ -16,7 +16,7 @@ use worker::{Env, console_log};
 /// The name both targets' wide events give this deploy target.
 pub const TARGET: &str = "worker";
 
-const BINDING: &str = "SESSIONS";
+pub const BINDING: &str = "SESSIONS";
 
 #[wasm_bindgen(wasm_bindgen = ::worker::wasm_bindgen, js_sys = ::worker::js_sys)]
 extern "C" {
@@ -64,10 +64,10 @@ impl Sessions {
         Ok(())
     }
 
-    /// Deletes a key (a deletion request); deleting a missing key is no error.
-    pub async fn delete(&self, key: &str) -> Result<(), JsValue> {
-        JsFuture::from(self.namespace.delete(key)?).await?;
-        Ok(())
+    /// Deletes a key (a deletion request); deleting a missing key is no error. Sent at
+    /// once; the future answers when KV has.
+    pub fn delete(&self, key: &str) -> Result<JsFuture, JsValue> {
+        Ok(JsFuture::from(self.namespace.delete(key)?))
     }
 
     /// The record stored for a ping's week and session, if any.
@@ -87,7 +87,7 @@ pub fn binding(env: &Env, name: &str) -> Option<JsValue> {
 /// Logs a failed storage call as a `store_failure` event. The store may quote a key, and a
 /// key holds the session id, which never reaches a log: it is masked wherever it appears.
 pub fn log_failure(
-    operation: &'static str,
+    operation: StoreOperation,
     week: Option<IsoWeek>,
     session_id: Option<&str>,
     error: &JsValue,

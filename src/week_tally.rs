@@ -1,12 +1,17 @@
-//! `WeekTally`, the Durable Object that counts one ISO week: its sessions' latest records
-//! and their tallies along every dimension, changed together, so a readout reads a few rows.
+//! `WeekTally`, the Durable Object that keeps one ISO week as the core models it
+//! (`telemetry_core::stored_week`): its sessions' latest records and their tallies along
+//! every dimension, changed together, so a readout reads a few rows. Each request runs alone
+//! (an object is single-threaded), so an inconsistency is repaired in the request that finds
+//! it: the week's tallies rebuilt from its records, the change applied, one event logged.
 //!
-//! The Worker reaches it at [`Weeks`](crate::weeks::Weeks) through four internal paths; the
-//! rules (which record to keep, how a change moves the tallies) are the core's, the SQL is
-//! the rollback SQLite store's without its `week` column, since an object holds one week.
+//! The Worker reaches it at [`Weeks`](crate::weeks::Weeks) through the paths and headers
+//! named there.
 
-use telemetry_core::Dimension;
-use telemetry_core::readout::{TallyMoves, record_to_write};
+use telemetry_core::event::{StoreInconsistentEvent, StoreOperation, to_line};
+use telemetry_core::stored_week::{self, Inconsistent};
+use telemetry_core::tally::moved_row;
+use telemetry_core::{IsoWeek, TallyMoves};
+use worker::console_log;
 use worker::js_sys::{Array, Date, Function, Object};
 use worker::wasm_bindgen;
 use worker::wasm_bindgen::closure::Closure;
@@ -14,6 +19,11 @@ use worker::wasm_bindgen::prelude::wasm_bindgen;
 use worker::wasm_bindgen::{JsCast, JsValue};
 use worker::worker_sys::web_sys;
 use worker::worker_sys::{DurableObjectState, SqlStorage};
+
+use crate::weeks::{
+    DELETE_PATH, EXPIRES_AT_HEADER, RECORD_HEADER, RECORD_PATH, SESSION_HEADER, TALLY_PREFIX,
+    tally_line,
+};
 
 /// `expires_at` is indexed so that the alarm finds the week's next expiry without a scan.
 const SCHEMA: &str = "\
@@ -52,6 +62,8 @@ extern "C" {
 pub struct WeekTally {
     storage: Storage,
     sql: SqlStorage,
+    /// The week this object keeps, from its name, for the events it logs.
+    week: Option<IsoWeek>,
 }
 
 #[wasm_bindgen(wasm_bindgen = ::worker::wasm_bindgen)]
@@ -61,36 +73,34 @@ impl WeekTally {
         let storage: Storage = state.storage()?.unchecked_into();
         let sql = storage.sql();
         sql.exec(SCHEMA, Array::new())?;
-        Ok(Self { storage, sql })
+        let week = state.id().ok().and_then(|id| id.name());
+        let week = week.as_deref().and_then(IsoWeek::parse);
+        Ok(Self { storage, sql, week })
     }
 
-    /// The Worker's requests, answered at once (the object's storage calls are synchronous):
-    /// `POST /record` (a ping's session, expiry and record in the headers `x-session`,
-    /// `x-expires-at`, `x-record`; answers the record it keeps, or 204 when it held that
-    /// record already), `GET /count`, `GET /tally/<dimension>` (a line of value and sessions per
-    /// value), `POST /delete` (the session in `x-session`; answers how many records went).
+    /// The Worker's requests (the paths of [`crate::weeks`]), answered at once: the object's
+    /// storage calls are synchronous.
     pub fn fetch(&self, req: web_sys::Request) -> Result<web_sys::Response, JsValue> {
         let url = req.url();
         let headers = req.headers();
         let header = |name: &str| headers.get(name).ok().flatten();
         let week = self.store();
         let answer = match telemetry_core::path_of_url(&url) {
-            "/record" => match (
-                header("x-session"),
-                header("x-expires-at"),
-                header("x-record"),
+            RECORD_PATH => match (
+                header(SESSION_HEADER),
+                header(EXPIRES_AT_HEADER),
+                header(RECORD_HEADER),
             ) {
                 (Some(session_id), Some(expires_at), Some(record)) => {
                     week.record(&session_id, &expires_at, &record)
                 }
                 _ => Err("a record update names its session, expiry and record".into()),
             },
-            "/delete" => match header("x-session") {
+            DELETE_PATH => match header(SESSION_HEADER) {
                 Some(session_id) => week.delete(&session_id).map(Some),
                 None => Err("a deletion names its session".into()),
             },
-            "/count" => week.count().map(|count| Some(count.to_string())),
-            tally => match tally.strip_prefix("/tally/") {
+            tally => match tally.strip_prefix(TALLY_PREFIX) {
                 Some(dimension) => week.tally(dimension).map(Some),
                 None => Err("no such request".into()),
             },
@@ -108,7 +118,7 @@ impl WeekTally {
     /// Deletes the sessions whose expiry has come and takes them out of the tallies, then
     /// sets the alarm again for the next expiry.
     pub fn alarm(&self) -> Result<(), JsValue> {
-        self.store().expire()
+        self.store().expire((Date::now() / 1000.0).floor())
     }
 }
 
@@ -117,18 +127,24 @@ impl WeekTally {
         Store {
             storage: self.storage.clone(),
             sql: self.sql.clone(),
+            week: self.week,
         }
     }
 }
 
 /// What runs inside a transaction; its value is the transaction's.
 type TransactionBody = dyn FnOnce(&Store) -> Result<JsValue, JsValue>;
+/// A statement that deletes records and returns each one's record.
+type Deletion = dyn Fn(&Store) -> Result<Array, JsValue>;
+/// The change a repair applies before it rebuilds the tallies.
+type FirstChange = dyn FnOnce(&Store) -> Result<(), JsValue>;
 
 /// The object's storage and its SQL handle (cheap JavaScript references), for one request.
 #[derive(Clone)]
 struct Store {
     storage: Storage,
     sql: SqlStorage,
+    week: Option<IsoWeek>,
 }
 
 impl Store {
@@ -138,10 +154,10 @@ impl Store {
         Ok(self.sql.exec(query, bindings)?.to_array())
     }
 
-    /// Keeps a ping's record as the core decides (a new session, or a changed field with the
-    /// first ping's `first_seen_at`) and moves the tallies with it, in one transaction.
-    /// Returns the record written, or `None` when the object held it already (the Worker
-    /// puts its own in KV either way: it decided it from KV, the store of records).
+    /// Keeps a ping's record as the core decides ([`stored_week::keep`]) and moves the
+    /// tallies with it, in one transaction. Returns the record written, or `None` when the
+    /// object held it already (the Worker puts its own in KV either way: it decided it from
+    /// KV, the store of records).
     fn record(
         &self,
         session_id: &str,
@@ -156,24 +172,44 @@ impl Store {
             &[session_id.into()],
         )?;
         let stored = first_column(&stored).and_then(|record| record.as_string());
-        let Some(record) = record_to_write(stored.as_deref(), incoming) else {
-            return Ok(None);
+        let (record, moves, found) = match stored_week::keep(stored.as_deref(), incoming) {
+            Ok(None) => return Ok(None),
+            Ok(Some(kept)) => (kept.record, kept.moves, None),
+            // The stored record goes; the ping's is kept as a new session's, and the repair
+            // below counts the week from its records.
+            Err(found) => (incoming.to_owned(), TallyMoves::default(), Some(found)),
         };
-        let mut moves = TallyMoves::default();
-        let before = stored.as_deref().map(values_in).transpose()?;
-        moves.replace_values(before, Some(values_in(&record)?));
         let next_expiry = self.next_expiry()?;
         let row = [session_id.into(), record.as_str().into(), expires_at.into()];
-        self.transaction(Box::new(move |week| {
+        let upsert = move |week: &Store| {
             week.exec(
                 "INSERT INTO sessions (session_id, record, expires_at) VALUES (?, ?, ?) \
                  ON CONFLICT (session_id) DO UPDATE \
                  SET record = excluded.record, expires_at = excluded.expires_at",
                 &row,
+            )
+            .map(drop)
+        };
+        let applied = match found {
+            None => {
+                let upsert = upsert.clone();
+                self.transaction(Box::new(move |week| {
+                    upsert(week)?;
+                    week.apply(&moves)?;
+                    Ok(JsValue::UNDEFINED)
+                }))
+                .map(drop)
+            }
+            Some(found) => Err(JsValue::from(found.name())),
+        };
+        if let Err(error) = applied {
+            let found = inconsistency(&error).ok_or(error)?;
+            self.repair(
+                StoreOperation::Write,
+                found,
+                Box::new(move |week| upsert(week)),
             )?;
-            week.apply(&moves)?;
-            Ok(JsValue::UNDEFINED)
-        }))?;
+        }
         if next_expiry.is_none_or(|next| expires_at < next) {
             self.set_alarm(expires_at)?;
         }
@@ -183,29 +219,18 @@ impl Store {
     /// Deletes a session's record (a deletion request) and takes it out of the tallies.
     fn delete(&self, session_id: &str) -> Result<String, JsValue> {
         let session_id = JsValue::from(session_id);
-        let deleted = self.transaction(Box::new(move |week| {
+        let delete = move |week: &Store| {
             let deleted = week.exec(
                 "DELETE FROM sessions WHERE session_id = ? RETURNING record",
-                &[session_id],
+                std::slice::from_ref(&session_id),
             )?;
-            week.take_out(&deleted)?;
-            Ok(deleted.length().into())
-        }))?;
-        Ok((deleted.as_f64().unwrap_or(0.0) as u32).to_string())
+            Ok(deleted)
+        };
+        let deleted = self.repairing(StoreOperation::Delete, delete)?;
+        Ok(deleted.to_string())
     }
 
-    /// The week's live sessions: each counts once along any dimension.
-    fn count(&self) -> Result<u64, JsValue> {
-        let total = self.exec(
-            "SELECT coalesce(sum(sessions), 0) FROM tallies WHERE dimension = 'platform'",
-            &[],
-        )?;
-        let total = first_column(&total).and_then(|total| total.as_f64());
-        Ok(total.unwrap_or(0.0) as u64)
-    }
-
-    /// The week's tally along a dimension, a line `<value> <sessions>` per value (values
-    /// are versions and names of a validated ping: never a space or a line break).
+    /// The week's tally along a dimension, a [`tally_line`] per value.
     fn tally(&self, dimension: &str) -> Result<String, JsValue> {
         let rows = self.exec(
             "SELECT value, sessions FROM tallies WHERE dimension = ?",
@@ -215,26 +240,24 @@ impl Store {
         for row in rows.iter() {
             let row = columns(&row);
             if let (Some(value), Some(sessions)) = (row.get(0).as_string(), row.get(1).as_f64()) {
-                lines.push_str(&format!("{value} {}\n", sessions as u64));
+                lines.push_str(&tally_line(&value, sessions as u64));
             }
         }
         Ok(lines)
     }
 
-    /// Deletes what has expired, a bounded batch at a time, and sets the next alarm.
-    fn expire(&self) -> Result<(), JsValue> {
-        let now = (Date::now() / 1000.0).floor();
-        let deleted = self.transaction(Box::new(move |week| {
-            let deleted = week.exec(
+    /// Deletes what has expired at `now` (seconds since the epoch), a bounded batch at a
+    /// time, and sets the next alarm.
+    fn expire(&self, now: f64) -> Result<(), JsValue> {
+        let expire = move |week: &Store| {
+            week.exec(
                 "DELETE FROM sessions WHERE session_id IN ( \
                      SELECT session_id FROM sessions WHERE expires_at <= ? LIMIT ? \
                  ) RETURNING record",
                 &[now.into(), EXPIRED_PER_ALARM.into()],
-            )?;
-            week.take_out(&deleted)?;
-            Ok(deleted.length().into())
-        }))?;
-        let deleted = deleted.as_f64().unwrap_or(0.0) as u32;
+            )
+        };
+        let deleted = self.repairing(StoreOperation::Expire, expire)?;
         if deleted == EXPIRED_PER_ALARM {
             return self.set_alarm(now);
         }
@@ -244,50 +267,105 @@ impl Store {
         }
     }
 
+    /// Runs `delete` (a statement deleting records, returning each one's record) and takes
+    /// what it deleted out of the tallies, in one transaction; on an inconsistency, repairs
+    /// the week and runs it again. Returns how many records went.
+    fn repairing(
+        &self,
+        operation: StoreOperation,
+        delete: impl Fn(&Store) -> Result<Array, JsValue> + Clone + 'static,
+    ) -> Result<u32, JsValue> {
+        let run = |delete: Box<Deletion>| {
+            self.transaction(Box::new(move |week| {
+                let deleted = delete(week)?;
+                week.take_out(&deleted)?;
+                Ok(deleted.length().into())
+            }))
+        };
+        let deleted = match run(Box::new(delete.clone())) {
+            Ok(deleted) => deleted,
+            Err(error) => {
+                let found = inconsistency(&error).ok_or(error)?;
+                self.repair(operation, found, Box::new(|_| Ok(())))?;
+                run(Box::new(delete))?
+            }
+        };
+        Ok(deleted.as_f64().unwrap_or(0.0) as u32)
+    }
+
+    /// Rebuilds the week's tallies from its records in one transaction, after `first` (the
+    /// change that found the inconsistency, when it is a write), dropping the records that
+    /// are not records, and logs the one `store_inconsistent` event.
+    fn repair(
+        &self,
+        operation: StoreOperation,
+        found: Inconsistent,
+        first: Box<FirstChange>,
+    ) -> Result<(), JsValue> {
+        let dropped = self.transaction(Box::new(move |week| {
+            first(week)?;
+            let rows = week.exec("SELECT session_id, record FROM sessions", &[])?;
+            let records: Vec<(String, String)> = rows
+                .iter()
+                .map(|row| {
+                    let row = columns(&row);
+                    let text = |at| row.get(at).as_string().unwrap_or_default();
+                    (text(0), text(1))
+                })
+                .collect();
+            let rebuilt = stored_week::rebuild(records);
+            for session_id in &rebuilt.invalid {
+                week.exec(
+                    "DELETE FROM sessions WHERE session_id = ?",
+                    &[session_id.as_str().into()],
+                )?;
+            }
+            week.exec("DELETE FROM tallies", &[])?;
+            week.apply(&rebuilt.tallies)?;
+            Ok((rebuilt.invalid.len() as u32).into())
+        }))?;
+        let dropped = dropped.as_f64().unwrap_or(0.0) as u64;
+        let event =
+            StoreInconsistentEvent::new(crate::kv::TARGET, operation, self.week, found, dropped);
+        console_log!("{}", to_line(&event));
+        Ok(())
+    }
+
     /// Takes deleted records (rows of one column) out of the tallies.
     fn take_out(&self, deleted: &Array) -> Result<(), JsValue> {
         let mut moves = TallyMoves::default();
         for row in deleted.iter() {
             let record = columns(&row).get(0).as_string().unwrap_or_default();
-            moves.replace_values(Some(values_in(&record)?), None);
+            let released = stored_week::release(&record).map_err(|found| found.name())?;
+            moves.extend(&released);
         }
         self.apply(&moves)
     }
 
-    /// Applies tally moves; a value whose count falls to zero loses its row. Taking a
-    /// session from a value that has none would be a bug: the transaction fails instead.
+    /// Applies tally moves by the core's rule for a row ([`moved_row`]): a value whose count
+    /// falls to zero loses its row; one that would fall below zero is an inconsistency,
+    /// thrown as its name so that the transaction rolls back and the caller repairs.
     fn apply(&self, moves: &TallyMoves) -> Result<(), JsValue> {
         for (dimension, value, sessions) in moves.iter() {
-            let at = [
-                dimension.name().into(),
-                value.into(),
-                (sessions as f64).into(),
-            ];
-            if sessions > 0 {
-                self.exec(
-                    "INSERT INTO tallies (dimension, value, sessions) VALUES (?, ?, ?) \
-                     ON CONFLICT (dimension, value) \
-                     DO UPDATE SET sessions = sessions + excluded.sessions",
-                    &at,
-                )?;
-                continue;
-            }
-            let left = self.exec(
-                "UPDATE tallies SET sessions = sessions + ?3 \
-                 WHERE dimension = ?1 AND value = ?2 AND sessions + ?3 >= 0 \
-                 RETURNING sessions",
+            let at = [dimension.name().into(), value.into()];
+            let held = self.exec(
+                "SELECT sessions FROM tallies WHERE dimension = ? AND value = ?",
                 &at,
             )?;
-            match first_column(&left).and_then(|left| left.as_f64()) {
-                Some(0.0) => {
-                    self.exec(
-                        "DELETE FROM tallies WHERE dimension = ? AND value = ?",
-                        &at[..2],
-                    )?;
-                }
-                Some(_) => {}
-                None => return Err("the tallies hold fewer sessions than are leaving".into()),
-            }
+            let held = first_column(&held).and_then(|held| held.as_f64());
+            let held = match held {
+                Some(held) if held >= 0.0 => held as u64,
+                Some(_) => return Err(Inconsistent::TallyBelowZero.name().into()),
+                None => 0,
+            };
+            match moved_row(held, sessions).map_err(|found| found.name())? {
+                Some(after) => self.exec(
+                    "INSERT INTO tallies (dimension, value, sessions) VALUES (?, ?, ?) \
+                     ON CONFLICT (dimension, value) DO UPDATE SET sessions = excluded.sessions",
+                    &[at[0].clone(), at[1].clone(), (after as f64).into()],
+                )?,
+                None => self.exec("DELETE FROM tallies WHERE dimension = ? AND value = ?", &at)?,
+            };
         }
         Ok(())
     }
@@ -316,9 +394,9 @@ impl Store {
     }
 }
 
-/// A stored record's values along every dimension; a record without them cannot be counted.
-fn values_in(record: &str) -> Result<[&str; 5], JsValue> {
-    Dimension::values_in(record).ok_or_else(|| "a stored record that is not a valid record".into())
+/// The inconsistency a thrown value names, if it names one.
+fn inconsistency(error: &JsValue) -> Option<Inconsistent> {
+    Inconsistent::from_name(&error.as_string()?)
 }
 
 /// The first column of the first row of a raw result.

@@ -78,17 +78,97 @@ pub const LIMITED_BY_SHARED: &str = "shared";
 /// The limit counted in this process or isolate alone.
 pub const LIMITED_BY_PROCESS: &str = "process";
 
-/// One line per write or count that failed after the request was decided.
+/// Every operation a store performs for a target, by the one name both targets log it under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreOperation {
+    /// Keeping an accepted ping: the rollback's batch write; the Worker's KV read, week
+    /// object and KV put.
+    Write,
+    /// Answering a readout (a count, a breakdown, a series).
+    Read,
+    /// A deletion request, from every retained week.
+    Delete,
+    /// Deleting records whose expiry has come (the rollback's purge, the week object's alarm).
+    Expire,
+    /// Rebuilding a week's tallies from its records after an inconsistency.
+    Repair,
+}
+
+impl StoreOperation {
+    pub const ALL: [Self; 5] = [
+        Self::Write,
+        Self::Read,
+        Self::Delete,
+        Self::Expire,
+        Self::Repair,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Write => "write",
+            Self::Read => "read",
+            Self::Delete => "delete",
+            Self::Expire => "expire",
+            Self::Repair => "repair",
+        }
+    }
+}
+
+impl Serialize for StoreOperation {
+    fn serialize<S: serde::Serializer>(&self, to: S) -> Result<S::Ok, S::Error> {
+        to.serialize_str(self.name())
+    }
+}
+
+/// One line per store operation that failed after its request was decided.
 #[derive(Debug, Serialize)]
 pub struct StoreFailureEvent<'a> {
     pub event: &'static str,
     pub target: &'static str,
-    pub operation: &'static str,
-    /// The week written or counted; absent for work across weeks (the purge).
+    pub operation: StoreOperation,
+    /// The week written or read; absent for work across weeks (a deletion, the purge).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub week: Option<IsoWeek>,
     /// The store's own error text, with any key in it removed by the caller.
     pub error: &'a str,
+}
+
+/// One line per week found inconsistent and repaired: its tallies were rebuilt from its
+/// records and the records that are not records dropped. It names the week, never a session.
+#[derive(Debug, Serialize)]
+pub struct StoreInconsistentEvent {
+    pub event: &'static str,
+    pub target: &'static str,
+    /// What was being done when the week was found inconsistent.
+    pub operation: StoreOperation,
+    /// The week repaired (absent only where a week's object could not learn its name).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub week: Option<IsoWeek>,
+    /// What was wrong: [`crate::stored_week::Inconsistent::name`].
+    pub found: &'static str,
+    /// Records dropped because they were not records (their sessions' next pings write them).
+    pub dropped_records: u64,
+}
+
+impl StoreInconsistentEvent {
+    pub const NAME: &'static str = "store_inconsistent";
+
+    pub fn new(
+        target: &'static str,
+        operation: StoreOperation,
+        week: Option<IsoWeek>,
+        found: crate::stored_week::Inconsistent,
+        dropped_records: u64,
+    ) -> Self {
+        Self {
+            event: Self::NAME,
+            target,
+            operation,
+            week,
+            found: found.name(),
+            dropped_records,
+        }
+    }
 }
 
 impl<'a> RequestEvent<'a> {
@@ -156,11 +236,11 @@ impl ConfigErrorEvent {
 impl<'a> StoreFailureEvent<'a> {
     pub const NAME: &'static str = "store_failure";
 
-    /// The line for a failed `operation` (`write`, `put`, `count`, `list`, `purge`).
-    /// `error` must hold no session id: callers remove any key the store quoted.
+    /// The line for a failed `operation`. `error` must hold no session id: callers remove
+    /// any key the store quoted.
     pub fn new(
         target: &'static str,
-        operation: &'static str,
+        operation: StoreOperation,
         week: Option<IsoWeek>,
         error: &'a str,
     ) -> Self {
@@ -216,12 +296,25 @@ mod tests {
 
     #[test]
     fn a_store_failure_line_has_a_week_only_when_one_week_failed() {
-        let event = StoreFailureEvent::new("rollback", "purge", None, "disk I/O error");
+        let expire = StoreOperation::Expire;
+        let event = StoreFailureEvent::new("rollback", expire, None, "disk I/O error");
         assert_eq!(
             to_line(&event),
-            r#"{"event":"store_failure","target":"rollback","operation":"purge","error":"disk I/O error"}"#
+            r#"{"event":"store_failure","target":"rollback","operation":"expire","error":"disk I/O error"}"#
         );
-        let event = StoreFailureEvent::new("worker", "put", IsoWeek::parse("2026-W48"), "quota");
-        assert!(to_line(&event).contains(r#""week":"2026-W48""#));
+        let week = IsoWeek::parse("2026-W48");
+        let event = StoreFailureEvent::new("worker", StoreOperation::Write, week, "quota");
+        assert!(to_line(&event).contains(r#""operation":"write","week":"2026-W48""#));
+    }
+
+    #[test]
+    fn an_inconsistency_line_names_the_week_and_what_was_wrong() {
+        let week = IsoWeek::parse("2026-W48");
+        let found = crate::stored_week::Inconsistent::InvalidRecord;
+        let event = StoreInconsistentEvent::new("rollback", StoreOperation::Write, week, found, 1);
+        assert_eq!(
+            to_line(&event),
+            r#"{"event":"store_inconsistent","target":"rollback","operation":"write","week":"2026-W48","found":"invalid_record","dropped_records":1}"#
+        );
     }
 }

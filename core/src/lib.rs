@@ -7,7 +7,11 @@
 //! - [`ping`]: the payload's wire form, its rules (`garde`), and the valid [`SessionPing`].
 //! - [`body`]: the 1 KiB cap, on the declared length and while streaming.
 //! - [`week`]: ISO weeks from instants and from `YYYY-Www`.
-//! - [`record`]: the stored record and its key; [`auth`]: the read token.
+//! - [`record`]: the stored record, its key, its expiry and the rule a repeat writes by.
+//! - [`stored_week`]: the one model of a week every store keeps (records, [`tally`]s along
+//!   each [`dimension`], expiry) and how a ping, a deletion or an expiry changes it.
+//! - [`readout`]: what a readout fetches from a store and how its answer is written.
+//! - [`auth`]: the read token.
 //! - [`rejection`] and [`response`]: every status, header and error body the service sends.
 //! - [`abuse`], [`config`], [`event`], [`limits`]: the rate limit, settings, log lines, limits.
 //!
@@ -18,6 +22,7 @@ pub mod abuse;
 pub mod auth;
 pub mod body;
 pub mod config;
+pub mod dimension;
 pub mod event;
 pub mod limits;
 pub mod ping;
@@ -26,19 +31,20 @@ pub mod record;
 pub mod rejection;
 pub mod response;
 pub mod service;
+pub mod stored_week;
+pub mod tally;
 pub mod week;
 
 pub use abuse::{AbuseLimiter, Admission, SharedLimitKey};
 pub use auth::ReadToken;
 pub use body::CappedBody;
 pub use config::Config;
+pub use dimension::Dimension;
 pub use ping::{SessionId, SessionPing, parse_ping};
-pub use readout::{
-    Breakdown, Dimension, Format, Readout, Series, series_response, weekly_active_response,
-};
+pub use readout::{Breakdown, Format, Readout, Series, series_response, weekly_active_response};
 pub use record::{
-    SessionWrite, StoredRecord, day_start, expires_at, parse_session_key, session_key,
-    week_key_prefix,
+    SessionWrite, StoredRecord, day_start, expires_at, parse_session_key, record_to_write,
+    session_key, week_key_prefix,
 };
 pub use rejection::Rejection;
 pub use response::Response;
@@ -46,4 +52,5 @@ pub use service::{
     Next, RequestHead, Route, decide_ping, forgotten_response, path_of_url, query_of_url,
     retained_weeks, route, utc_from_unix_millis,
 };
+pub use tally::{Tally, TallyMoves};
 pub use week::IsoWeek;

@@ -93,6 +93,35 @@ impl StoredRecord {
     }
 }
 
+/// What a ping writes over the record its week holds for its session (`stored`, `None` for
+/// a new session), if anything: a new session is written; a repeat that changed a field is
+/// written with the first ping's `first_seen_at`; a repeat that changed nothing writes nothing
+/// (KV allows one write a second per key and, on the free plan, 1,000 a day).
+///
+/// The rule works on the records' text as the core writes it: both come from the same
+/// serialisation, fields in one order, so they differ exactly where a field does, and no
+/// store carries a second copy of the record's serde code (the Worker's bundle least of all).
+/// The typed form of the rule is the tests' oracle. A record without a `first_seen_at` (none
+/// this version writes) is replaced whole.
+pub fn record_to_write(stored: Option<&str>, incoming: &str) -> Option<String> {
+    let Some(stored) = stored else {
+        return Some(incoming.to_owned());
+    };
+    let (Some(first), Some(now)) = (first_seen_of(stored), first_seen_of(incoming)) else {
+        return Some(incoming.to_owned());
+    };
+    let kept = incoming.replacen(now, first, 1);
+    (kept != stored).then_some(kept)
+}
+
+/// The `"first_seen_at":"…"` member of a record's JSON text.
+fn first_seen_of(record: &str) -> Option<&str> {
+    const NAME: &str = "\"first_seen_at\":\"";
+    let start = record.find(NAME)?;
+    let end = start + NAME.len() + record.get(start + NAME.len()..)?.find('"')? + 1;
+    record.get(start..end)
+}
+
 /// Seconds in a day: the precision of every stored time.
 pub const DAY_SECONDS: i64 = 24 * 60 * 60;
 
@@ -138,6 +167,87 @@ mod tests {
             primary_framework: "vue".into(),
             first_seen_at: first_seen_at.into(),
         }
+    }
+
+    /// The rule in its typed form, the oracle of [`record_to_write`]: a repeat keeps the first
+    /// ping's `first_seen_at`, and writes only if a field changed.
+    fn typed_rule(stored: Option<StoredRecord>, incoming: StoredRecord) -> Option<StoredRecord> {
+        let Some(before) = stored else {
+            return Some(incoming);
+        };
+        let after = StoredRecord {
+            first_seen_at: before.first_seen_at.clone(),
+            ..incoming
+        };
+        (after != before).then_some(after)
+    }
+
+    /// A valid ping's record, as [`SessionWrite::new`] writes it on day `day` of 2026.
+    fn written(fields: &(String, String, usize, String, usize), day: u16) -> String {
+        const PLATFORMS: [&str; 5] = ["darwin", "linux", "win32", "freebsd", "openbsd"];
+        const FRAMEWORKS: [&str; 8] = [
+            "react", "vue", "next", "nuxt", "svelte", "astro", "solid", "unknown",
+        ];
+        let (protocol, daemon, platform, node, framework) = fields;
+        let body = format!(
+            r#"{{"protocol_version":"{protocol}","daemon_version":"{daemon}","session_id":"session-0001","platform":"{}","node_version":"{node}","primary_framework":"{}"}}"#,
+            PLATFORMS[platform % 5],
+            FRAMEWORKS[framework % 8]
+        );
+        let ping = crate::parse_ping(body.as_bytes()).unwrap_or_else(|r| panic!("{body}: {r:?}"));
+        let date = Date::from_ordinal_date(2026, day).unwrap();
+        SessionWrite::new(
+            ping,
+            OffsetDateTime::new_utc(date, Time::from_hms(13, 4, 5).unwrap()),
+        )
+        .record_json
+    }
+
+    fn fields() -> impl proptest::strategy::Strategy<Value = (String, String, usize, String, usize)>
+    {
+        let semver = "[0-9]{1,3}\\.[0-9]{1,3}\\.[0-9]{1,3}(-[0-9A-Za-z.-]{1,12})?";
+        let node = "v?[0-9]{1,2}\\.[0-9]{1,2}\\.[0-9]{1,2}(-[0-9A-Za-z.-]{1,8})?";
+        (semver, semver, 0usize..5, node, 0usize..8)
+    }
+
+    proptest::proptest! {
+        /// The text rule every store runs is the typed rule, on any two valid records (each
+        /// field drawn from its whole rule), the same or different, on any two days.
+        #[test]
+        fn the_text_rule_is_the_typed_rule(
+            a in fields(), b in fields(), same in proptest::bool::ANY,
+            day_a in 1u16..365, day_b in 1u16..365,
+        ) {
+            let b = if same { a.clone() } else { b };
+            let (stored, incoming) = (written(&a, day_a), written(&b, day_b));
+            let parse = |text: &str| serde_json::from_str::<StoredRecord>(text).unwrap();
+            let typed = typed_rule(Some(parse(&stored)), parse(&incoming))
+                .map(|record| serde_json::to_string(&record).unwrap());
+            proptest::prop_assert_eq!(record_to_write(Some(&stored), &incoming), typed);
+            proptest::prop_assert_eq!(record_to_write(None, &incoming), Some(incoming.clone()));
+            let typed_values = crate::Dimension::ALL.map(|d| d.value_of(&parse(&incoming)).to_owned());
+            let text_values = crate::Dimension::values_in(&incoming).map(|v| v.map(str::to_owned));
+            proptest::prop_assert_eq!(text_values, Some(typed_values));
+        }
+    }
+
+    #[test]
+    fn a_stored_record_is_rewritten_only_for_a_change_and_keeps_its_first_day() {
+        let text = |daemon: &str, day: &str| {
+            serde_json::to_string(&StoredRecord {
+                daemon_version: daemon.into(),
+                ..record(day)
+            })
+            .unwrap()
+        };
+        let first = text("1.0.0", "2026-11-23T00:00:00Z");
+        let same = text("1.0.0", "2026-11-24T00:00:00Z");
+        let upgraded = text("1.1.0", "2026-11-24T00:00:00Z");
+        assert_eq!(record_to_write(None, &first), Some(first.clone()));
+        assert_eq!(record_to_write(Some(&first), &same), None);
+        let written = record_to_write(Some(&first), &upgraded).unwrap();
+        assert_eq!(written, upgraded.replace("2026-11-24", "2026-11-23"));
+        assert_eq!(record_to_write(Some("{}"), &same), Some(same.clone()));
     }
 
     #[test]

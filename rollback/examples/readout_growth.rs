@@ -3,7 +3,8 @@
 //! readouts, each the median of 21: the count, a breakdown (`?by=daemon_version`, from the
 //! tallies) and a series of 13 weeks; on Redis it also counts the commands one readout sends.
 //! Then it times repeat pings of random earlier sessions: unchanged ones (which write
-//! nothing) and ones with a changed field (which rewrite their record and move the tallies).
+//! nothing) and ones with a changed field (which rewrite their record and move the tallies),
+//! and last new sessions written into the full week, as a rate.
 //! Used by `scripts/bench.sh`: `cargo run --release -p rollback --example readout_growth --
 //! STORE_URL`.
 
@@ -23,6 +24,8 @@ const BATCH: usize = 1_000;
 const REPEATS: usize = 100_000;
 const RUNS: usize = 21;
 const VERSIONS: usize = 20;
+/// New sessions written into the full week at the end.
+const NEW_AT_FULL: usize = 100_000;
 
 /// Session `n`'s record: one of 20 daemon versions, first seen on a Monday.
 fn record(n: usize) -> String {
@@ -126,6 +129,26 @@ async fn main() {
             micros(per_repeat)
         );
     }
+    // New sessions into the week of a million: the first day of an ISO week, when every
+    // active session is new to it (issue 17 asks for 5,000 a second on this machine).
+    let more: Vec<String> = (0..NEW_AT_FULL)
+        .map(|n| format!("{:016x}-new-{n:07}", next_random()))
+        .collect();
+    let started = Instant::now();
+    for start in (0..NEW_AT_FULL).step_by(BATCH) {
+        let end = (start + BATCH).min(NEW_AT_FULL);
+        write_records(&store, week, &more, start..end, record).await;
+    }
+    let elapsed = started.elapsed();
+    assert_eq!(
+        store.count_week(week).await.unwrap(),
+        (filled + NEW_AT_FULL) as u64
+    );
+    println!(
+        "{NEW_AT_FULL} new sessions into that week of {filled}: {:.1} µs each, {:.0} a second.",
+        micros(elapsed / u32::try_from(NEW_AT_FULL).unwrap()),
+        NEW_AT_FULL as f64 / elapsed.as_secs_f64()
+    );
 }
 
 /// One readout's median and 95th percentile over [`RUNS`] runs, and its Redis commands.
@@ -238,7 +261,10 @@ async fn write_picked(
             record_json: record_of(n),
         })
         .collect();
-    store.write_batch(batch, 3600).await.unwrap();
+    store
+        .write_batch(batch, rollback::unix_now() + 3600)
+        .await
+        .unwrap();
 }
 
 fn ms(duration: Duration) -> f64 {

@@ -11,11 +11,10 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use futures_util::StreamExt;
-use telemetry_core::event::{Handled, LIMITED_BY_PROCESS, method_label, to_line};
+use telemetry_core::event::{Handled, LIMITED_BY_PROCESS, StoreOperation, method_label, to_line};
 use telemetry_core::{
-    AbuseLimiter, Breakdown, CappedBody, Config, Next, Readout, Rejection, RequestHead, Response,
-    Route, SessionId, decide_ping, forgotten_response, route, series_response,
-    utc_from_unix_millis, weekly_active_response,
+    AbuseLimiter, CappedBody, Config, Next, Readout, Rejection, RequestHead, Response, Route,
+    SessionId, decide_ping, forgotten_response, route, utc_from_unix_millis,
 };
 
 use crate::connection::Slot;
@@ -106,38 +105,22 @@ async fn ping(state: &AppState, parts: &Parts, body: Body, head: &RequestHead<'_
     }
 }
 
-/// A readout the head admitted, answered from the store: a week's count, its tally along
-/// one dimension, or the counts of a span of weeks.
+/// A readout the head admitted: the core says which tallies to fetch, they are fetched from
+/// the store in order, and the core answers from them.
 async fn answer_readout(state: &AppState, readout: Readout) -> Handled {
     let week = readout.week();
-    let answered = match readout {
-        Readout::Week {
-            week,
-            by: None,
-            format,
-        } => (state.store.count_week(week).await)
-            .map(|count| weekly_active_response(week, count, format)),
-        Readout::Week {
-            week,
-            by: Some(dimension),
-            format,
-        } => (state.store.tally_week(week, dimension).await).map(|tally| {
-            let floor = state.config.breakdown_min_sessions;
-            Breakdown::new(week, dimension, tally, floor).into_response(format)
-        }),
-        Readout::Series { weeks, format } => {
-            async {
-                let mut counts = Vec::with_capacity(weeks.len());
-                for &week in &weeks {
-                    counts.push(state.store.count_week(week).await?);
-                }
-                Ok(series_response(&weeks, &counts, format))
-            }
-            .await
+    let fetched = async {
+        let mut tallies = Vec::new();
+        for (week, dimension) in readout.fetches() {
+            tallies.push(state.store.tally_week(week, dimension).await?);
         }
+        Ok::<_, crate::store::StoreError>(tallies)
     };
+    let answered = fetched
+        .await
+        .map(|tallies| readout.answer(tallies, state.config.breakdown_min_sessions));
     let response = answered.unwrap_or_else(|error| {
-        crate::log_store_failure("count", week, &error.0);
+        crate::log_store_failure(StoreOperation::Read, week, &error.text());
         Rejection::StoreUnavailable.into_response()
     });
     Handled {
@@ -152,7 +135,7 @@ async fn forget(state: &AppState, session_id: SessionId) -> Handled {
     let response = match state.store.delete_session(session_id).await {
         Ok(deleted) => forgotten_response(deleted as u64),
         Err(error) => {
-            crate::log_store_failure("delete", None, &error.0);
+            crate::log_store_failure(StoreOperation::Delete, None, &error.text());
             Rejection::StoreUnavailable.into_response()
         }
     };
@@ -249,7 +232,7 @@ mod tests {
     fn break_store(path: &std::path::Path) {
         let connection = rusqlite::Connection::open(path).unwrap();
         connection
-            .execute_batch("DROP TABLE sessions; DROP TABLE weeks")
+            .execute_batch("DROP TABLE sessions; DROP TABLE tallies")
             .unwrap();
     }
 
@@ -257,7 +240,7 @@ mod tests {
     async fn a_full_queue_answers_503_and_a_recovered_store_gets_every_queued_record() {
         let (store, path) = temp_store("queue");
         break_store(&path);
-        let (queue, writer) = crate::writer::start_with_capacity(store.clone(), 3600, 1);
+        let (queue, writer, _) = crate::writer::start_with_capacity(store.clone(), 3600, 1);
         let app = app(state(store.clone(), queue));
         // The writer takes the first ping and retries it; the second fills the queue.
         assert_eq!(post_ping(&app, "queued-1").await.status(), 204);
@@ -283,7 +266,7 @@ mod tests {
     #[tokio::test]
     async fn the_peer_address_feeds_the_abuse_limit() {
         let (store, _path) = temp_store("abuse");
-        let (queue, _writer) = crate::writer::start(store.clone(), 3600);
+        let (queue, _writer, _) = crate::writer::start(store.clone(), 3600);
         let state = state(store, queue);
         *state.limiter.lock().unwrap() = AbuseLimiter::new(1);
         let app = app(state);

@@ -18,7 +18,7 @@ use telemetry_core::{
     IsoWeek, SessionWrite, StoredRecord as Record, day_start, expires_at, parse_session_key,
 };
 
-use crate::store::{LiveRecord, Store, StoreError};
+use crate::store::{LiveRecord, Store};
 
 /// One entry of `wrangler kv key list`.
 #[derive(Debug, Deserialize)]
@@ -98,9 +98,9 @@ pub async fn import(
     // One record per transaction: each keeps its own expiry.
     for (write, expiry) in writes {
         store
-            .write_batch_expiring(Arc::new([write]), expiry)
+            .write_batch(Arc::new([write]), expiry)
             .await
-            .map_err(|StoreError(e)| format!("writing to the store: {e}"))?;
+            .map_err(|e| format!("writing to the store: {e}"))?;
     }
     Ok(Imported { written, expired })
 }
@@ -111,9 +111,9 @@ pub async fn import(
 /// before the put took effect anyway).
 pub async fn export(store: &Store, week: IsoWeek, now: i64) -> Result<String, String> {
     let records = store
-        .records_of_week(week)
+        .records_of_week(week, now)
         .await
-        .map_err(|StoreError(e)| format!("reading the store: {e}"))?;
+        .map_err(|e| format!("reading the store: {e}"))?;
     let soonest = now.saturating_add(i64::try_from(MIN_SESSION_TTL_SECONDS).unwrap_or(0));
     let mut entries = Vec::with_capacity(records.len());
     for live in records

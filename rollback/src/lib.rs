@@ -6,7 +6,8 @@
 //! - [`app`]: the one HTTP handler; every decision is `telemetry-core`'s.
 //! - [`kv_transfer`]: `import-kv` and `export-kv`, for a week that spans both targets.
 //! - [`writer`]: the bounded queue and the background writer that drains it in batches.
-//! - [`store`]: SQLite or Redis, with KV's semantics (one record per week and session, TTL).
+//! - [`store`]: SQLite or Redis, keeping the core's model of a week (one record per week and
+//!   session, tallies, expiry), repairing inconsistent data.
 //! - [`server`]: accepts connections up to a bound, runs until a shutdown signal, then
 //!   drains the queue; [`connection`]: one connection, bounded in time.
 //! - [`log`]: wide events to stdout from a thread of their own.
@@ -26,7 +27,7 @@ pub mod writer;
 pub use server::{ServeError, ServeOptions, serve};
 
 use telemetry_core::IsoWeek;
-use telemetry_core::event::{StoreFailureEvent, to_line};
+use telemetry_core::event::{StoreFailureEvent, StoreOperation, to_line};
 
 /// The name this target's wide events carry.
 pub const TARGET: &str = "rollback";
@@ -45,7 +46,7 @@ pub fn log_line(line: String) {
 }
 
 /// Logs a store operation that failed after its request was answered.
-pub fn log_store_failure(operation: &'static str, week: Option<IsoWeek>, error: &str) {
+pub fn log_store_failure(operation: StoreOperation, week: Option<IsoWeek>, error: &str) {
     log_line(to_line(&StoreFailureEvent::new(
         TARGET, operation, week, error,
     )));

@@ -1,5 +1,5 @@
 //! Start-up and shutdown: accepts connections up to a bound, runs the background writer and
-//! the purge, and at shutdown stops accepting, gives open connections a bounded time to
+//! the expiry task, and at shutdown stops accepting, gives open connections a bounded time to
 //! finish, then always writes every queued record.
 
 use std::collections::HashMap;
@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use telemetry_core::event::StoreOperation;
 use telemetry_core::{AbuseLimiter, Config};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
@@ -16,10 +17,15 @@ use tokio::task::JoinSet;
 use crate::app::{AppState, app};
 use crate::connection::{self, Slot, TimeLimits};
 use crate::store::Store;
+use crate::writer::Expiries;
 use crate::{log_store_failure, writer};
 
-/// How often expired records are deleted.
-const PURGE_EVERY: Duration = Duration::from_secs(3600);
+/// How long the expiry task sleeps at most before it looks for the next expiry again: other
+/// processes (`import-kv`) write to the same file without telling it.
+const EXPIRY_RECHECK: Duration = Duration::from_secs(60);
+
+/// Waits after a failed expiry grow from the first to the last.
+const EXPIRY_BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(30));
 
 /// Connections served at once by default. Each holds a file descriptor; the systemd unit's
 /// `LimitNOFILE` leaves room above it for the store and the listener.
@@ -108,8 +114,8 @@ pub async fn serve(
     options: ServeOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    let (queue, writer) = writer::start(store.clone(), config.session_ttl_seconds);
-    let purge = tokio::spawn(purge_periodically(store.clone()));
+    let (queue, writer, expiries) = writer::start(store.clone(), config.session_ttl_seconds);
+    let expiry = tokio::spawn(expire_at_each_expiry(store.clone(), expiries));
     let report = tokio::spawn(report_dropped_log_lines());
     let state = Arc::new(AppState {
         limiter: Mutex::new(AbuseLimiter::new(config.abuse_limit_per_minute)),
@@ -178,7 +184,7 @@ pub async fn serve(
         );
         connections.shutdown().await;
     }
-    purge.abort();
+    expiry.abort();
     report.abort();
     match tokio::time::timeout(options.drain_timeout, writer.drain()).await {
         Ok(()) => Ok(()),
@@ -197,12 +203,39 @@ async fn report_dropped_log_lines() {
     }
 }
 
-async fn purge_periodically(store: Store) {
-    let mut ticks = tokio::time::interval(PURGE_EVERY);
+/// Deletes records at their expiry: sleeps until the store's next expiry, or until the
+/// writer writes an earlier one, or [`EXPIRY_RECHECK`] at most (another process, such as
+/// `import-kv`, may have written one), then expires what is due. A readout reads tallies
+/// only, so this is what takes an expired record out of the counts.
+async fn expire_at_each_expiry(store: Store, expiries: Expiries) {
+    let mut wait = EXPIRY_BACKOFF.0;
     loop {
-        ticks.tick().await;
-        if let Err(error) = store.purge_expired().await {
-            log_store_failure("purge", None, &error.0);
+        let next = match store.next_expiry().await {
+            Ok(next) => next,
+            Err(error) => {
+                log_store_failure(StoreOperation::Expire, None, &error.text());
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(EXPIRY_BACKOFF.1);
+                continue;
+            }
+        };
+        let now = crate::unix_now();
+        let due_in = match next {
+            Some(next) => Duration::from_secs(u64::try_from(next - now).unwrap_or(0)),
+            None => EXPIRY_RECHECK,
+        };
+        let mut sooner = expiries.awaiting(next);
+        tokio::select! {
+            () = tokio::time::sleep(due_in.min(EXPIRY_RECHECK)) => {}
+            _ = sooner.changed() => continue,
+        }
+        match store.expire(crate::unix_now()).await {
+            Ok(_) => wait = EXPIRY_BACKOFF.0,
+            Err(error) => {
+                log_store_failure(StoreOperation::Expire, None, &error.text());
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(EXPIRY_BACKOFF.1);
+            }
         }
     }
 }

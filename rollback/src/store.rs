@@ -1,14 +1,16 @@
-//! The rollback's store, with the same semantics as the Worker's KV: one record per (week,
-//! session), a repeat overwrites, records expire, and the readout counts a week without
-//! scanning other weeks. SQLite for one instance; Redis for several behind one hostname.
+//! The rollback's store, keeping the core's model of a week as the Worker does: one record
+//! per (week, session), the week's tallies, each record's expiry; a readout reads tallies
+//! only. SQLite for one instance; Redis for several behind one hostname. Inconsistent data is
+//! repaired here, for every operation, and logged once per repair.
 
 mod redis;
 mod sqlite;
 
 use std::sync::Arc;
 
-use telemetry_core::readout::Tally;
-use telemetry_core::{Dimension, IsoWeek, SessionId, SessionWrite};
+use telemetry_core::event::{StoreInconsistentEvent, StoreOperation, to_line};
+use telemetry_core::stored_week::{self, Inconsistent};
+use telemetry_core::{Dimension, IsoWeek, SessionId, SessionWrite, Tally};
 
 pub use self::redis::RedisStore;
 pub use self::sqlite::SqliteStore;
@@ -40,15 +42,42 @@ impl StoreUrl {
     }
 }
 
-/// An error from the store, as text for a `store_failure` event. It never holds a record.
+/// What went wrong in a store, by what the caller does about it.
 #[derive(Debug)]
-pub struct StoreError(pub String);
+pub enum StoreError {
+    /// The store did not answer, or failed: retried with backoff. The text never holds a
+    /// record, and is logged in a `store_failure` event.
+    Unavailable(String),
+    /// The week's stored data breaks the core's model of a week: it is repaired (the week's
+    /// tallies rebuilt from its records) and the operation applied again, never retried as
+    /// it is. Nothing was changed by the operation that found it.
+    Inconsistent { week: IsoWeek, found: Inconsistent },
+}
+
+impl StoreError {
+    /// The text for a `store_failure` event.
+    pub fn text(&self) -> String {
+        match self {
+            Self::Unavailable(text) => text.clone(),
+            Self::Inconsistent { week, found } => {
+                format!(
+                    "{week}: still inconsistent ({}) after repairs",
+                    found.name()
+                )
+            }
+        }
+    }
+}
 
 impl std::fmt::Display for StoreError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.text())
     }
 }
+
+/// Repairs one operation may make before it gives up; each is a rebuild of one week, so more
+/// than this means something keeps damaging the store while it is repaired.
+const MAX_REPAIRS: usize = 3;
 
 /// A record that has not expired, as `export-kv` hands it on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,37 +104,22 @@ impl Store {
         })
     }
 
-    /// Writes a batch atomically (a transaction, a MULTI pipeline): all or nothing, so the
-    /// writer can retry the whole batch. Shared, so that a retry does not copy every record.
+    /// Writes a batch atomically (a transaction, a script per week): all or nothing, so the
+    /// writer can retry the whole batch; every record it keeps expires at `expires_at`
+    /// (seconds since the epoch: the caller's clock, or a record's own expiry for
+    /// `import-kv`). Shared, so that a retry does not copy every record.
     pub async fn write_batch(
-        &self,
-        batch: Arc<[SessionWrite]>,
-        ttl_seconds: u64,
-    ) -> Result<(), StoreError> {
-        match self {
-            Self::Sqlite(store) => store.write_batch(batch, ttl_seconds).await,
-            Self::Redis(store) => store.write_batch(&batch, ttl_seconds).await,
-        }
-    }
-
-    /// Writes a batch whose records all expire at `expires_at` (seconds since the epoch), for
-    /// `import-kv`. On Redis a week's hash keeps the expiry it has: it never gets later.
-    pub async fn write_batch_expiring(
         &self,
         batch: Arc<[SessionWrite]>,
         expires_at: i64,
     ) -> Result<(), StoreError> {
-        match self {
-            Self::Sqlite(store) => store.write_batch_expiring(batch, expires_at).await,
-            Self::Redis(store) => store.write_batch_expiring(&batch, expires_at).await,
-        }
-    }
-
-    pub async fn count_week(&self, week: IsoWeek) -> Result<u64, StoreError> {
-        match self {
-            Self::Sqlite(store) => store.count_week(week).await,
-            Self::Redis(store) => store.count_week(week).await,
-        }
+        self.repairing(StoreOperation::Write, || async {
+            match self {
+                Self::Sqlite(store) => store.write_batch(Arc::clone(&batch), expires_at).await,
+                Self::Redis(store) => store.write_batch(&batch, expires_at).await,
+            }
+        })
+        .await
     }
 
     /// The week's live sessions counted by their value along `dimension`, from the week's
@@ -115,16 +129,29 @@ impl Store {
         week: IsoWeek,
         dimension: Dimension,
     ) -> Result<Tally, StoreError> {
-        match self {
-            Self::Sqlite(store) => store.tally_week(week, dimension).await,
-            Self::Redis(store) => store.tally_week(week, dimension).await,
-        }
+        self.repairing(StoreOperation::Read, || async {
+            match self {
+                Self::Sqlite(store) => store.tally_week(week, dimension).await,
+                Self::Redis(store) => store.tally_week(week, dimension).await,
+            }
+        })
+        .await
     }
 
-    /// The week's live records, for `export-kv`.
-    pub async fn records_of_week(&self, week: IsoWeek) -> Result<Vec<LiveRecord>, StoreError> {
+    /// The week's count, as every readout counts it (the core's `stored_week::count`).
+    pub async fn count_week(&self, week: IsoWeek) -> Result<u64, StoreError> {
+        let counted_by = self.tally_week(week, stored_week::COUNTED_BY).await?;
+        Ok(stored_week::count(&counted_by))
+    }
+
+    /// The week's records that have not expired at `now`, for `export-kv`.
+    pub async fn records_of_week(
+        &self,
+        week: IsoWeek,
+        now: i64,
+    ) -> Result<Vec<LiveRecord>, StoreError> {
         match self {
-            Self::Sqlite(store) => store.records_of_week(week).await,
+            Self::Sqlite(store) => store.records_of_week(week, now).await,
             Self::Redis(store) => store.records_of_week(week).await,
         }
     }
@@ -132,17 +159,63 @@ impl Store {
     /// Deletes a session's records in every week (a deletion request); returns how many
     /// there were. Safe while the server runs.
     pub async fn delete_session(&self, session_id: SessionId) -> Result<usize, StoreError> {
+        self.repairing(StoreOperation::Delete, || async {
+            match self {
+                Self::Sqlite(store) => store.delete_session(session_id.clone()).await,
+                Self::Redis(store) => store.delete_session(&session_id).await,
+            }
+        })
+        .await
+    }
+
+    /// When the next record expires, where the store deletes records itself (SQLite);
+    /// `None` where the store expires them on its own (Redis) or holds none.
+    pub async fn next_expiry(&self) -> Result<Option<i64>, StoreError> {
         match self {
-            Self::Sqlite(store) => store.delete_session(session_id).await,
-            Self::Redis(store) => store.delete_session(&session_id).await,
+            Self::Sqlite(store) => store.next_expiry().await,
+            Self::Redis(_) => Ok(None),
         }
     }
 
-    /// Frees expired records where the store does not do it itself (Redis does).
-    pub async fn purge_expired(&self) -> Result<usize, StoreError> {
-        match self {
-            Self::Sqlite(store) => store.purge_expired().await,
-            Self::Redis(_) => Ok(0),
+    /// Deletes the records that have expired at `now` where the store does not do it itself.
+    pub async fn expire(&self, now: i64) -> Result<usize, StoreError> {
+        self.repairing(StoreOperation::Expire, || async {
+            match self {
+                Self::Sqlite(store) => store.expire(now).await,
+                Self::Redis(_) => Ok(0),
+            }
+        })
+        .await
+    }
+
+    /// Runs `attempt`; when it finds a week inconsistent, logs that once, repairs the week
+    /// and runs it again (a bounded number of times), so that data never stops the store.
+    async fn repairing<T, Attempt>(
+        &self,
+        operation: StoreOperation,
+        attempt: impl Fn() -> Attempt,
+    ) -> Result<T, StoreError>
+    where
+        Attempt: std::future::Future<Output = Result<T, StoreError>>,
+    {
+        for _ in 0..MAX_REPAIRS {
+            match attempt().await {
+                Err(StoreError::Inconsistent { week, found }) => {
+                    let dropped = match self {
+                        Self::Sqlite(store) => store.repair(week).await,
+                        Self::Redis(store) => store.repair(week).await,
+                    }?;
+                    crate::log_line(to_line(&StoreInconsistentEvent::new(
+                        crate::TARGET,
+                        operation,
+                        Some(week),
+                        found,
+                        dropped,
+                    )));
+                }
+                done => return done,
+            }
         }
+        attempt().await
     }
 }

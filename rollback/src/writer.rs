@@ -5,8 +5,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use telemetry_core::{Rejection, SessionWrite};
-use tokio::sync::{mpsc, oneshot};
+use telemetry_core::event::StoreOperation;
+use telemetry_core::{Rejection, SessionWrite, expires_at};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::store::Store;
 
@@ -63,24 +64,71 @@ impl Writer {
     }
 }
 
+/// The expiry the server's expiry task sleeps until, shared with the writer: a batch that
+/// expires sooner (a store that was empty, or a shorter TTL) moves it and wakes the task.
+#[derive(Clone)]
+pub struct Expiries(Arc<watch::Sender<i64>>);
+
+impl Expiries {
+    fn new() -> Self {
+        Self(Arc::new(watch::channel(i64::MAX).0))
+    }
+
+    /// The task will sleep until `at` (`None`: until told), unless a write comes sooner.
+    pub fn awaiting(&self, at: Option<i64>) -> watch::Receiver<i64> {
+        self.0.send_if_modified(|awaited| {
+            *awaited = at.unwrap_or(i64::MAX);
+            false
+        });
+        self.0.subscribe()
+    }
+
+    /// A batch was written that expires at `at`: wakes the task if that is sooner.
+    fn written(&self, at: i64) {
+        self.0.send_if_modified(|awaited| {
+            let sooner = at < *awaited;
+            if sooner {
+                *awaited = at;
+            }
+            sooner
+        });
+    }
+}
+
 /// Starts the background writer for `store`, keeping records `ttl_seconds`.
-pub fn start(store: Store, ttl_seconds: u64) -> (Queue, Writer) {
+pub fn start(store: Store, ttl_seconds: u64) -> (Queue, Writer, Expiries) {
     start_with_capacity(store, ttl_seconds, QUEUE_CAPACITY)
 }
 
 /// [`start`] with a queue of `capacity` pings (tests fill a small one).
-pub fn start_with_capacity(store: Store, ttl_seconds: u64, capacity: usize) -> (Queue, Writer) {
+pub fn start_with_capacity(
+    store: Store,
+    ttl_seconds: u64,
+    capacity: usize,
+) -> (Queue, Writer, Expiries) {
     let (sender, receiver) = mpsc::channel(capacity);
     let (finish, finishing) = oneshot::channel();
-    let task = tokio::spawn(write_until_drained(receiver, finishing, store, ttl_seconds));
-    (Queue { sender }, Writer { finish, task })
+    let expiries = Expiries::new();
+    let writing = Writing {
+        store,
+        ttl_seconds,
+        expiries: expiries.clone(),
+    };
+    let task = tokio::spawn(write_until_drained(receiver, finishing, writing));
+    (Queue { sender }, Writer { finish, task }, expiries)
+}
+
+/// What the writer writes with.
+struct Writing {
+    store: Store,
+    ttl_seconds: u64,
+    expiries: Expiries,
 }
 
 async fn write_until_drained(
     mut receiver: mpsc::Receiver<SessionWrite>,
     mut finishing: oneshot::Receiver<()>,
-    store: Store,
-    ttl_seconds: u64,
+    writing: Writing,
 ) {
     let mut batch = Vec::with_capacity(BATCH_SIZE);
     loop {
@@ -108,19 +156,31 @@ async fn write_until_drained(
                 batch.push(write);
             }
         }
-        write_with_retry(&store, batch.drain(..).collect(), ttl_seconds).await;
+        write_with_retry(&writing, batch.drain(..).collect()).await;
     }
 }
 
-/// Writes one batch, retrying with backoff for as long as it takes: the batch was
-/// acknowledged, so giving up would lose it. Meanwhile the queue fills and new pings get 503.
-async fn write_with_retry(store: &Store, batch: Arc<[SessionWrite]>, ttl_seconds: u64) {
+/// Writes one batch, retrying with backoff for as long as the store is unavailable: the
+/// batch was acknowledged, so giving up would lose it. Meanwhile the queue fills and new pings
+/// get 503. Inconsistent data is repaired by the store before the batch is applied again,
+/// never retried as it is. The batch's records expire as the core says records written now
+/// do, the clock read once, here: no store reads it.
+async fn write_with_retry(writing: &Writing, batch: Arc<[SessionWrite]>) {
+    let expires_at = expires_at(crate::unix_now(), writing.ttl_seconds);
     let mut wait = BACKOFF.0;
     loop {
-        match store.write_batch(Arc::clone(&batch), ttl_seconds).await {
-            Ok(()) => return,
+        match writing
+            .store
+            .write_batch(Arc::clone(&batch), expires_at)
+            .await
+        {
+            Ok(()) => {
+                writing.expiries.written(expires_at);
+                return;
+            }
             Err(error) => {
-                crate::log_store_failure("write", batch.first().map(|w| w.week), &error.0);
+                let week = batch.first().map(|w| w.week);
+                crate::log_store_failure(StoreOperation::Write, week, &error.text());
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(BACKOFF.1);
             }

@@ -1,7 +1,7 @@
 //! The Redis store against a real `redis-server`: one batch holding repeats and two weeks is
 //! written as KV would keep it (one field per session, the latest record wins, each week's
 //! hash with its TTL); later writes never extend a week's life; a deletion request reaches
-//! every week; tallies follow each change, and weeks written before them are tallied once.
+//! every week; tallies follow each change, and damaged tallies and records are repaired.
 
 #![allow(
     clippy::unwrap_used,
@@ -18,7 +18,7 @@ use std::sync::Arc;
 use rollback::store::{Store, StoreUrl};
 use support::{RedisServer, scratch_dir};
 use telemetry_core::readout::Tally;
-use telemetry_core::{Dimension, IsoWeek, SessionId, SessionWrite};
+use telemetry_core::{Dimension, IsoWeek, SessionId, SessionWrite, expires_at};
 
 fn write(week: &str, id: &str, record: &str) -> SessionWrite {
     SessionWrite {
@@ -44,7 +44,7 @@ async fn a_batch_with_repeats_and_two_weeks_keeps_one_latest_record_per_session(
     // An expiry to the second: a 600 s TTL given as such is cut to the next day's start when
     // written in the ten minutes before midnight UTC.
     let expires_at = rollback::unix_now() + 600;
-    store.write_batch_expiring(batch, expires_at).await.unwrap();
+    store.write_batch(batch, expires_at).await.unwrap();
 
     let mut connection = redis_server.connection();
     let mut hash = |week: &str| -> HashMap<String, String> {
@@ -113,7 +113,7 @@ async fn a_later_write_never_extends_the_weeks_life_and_a_deletion_reaches_every
     let first = Arc::new([write("2026-W48", "session-a", &version("a"))]);
     // To the second, as above: not a TTL that the last minutes before midnight cut.
     store
-        .write_batch_expiring(first, rollback::unix_now() + 600)
+        .write_batch(first, rollback::unix_now() + 600)
         .await
         .unwrap();
     let set_by_first_write = expire_time(&redis_server, "2026-W48");
@@ -123,9 +123,12 @@ async fn a_later_write_never_extends_the_weeks_life_and_a_deletion_reaches_every
         write("2026-W48", "session-b", &version("b")),
         write("2026-W49", "session-a", &version("a49")),
     ]);
-    store.write_batch(later, 7_257_600).await.unwrap();
-    assert_eq!(expire_time(&redis_server, "2026-W48"), set_by_first_write);
     let now = rollback::unix_now();
+    store
+        .write_batch(later, expires_at(now, 7_257_600))
+        .await
+        .unwrap();
+    assert_eq!(expire_time(&redis_server, "2026-W48"), set_by_first_write);
     assert!((now + 590..=now + 600).contains(&set_by_first_write));
     // A default TTL's expiry is the start of a day.
     let w49_expiry = expire_time(&redis_server, "2026-W49");
@@ -133,7 +136,7 @@ async fn a_later_write_never_extends_the_weeks_life_and_a_deletion_reaches_every
     assert!(w49_expiry <= now + 7_257_600 && w49_expiry > now + 7_257_600 - 86_400 - 5);
 
     // Export hands each record on with the hash's expiry.
-    let records = store.records_of_week(w48).await.unwrap();
+    let records = store.records_of_week(w48, now).await.unwrap();
     assert_eq!(records.len(), 2);
     assert!(records.iter().all(|r| r.expires_at == set_by_first_write));
 
@@ -146,11 +149,15 @@ async fn a_later_write_never_extends_the_weeks_life_and_a_deletion_reaches_every
     let by_version = |week| store.tally_week(week, Dimension::DaemonVersion);
     assert_eq!(by_version(w48).await.unwrap(), tally(&[("b", 1)]));
     assert_eq!(by_version(w49).await.unwrap(), tally(&[]));
-    let w49_tallies: i64 = redis::cmd("EXISTS")
+    let w49_tallies: Vec<String> = redis::cmd("HKEYS")
         .arg("tallies:2026-W49")
         .query(&mut redis_server.connection())
         .unwrap();
-    assert_eq!(w49_tallies, 0);
+    assert_eq!(
+        w49_tallies,
+        ["generation"],
+        "no value left in an emptied week"
+    );
     assert_eq!(store.delete_session(session_a).await.unwrap(), 0);
 }
 
@@ -195,11 +202,11 @@ async fn a_repeat_keeps_its_first_day_and_an_unchanged_one_writes_nothing() {
         write("2026-W48", "session-a", &record(daemon_version, day))
     };
     let first = ping("1.0.0", "2026-11-23T00:00:00Z");
-    store.write_batch(Arc::new([first]), 600).await.unwrap();
+    store.write_batch(Arc::new([first]), soon()).await.unwrap();
     let writes = hset_calls(&redis_server);
     assert!(writes >= 1);
     let same = ping("1.0.0", "2026-11-24T00:00:00Z");
-    store.write_batch(Arc::new([same]), 600).await.unwrap();
+    store.write_batch(Arc::new([same]), soon()).await.unwrap();
     assert_eq!(stored(), record("1.0.0", "2026-11-23T00:00:00Z"));
     assert_eq!(
         hset_calls(&redis_server),
@@ -207,7 +214,10 @@ async fn a_repeat_keeps_its_first_day_and_an_unchanged_one_writes_nothing() {
         "an unchanged repeat wrote"
     );
     let upgraded = ping("1.1.0", "2026-11-24T00:00:00Z");
-    store.write_batch(Arc::new([upgraded]), 600).await.unwrap();
+    store
+        .write_batch(Arc::new([upgraded]), soon())
+        .await
+        .unwrap();
     assert_eq!(stored(), record("1.1.0", "2026-11-23T00:00:00Z"));
     assert_eq!(hset_calls(&redis_server), writes + 1);
     // The upgrade moved the session from one version to the other.
@@ -221,56 +231,84 @@ async fn a_repeat_keeps_its_first_day_and_an_unchanged_one_writes_nothing() {
     assert_eq!(by_version, tally(&[("1.1.0", 1)]));
 }
 
+/// Ten minutes from now, to the second.
+fn soon() -> i64 {
+    rollback::unix_now() + 600
+}
+
+/// Runs a command on the Redis server as an operator with `redis-cli` could.
+fn damage(redis_server: &RedisServer, args: &[&str]) {
+    let mut command = redis::cmd(args[0]);
+    for arg in &args[1..] {
+        command.arg(*arg);
+    }
+    let _: redis::Value = command.query(&mut redis_server.connection()).unwrap();
+}
+
 #[tokio::test]
-async fn weeks_written_before_tallies_are_tallied_once_when_the_store_opens() {
-    let redis_server = RedisServer::start(&scratch_dir("redis-tally-migration"));
-    let expires_at = rollback::unix_now() + 600;
-    // A week as an older server left it: the sessions' hash and nothing more.
-    let () = redis::pipe()
-        .cmd("HSET")
-        .arg("sessions:2026-W48")
-        .arg("session-a")
-        .arg(version("1.0.0"))
-        .arg("session-b")
-        .arg(version("1.0.0"))
-        .arg("session-c")
-        .arg(version("2.0.0"))
-        .ignore()
-        .cmd("EXPIREAT")
-        .arg("sessions:2026-W48")
-        .arg(expires_at)
-        .ignore()
-        .query(&mut redis_server.connection())
-        .unwrap();
+async fn damaged_tallies_and_records_are_repaired_and_every_write_lands() {
+    let redis_server = RedisServer::start(&scratch_dir("redis-repair"));
     let store = Store::open(&StoreUrl::parse(&redis_server.url()).unwrap())
         .await
         .unwrap();
     let w48 = IsoWeek::parse("2026-W48").unwrap();
-    let by_version = store
-        .tally_week(w48, Dimension::DaemonVersion)
-        .await
-        .unwrap();
-    assert_eq!(by_version, tally(&[("1.0.0", 2), ("2.0.0", 1)]));
-    let tallies_expire_at: i64 = redis::cmd("EXPIRETIME")
-        .arg("tallies:2026-W48")
-        .query(&mut redis_server.connection())
-        .unwrap();
-    assert_eq!(tallies_expire_at, expires_at);
+    let sessions = ["session-a", "session-b", "session-c"];
+    let first: Arc<[SessionWrite]> = sessions
+        .iter()
+        .map(|id| write("2026-W48", id, &version("1.0.0")))
+        .collect();
+    store.write_batch(first, soon()).await.unwrap();
+    let by_version = || store.tally_week(w48, Dimension::DaemonVersion);
 
-    // Once only: a second server does not count the week again over live tallies.
-    let () = redis::cmd("HSET")
+    // A tally deleted, then a ping that moves the session out of it.
+    damage(
+        &redis_server,
+        &["HDEL", "tallies:2026-W48", "daemon_version:1.0.0"],
+    );
+    let upgrade = Arc::new([write("2026-W48", "session-a", &version("1.1.0"))]);
+    store.write_batch(upgrade, soon()).await.unwrap();
+    assert_eq!(
+        by_version().await.unwrap(),
+        tally(&[("1.0.0", 2), ("1.1.0", 1)])
+    );
+
+    // A stored record that is not a record: dropped by the repair, the ping written.
+    damage(
+        &redis_server,
+        &["HSET", "sessions:2026-W48", "session-b", "garbage"],
+    );
+    damage(
+        &redis_server,
+        &["HSET", "sessions:2026-W48", "session-c", "{}"],
+    );
+    let repeat = Arc::new([write("2026-W48", "session-b", &version("1.0.0"))]);
+    store.write_batch(repeat, soon()).await.unwrap();
+    assert_eq!(
+        by_version().await.unwrap(),
+        tally(&[("1.0.0", 1), ("1.1.0", 1)])
+    );
+    assert_eq!(store.count_week(w48).await.unwrap(), 2, "session-c dropped");
+
+    // A count that is not a count, found by a readout: repaired, then answered; the
+    // tallies keep the records' expiry.
+    damage(
+        &redis_server,
+        &["HSET", "tallies:2026-W48", "platform:linux", "-3"],
+    );
+    assert_eq!(store.count_week(w48).await.unwrap(), 2);
+    let tallies_expire: i64 = redis::cmd("EXPIRETIME")
         .arg("tallies:2026-W48")
-        .arg("daemon_version:1.0.0")
-        .arg(7)
         .query(&mut redis_server.connection())
         .unwrap();
-    drop(store);
-    let store = Store::open(&StoreUrl::parse(&redis_server.url()).unwrap())
-        .await
-        .unwrap();
-    let by_version = store
-        .tally_week(w48, Dimension::DaemonVersion)
-        .await
-        .unwrap();
-    assert_eq!(by_version, tally(&[("1.0.0", 7), ("2.0.0", 1)]));
+    assert_eq!(tallies_expire, expire_time(&redis_server, "2026-W48"));
+    // And by a deletion.
+    damage(
+        &redis_server,
+        &["HSET", "tallies:2026-W48", "node_major:20", "0"],
+    );
+    let session_a = SessionId::parse("session-a").unwrap();
+    assert_eq!(store.delete_session(session_a).await.unwrap(), 1);
+    assert_eq!(by_version().await.unwrap(), tally(&[("1.0.0", 1)]));
+    let by_node = store.tally_week(w48, Dimension::NodeMajor).await.unwrap();
+    assert_eq!(by_node, tally(&[("20", 1)]));
 }

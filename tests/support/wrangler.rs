@@ -51,8 +51,10 @@ fn build_once() {
 
 /// The most the wasm module may weigh gzipped, in bytes: issue 10's 130 KB, plus 3 KB for
 /// the week's Durable Object (issue 9: its SQL, alarm and transaction glue, and the
-/// deletion route that reaches it), which replaced the KV listing the readout made.
-const BUNDLE_BUDGET_GZIPPED: usize = 133_000;
+/// deletion route that reaches it), which replaced the KV listing the readout made, plus
+/// 4 KB for the week object's repair of inconsistent data (issue 17: the rebuild, its event,
+/// the typed store operations). Issue 19 owns bringing it back to 130,000.
+const BUNDLE_BUDGET_GZIPPED: usize = 137_000;
 
 /// The suite runs against the bundle that ships: shrunk by wasm-opt, which drops the names
 /// section that `worker-build --no-opt` leaves, and within its gzipped budget.
@@ -150,7 +152,8 @@ impl Wrangler {
             !kept.contains("WEEKS") && kept.contains("SESSIONS"),
             "{kept}"
         );
-        Self::start_configured(vars, 200, Some(kept))
+        // A deployment without a store is a configuration error: every request is a 500.
+        Self::start_configured(vars, 500, Some(kept))
     }
 
     fn start_configured(

@@ -1,6 +1,7 @@
 //! Redis: one hash per week, `sessions:<YYYY-Www>`, field = session id, value = record, and
-//! beside it `tallies:<YYYY-Www>`, field = `<dimension>:<value>`, value = sessions. `HLEN`
-//! counts a week and one `HGETALL` of its tallies breaks it down, at any week size.
+//! beside it `tallies:<YYYY-Www>`, field = `<dimension>:<value>`, value = sessions, plus a
+//! `generation` field that every change of the week increments (a repair checks it). One
+//! `HGETALL` of the tallies answers a count or a breakdown, at any week size.
 //!
 //! Redis 7.0 cannot expire single hash fields, so the week's hash expires as a whole, when
 //! the week's first record would (`EXPIREAT … NX`, the core's expiry, cut to the day): no
@@ -10,11 +11,10 @@
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use telemetry_core::readout::{Tally, TallyMoves, record_to_write};
-use telemetry_core::{Dimension, IsoWeek, SessionId, SessionWrite, StoredRecord, expires_at};
+use telemetry_core::stored_week::{self, Inconsistent};
+use telemetry_core::{Dimension, IsoWeek, SessionId, SessionWrite, Tally, TallyMoves};
 
 use super::{LiveRecord, StoreError};
-use crate::unix_now;
 
 /// How long a command or a (re)connection may take before it counts as a failure.
 const TIMEOUT: Duration = Duration::from_secs(2);
@@ -26,7 +26,7 @@ pub struct RedisStore {
 
 impl From<redis::RedisError> for StoreError {
     fn from(error: redis::RedisError) -> Self {
-        Self(error.to_string())
+        Self::Unavailable(error.to_string())
     }
 }
 
@@ -65,13 +65,19 @@ fn tally_field(dimension: Dimension, value: &str) -> String {
     format!("{}:{value}", dimension.name())
 }
 
+/// The tallies hash's field that counts the week's changes: no dimension's field, which all
+/// hold a `:`.
+const GENERATION: &str = "generation";
+
 /// Applies one week's changes if the records they were computed from are still there.
 /// `KEYS[1]` the week's records, `KEYS[2]` its tallies; `ARGV`: the number of records read,
 /// then that many (session id, record read, `""` for none); the number of writes, then that
 /// many (session id, record, `""` to delete); then (tally field, sessions moved) pairs. A
 /// record that changed since it was read (another instance wrote it) makes the script change
-/// nothing and return 0: the caller reads again and recomputes. Every rule (which repeat is
-/// written, how tallies move) is the core's, computed in Rust; this only checks and applies.
+/// nothing and return 0: the caller reads again and recomputes. A tally that would fall
+/// below zero makes it change nothing and return -1: the week is inconsistent. Every rule
+/// (which repeat is written, how tallies move) is the core's, computed in Rust; this only
+/// checks and applies.
 const APPLY_WEEK: &str = r#"
 local read = tonumber(ARGV[1])
 for i = 2, 2 * read, 2 do
@@ -79,6 +85,11 @@ for i = 2, 2 * read, 2 do
 end
 local at = 2 * read + 2
 local writes = tonumber(ARGV[at])
+local moves = at + 2 * writes + 1
+for i = moves, #ARGV, 2 do
+  local held = tonumber(redis.call('HGET', KEYS[2], ARGV[i]) or '0')
+  if held == nil or held + tonumber(ARGV[i + 1]) < 0 then return -1 end
+end
 for i = at + 1, at + 2 * writes, 2 do
   if ARGV[i + 1] == '' then
     redis.call('HDEL', KEYS[1], ARGV[i])
@@ -86,11 +97,30 @@ for i = at + 1, at + 2 * writes, 2 do
     redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
   end
 end
-for i = at + 2 * writes + 1, #ARGV, 2 do
-  if redis.call('HINCRBY', KEYS[2], ARGV[i], ARGV[i + 1]) <= 0 then
+for i = moves, #ARGV, 2 do
+  if redis.call('HINCRBY', KEYS[2], ARGV[i], ARGV[i + 1]) == 0 then
     redis.call('HDEL', KEYS[2], ARGV[i])
   end
 end
+redis.call('HINCRBY', KEYS[2], 'generation', 1)
+return 1
+"#;
+
+/// Replaces a week's tallies with a rebuild if the week has not changed since it was read.
+/// `KEYS` as [`APPLY_WEEK`]'s; `ARGV`: the generation read (`""` for none), the number of
+/// records to drop, then their session ids, then (tally field, sessions) pairs. Returns 0
+/// when the week changed in between (the caller reads again), else 1. The tallies keep the
+/// records' expiry.
+const REPLACE_TALLIES: &str = r#"
+if (redis.call('HGET', KEYS[2], 'generation') or '') ~= ARGV[1] then return 0 end
+local dropped = tonumber(ARGV[2])
+for i = 3, 2 + dropped do redis.call('HDEL', KEYS[1], ARGV[i]) end
+local generation = tonumber(ARGV[1]) or 0
+redis.call('DEL', KEYS[2])
+for i = 3 + dropped, #ARGV, 2 do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
+redis.call('HSET', KEYS[2], 'generation', generation + 1)
+local expiry = redis.call('EXPIRETIME', KEYS[1])
+if expiry > 0 then redis.call('EXPIREAT', KEYS[2], expiry) end
 return 1
 "#;
 
@@ -116,6 +146,7 @@ impl WeekChanges {
         run: &[SessionWrite],
         read: Vec<(String, Option<String>)>,
     ) -> Result<Self, StoreError> {
+        let inconsistent = |found| StoreError::Inconsistent { week, found };
         let mut latest = read.clone();
         let mut changed = vec![false; latest.len()];
         let mut moves = TallyMoves::default();
@@ -127,19 +158,15 @@ impl WeekChanges {
                 at.and_then(|at| latest.get_mut(at)),
                 at.and_then(|at| changed.get_mut(at)),
             ) else {
-                return Err(StoreError(format!(
+                return Err(StoreError::Unavailable(format!(
                     "{week}: a session missing from its read"
                 )));
             };
-            let Some(after) = record_to_write(stored.as_deref(), &write.record_json) else {
-                continue;
-            };
-            let before = stored
-                .as_deref()
-                .map(|text| parse_record(week, text))
-                .transpose()?;
-            moves.replace(before.as_ref(), Some(&parse_record(week, &after)?));
-            *stored = Some(after);
+            let kept =
+                stored_week::keep(stored.as_deref(), &write.record_json).map_err(inconsistent)?;
+            let Some(kept) = kept else { continue };
+            moves.extend(&kept.moves);
+            *stored = Some(kept.record);
             *changed = true;
         }
         let mut changed = changed.into_iter();
@@ -153,8 +180,8 @@ impl WeekChanges {
 
     /// Deleting a session's record, read as `record`.
     fn of_deletion(week: IsoWeek, session_id: &str, record: String) -> Result<Self, StoreError> {
-        let mut moves = TallyMoves::default();
-        moves.replace(Some(&parse_record(week, &record)?), None);
+        let moves = stored_week::release(&record)
+            .map_err(|found| StoreError::Inconsistent { week, found })?;
         Ok(Self {
             read: vec![(session_id.to_owned(), Some(record))],
             writes: vec![(session_id.to_owned(), None)],
@@ -182,14 +209,6 @@ impl WeekChanges {
     }
 }
 
-fn parse_record(week: IsoWeek, record: &str) -> Result<StoredRecord, StoreError> {
-    serde_json::from_str(record).map_err(|_| {
-        StoreError(format!(
-            "{week}: a stored record that is not a valid record"
-        ))
-    })
-}
-
 impl RedisStore {
     /// Connects and checks with `PING`. The connection reconnects by itself afterwards.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
@@ -208,21 +227,11 @@ impl RedisStore {
             .arg("server")
             .query_async(&mut connection)
             .await?;
-        check_version(&info).map_err(StoreError)?;
-        tally_weeks_written_before_tallies(&mut connection).await?;
+        check_version(&info).map_err(StoreError::Unavailable)?;
         Ok(Self { connection })
     }
 
     pub async fn write_batch(
-        &self,
-        batch: &[SessionWrite],
-        ttl_seconds: u64,
-    ) -> Result<(), StoreError> {
-        self.write_batch_expiring(batch, expires_at(unix_now(), ttl_seconds))
-            .await
-    }
-
-    pub async fn write_batch_expiring(
         &self,
         batch: &[SessionWrite],
         expires_at: i64,
@@ -272,32 +281,30 @@ impl RedisStore {
                     .arg("NX")
                     .ignore();
             }
-            let (applied,): (bool,) = pipe.query_async(&mut connection).await?;
-            if applied {
-                return Ok(());
+            let (applied,): (i64,) = pipe.query_async(&mut connection).await?;
+            match applied {
+                1 => return Ok(()),
+                -1 => {
+                    let found = Inconsistent::TallyBelowZero;
+                    return Err(StoreError::Inconsistent { week, found });
+                }
+                _ => {}
             }
         }
-        Err(StoreError(format!(
+        Err(StoreError::Unavailable(format!(
             "{week}: its records kept changing through {CONFLICT_RETRIES} attempts to write them"
         )))
     }
 
-    pub async fn count_week(&self, week: IsoWeek) -> Result<u64, StoreError> {
-        let mut connection = self.connection.clone();
-        Ok(redis::cmd("HLEN")
-            .arg(week_key(week))
-            .query_async::<u64>(&mut connection)
-            .await?)
-    }
-
-    /// The week's sessions counted along `dimension`, from its tallies.
+    /// The week's sessions counted along `dimension`, from its tallies. A count that is not
+    /// a count (a hand edit) is an inconsistency.
     pub async fn tally_week(
         &self,
         week: IsoWeek,
         dimension: Dimension,
     ) -> Result<Tally, StoreError> {
         let mut connection = self.connection.clone();
-        let fields: Vec<(String, u64)> = redis::cmd("HGETALL")
+        let fields: Vec<(String, String)> = redis::cmd("HGETALL")
             .arg(tallies_key(week))
             .query_async(&mut connection)
             .await?;
@@ -305,10 +312,52 @@ impl RedisStore {
         let mut tally = Tally::default();
         for (field, sessions) in &fields {
             if let Some(value) = field.strip_prefix(&prefix) {
-                tally.add(value, *sessions);
+                let sessions = sessions.parse().map_err(|_| StoreError::Inconsistent {
+                    week,
+                    found: Inconsistent::TallyBelowZero,
+                })?;
+                tally.add(value, sessions);
             }
         }
         Ok(tally)
+    }
+
+    /// Rebuilds the week's tallies from its records, dropping the records that are not
+    /// records, unless another instance changes the week meanwhile: then it reads again.
+    /// Returns how many records were dropped.
+    pub async fn repair(&self, week: IsoWeek) -> Result<u64, StoreError> {
+        let mut connection = self.connection.clone();
+        for _ in 0..CONFLICT_RETRIES {
+            let (records, generation): (Vec<(String, String)>, Option<String>) = redis::pipe()
+                .atomic()
+                .cmd("HGETALL")
+                .arg(week_key(week))
+                .cmd("HGET")
+                .arg(tallies_key(week))
+                .arg(GENERATION)
+                .query_async(&mut connection)
+                .await?;
+            let rebuilt = stored_week::rebuild(records);
+            let mut script = redis::cmd("EVAL");
+            script
+                .arg(REPLACE_TALLIES)
+                .arg(2)
+                .arg(week_key(week))
+                .arg(tallies_key(week))
+                .arg(generation.unwrap_or_default())
+                .arg(rebuilt.invalid.len())
+                .arg(&rebuilt.invalid);
+            for (dimension, value, sessions) in rebuilt.tallies.iter() {
+                script.arg(tally_field(dimension, value)).arg(sessions);
+            }
+            let replaced: bool = script.query_async(&mut connection).await?;
+            if replaced {
+                return Ok(rebuilt.invalid.len() as u64);
+            }
+        }
+        Err(StoreError::Unavailable(format!(
+            "{week}: its records kept changing through {CONFLICT_RETRIES} attempts to repair it"
+        )))
     }
 
     pub async fn records_of_week(&self, week: IsoWeek) -> Result<Vec<LiveRecord>, StoreError> {
@@ -316,7 +365,9 @@ impl RedisStore {
         // -2: no such hash (no records); -1: a hash without an expiry, which this store never
         // writes: refuse to hand on records whose lifetime is unknown.
         if expires_at < 0 && !records.is_empty() {
-            return Err(StoreError(format!("{week}: the hash has no expiry")));
+            return Err(StoreError::Unavailable(format!(
+                "{week}: the hash has no expiry"
+            )));
         }
         Ok(records
             .into_iter()
@@ -392,53 +443,6 @@ async fn stored_weeks(connection: &mut ConnectionManager) -> Result<Vec<IsoWeek>
         }
         cursor = next;
     }
-}
-
-/// Set once every week's tallies count its records.
-const TALLIED_MARKER: &str = "rollback:tallied";
-
-/// Gives the weeks written before this store kept tallies their tallies, once: the first
-/// server of this version to connect counts each week's records. Servers of an older version
-/// must be stopped first (RUNBOOK.md), since their writes would not move the tallies.
-async fn tally_weeks_written_before_tallies(
-    connection: &mut ConnectionManager,
-) -> Result<(), StoreError> {
-    let tallied: bool = redis::cmd("EXISTS")
-        .arg(TALLIED_MARKER)
-        .query_async(connection)
-        .await?;
-    if tallied {
-        return Ok(());
-    }
-    for week in stored_weeks(connection).await? {
-        let (records, expires_at) = week_records(connection, week).await?;
-        let mut moves = TallyMoves::default();
-        for (_, record) in &records {
-            moves.replace(None, Some(&parse_record(week, record)?));
-        }
-        let mut pipe = redis::pipe();
-        pipe.atomic().cmd("DEL").arg(tallies_key(week)).ignore();
-        for (dimension, value, sessions) in moves.iter() {
-            pipe.cmd("HSET")
-                .arg(tallies_key(week))
-                .arg(tally_field(dimension, value))
-                .arg(sessions)
-                .ignore();
-        }
-        if expires_at > 0 {
-            pipe.cmd("EXPIREAT")
-                .arg(tallies_key(week))
-                .arg(expires_at)
-                .ignore();
-        }
-        pipe.query_async::<()>(connection).await?;
-    }
-    redis::cmd("SET")
-        .arg(TALLIED_MARKER)
-        .arg(1)
-        .query_async::<()>(connection)
-        .await?;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -1,92 +1,77 @@
-//! Each week's sessions counted along every dimension, changed in the same transaction as the
-//! records they count: a breakdown reads a few rows at any week size instead of every record.
+//! Each week's sessions counted along every dimension, moved in the same transaction as the
+//! records they count, by the core's rule for a tally row ([`telemetry_core::tally::moved_row`]).
 
-use rusqlite::{Connection, params};
-use telemetry_core::readout::{Tally, TallyMoves, tally};
-use telemetry_core::{Dimension, StoredRecord};
+use rusqlite::{Connection, OptionalExtension, params};
+use telemetry_core::stored_week::Inconsistent;
+use telemetry_core::tally::moved_row;
+use telemetry_core::{Dimension, IsoWeek, Tally, TallyMoves};
 
 use crate::store::StoreError;
 
-/// A stored record as the core wrote it. Anything else cannot be counted: the write (or the
-/// migration) fails rather than leave the tallies short of a session.
-pub(super) fn parse_record(week: &str, record: &str) -> Result<StoredRecord, StoreError> {
-    serde_json::from_str(record).map_err(|_| {
-        StoreError(format!(
-            "{week}: a stored record that is not a valid record"
-        ))
-    })
-}
-
-/// Applies a week's moves. A value whose count falls to zero loses its row, so a tally never
-/// names a value no live record holds. Taking a session from a value that has none would be a
-/// bug: the transaction fails rather than hide it.
+/// Applies a week's moves. A row that would fall below zero (or holds a count that is not a
+/// count) means the tallies disagree with the records: the week is inconsistent, and the
+/// caller's transaction is rolled back for a repair.
 pub(super) fn apply(
     connection: &Connection,
-    week: &str,
+    week: IsoWeek,
     moves: &TallyMoves,
 ) -> Result<(), StoreError> {
-    let mut add = connection.prepare_cached(
+    let week_text = week.to_string();
+    let mut held = connection.prepare_cached(
+        "SELECT sessions FROM tallies WHERE week = ?1 AND dimension = ?2 AND value = ?3",
+    )?;
+    let mut set = connection.prepare_cached(
         "INSERT INTO tallies (week, dimension, value, sessions) VALUES (?1, ?2, ?3, ?4)
-         ON CONFLICT (week, dimension, value) DO UPDATE SET sessions = sessions + excluded.sessions",
+         ON CONFLICT (week, dimension, value) DO UPDATE SET sessions = excluded.sessions",
     )?;
-    // An upsert checks its candidate row (a negative count) before it meets the conflict.
-    let mut take = connection.prepare_cached(
-        "UPDATE tallies SET sessions = sessions + ?4
-         WHERE week = ?1 AND dimension = ?2 AND value = ?3 AND sessions + ?4 >= 0",
-    )?;
-    let mut drop_empty = connection.prepare_cached(
-        "DELETE FROM tallies WHERE week = ?1 AND dimension = ?2 AND value = ?3 AND sessions = 0",
-    )?;
+    let mut drop = connection
+        .prepare_cached("DELETE FROM tallies WHERE week = ?1 AND dimension = ?2 AND value = ?3")?;
     for (dimension, value, sessions) in moves.iter() {
-        let at = params![week, dimension.name(), value, sessions];
-        if sessions > 0 {
-            add.execute(at)?;
-        } else if take.execute(at)? == 1 {
-            drop_empty.execute(params![week, dimension.name(), value])?;
-        } else {
-            return Err(StoreError(format!(
-                "{week}: the tallies hold fewer sessions of {}={value} than are leaving it",
-                dimension.name()
-            )));
-        }
+        let at = params![week_text, dimension.name(), value];
+        let before: Option<i64> = held.query_row(at, |row| row.get(0)).optional()?;
+        let inconsistent = || StoreError::Inconsistent {
+            week,
+            found: Inconsistent::TallyBelowZero,
+        };
+        let before = u64::try_from(before.unwrap_or(0)).map_err(|_| inconsistent())?;
+        match moved_row(before, sessions).map_err(|_| inconsistent())? {
+            Some(after) => {
+                let after = i64::try_from(after).map_err(|_| inconsistent())?;
+                set.execute(params![week_text, dimension.name(), value, after])?
+            }
+            None => drop.execute(at)?,
+        };
     }
     Ok(())
 }
 
-/// The week's tally along `dimension`, from its tallies.
+/// Replaces the week's tallies with `tallies` (moves from nothing, as a rebuild makes them).
+pub(super) fn replace(
+    connection: &Connection,
+    week: IsoWeek,
+    tallies: &TallyMoves,
+) -> Result<(), StoreError> {
+    connection.execute("DELETE FROM tallies WHERE week = ?1", [week.to_string()])?;
+    apply(connection, week, tallies)
+}
+
+/// The week's tally along `dimension`. A count that is not a count is an inconsistency.
 pub(super) fn read(
     connection: &Connection,
-    week: &str,
+    week: IsoWeek,
     dimension: Dimension,
 ) -> Result<Tally, StoreError> {
     let mut tally = Tally::default();
     let mut rows = connection
         .prepare_cached("SELECT value, sessions FROM tallies WHERE week = ?1 AND dimension = ?2")?;
-    let mut rows = rows.query(params![week, dimension.name()])?;
+    let mut rows = rows.query(params![week.to_string(), dimension.name()])?;
     while let Some(row) = rows.next()? {
-        let sessions: i64 = row.get(1)?;
-        tally.add(
-            &row.get::<_, String>(0)?,
-            u64::try_from(sessions).unwrap_or(0),
-        );
+        let sessions =
+            u64::try_from(row.get::<_, i64>(1)?).map_err(|_| StoreError::Inconsistent {
+                week,
+                found: Inconsistent::TallyBelowZero,
+            })?;
+        tally.add(&row.get::<_, String>(0)?, sessions);
     }
     Ok(tally)
-}
-
-/// The week's tally along `dimension` from its live records, for a week that holds expired
-/// rows the purge has not deleted yet (the tallies still count them until it does).
-pub(super) fn read_live_records(
-    connection: &Connection,
-    week: &str,
-    now: i64,
-    dimension: Dimension,
-) -> Result<Tally, StoreError> {
-    let mut records = Vec::new();
-    let mut rows = connection
-        .prepare_cached("SELECT record FROM sessions WHERE week = ?1 AND expires_at > ?2")?;
-    let mut rows = rows.query(params![week, now])?;
-    while let Some(row) = rows.next()? {
-        records.push(parse_record(week, &row.get::<_, String>(0)?)?);
-    }
-    Ok(tally(&records, dimension))
 }

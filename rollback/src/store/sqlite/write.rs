@@ -1,96 +1,178 @@
-//! The writer's transaction: a batch of pings becomes appended rows, rewritten rows where a
-//! repeat changed a field, and the moves of its weeks' counts and tallies.
+//! The transactions that change rows, each applying the core's model of a week: a batch of
+//! pings, a deletion request, the expiry of records, and the repair of an inconsistent week.
+//! Each is all or nothing: an inconsistency rolls it back and is returned for a repair.
 
-use rusqlite::{Connection, TransactionBehavior, params};
-use telemetry_core::SessionWrite;
-use telemetry_core::readout::{TallyMoves, record_to_write};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use telemetry_core::stored_week::{self, Inconsistent};
+use telemetry_core::{IsoWeek, SessionId, SessionWrite, TallyMoves};
 
-use super::arrivals::{Arrivals, Row};
-use super::tallies;
+use super::{forget_wal, tallies};
 use crate::store::StoreError;
 
 /// A batch of a few thousand rows takes milliseconds. When every CPU is busy, a request
 /// thread preempted by the writer would wait for all of it, even while another CPU goes idle
 /// (the scheduler keeps a thread that just ran where it was): seen with `perf sched` under a
 /// ping load, where 10–15% of the CPU time went idle. Giving the CPU up every so many rows
-/// (about 0.15 ms of work) lets such a thread run; the idle share fell to 6–8%.
+/// lets such a thread run; the idle share fell to 6–8%.
 const ROWS_BETWEEN_YIELDS: usize = 64;
 
-/// Writes a batch in one transaction: each record, its week's summary row and its tallies.
-pub(super) fn write_rows(
+/// Expired records deleted per transaction, so that the writer waits for one chunk at most
+/// when a day of a large week expires at the same second.
+const EXPIRED_PER_TRANSACTION: usize = 5_000;
+
+fn inconsistent(week: IsoWeek) -> impl Fn(Inconsistent) -> StoreError {
+    move |found| StoreError::Inconsistent { week, found }
+}
+
+/// Writes a batch of pings in one transaction: each session's record as
+/// [`stored_week::keep`] decides, expiring at `expires_at`, and its week's tallies.
+pub(super) fn pings(
     connection: &mut Connection,
-    arrivals: &mut Arrivals,
     batch: &[SessionWrite],
     expires_at: i64,
 ) -> Result<(), StoreError> {
     let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
     {
-        // A new session is a plain insert and a repeat updates its own row, matched by
-        // session id too: were the map ever wrong, the batch fails (and the maps are reloaded
-        // for the retry) rather than one session's record landing in another's row.
-        let mut insert = transaction.prepare_cached(
-            "INSERT INTO sessions (week, arrival, session_id, record, expires_at)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
+        let mut stored = transaction
+            .prepare_cached("SELECT record FROM sessions WHERE week = ?1 AND session_id = ?2")?;
+        let mut keep = transaction.prepare_cached(
+            "INSERT INTO sessions (week, session_id, record, expires_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (week, session_id)
+             DO UPDATE SET record = excluded.record, expires_at = excluded.expires_at",
         )?;
-        let mut stored = transaction.prepare_cached(
-            "SELECT record FROM sessions WHERE week = ?1 AND arrival = ?2 AND session_id = ?3",
-        )?;
-        let mut overwrite = transaction.prepare_cached(
-            "UPDATE sessions SET record = ?4, expires_at = ?5
-             WHERE week = ?1 AND arrival = ?2 AND session_id = ?3",
-        )?;
-        let mut note_week = transaction.prepare_cached(
-            "INSERT INTO weeks (week, earliest_expiry, sessions, generation) VALUES (?1, ?2, ?3, 1)
-             ON CONFLICT (week) DO UPDATE SET
-                 earliest_expiry = min(coalesce(earliest_expiry, ?2), ?2),
-                 sessions = sessions + ?3,
-                 generation = generation + 1
-             RETURNING generation",
-        )?;
-        // A batch is almost always one week; the file is checked once per run of one.
+        // A batch is almost always one week: its tallies move once per run of one.
         for run in batch.chunk_by(|a, b| a.week == b.week) {
-            let Some(first) = run.first() else { continue };
-            let week_text = first.week.to_string();
-            let week = arrivals.week(&transaction, first.week)?;
-            let mut new_rows = 0;
+            let Some(week) = run.first().map(|write| write.week) else {
+                continue;
+            };
+            let week_text = week.to_string();
             let mut moves = TallyMoves::default();
             for (index, write) in run.iter().enumerate() {
                 if index % ROWS_BETWEEN_YIELDS == ROWS_BETWEEN_YIELDS - 1 {
                     std::thread::yield_now();
                 }
                 let session_id = write.session_id.as_str();
-                let (statement, arrival, record) = match week.place(session_id) {
-                    Row::New(arrival) => {
-                        new_rows += 1;
-                        let record = tallies::parse_record(&week_text, &write.record_json)?;
-                        moves.replace(None, Some(&record));
-                        (&mut insert, arrival, write.record_json.clone())
-                    }
-                    Row::Existing(arrival) => {
-                        // A repeat keeps the first ping's day and writes only what changed.
-                        let before: String = stored
-                            .query_row(params![week_text, arrival, session_id], |row| row.get(0))?;
-                        let Some(after) = record_to_write(Some(&before), &write.record_json) else {
-                            continue;
-                        };
-                        moves.replace(
-                            Some(&tallies::parse_record(&week_text, &before)?),
-                            Some(&tallies::parse_record(&week_text, &after)?),
-                        );
-                        (&mut overwrite, arrival, after)
-                    }
-                };
-                let changed = statement
-                    .execute(params![week_text, arrival, session_id, record, expires_at])?;
-                if changed != 1 {
-                    return Err(rusqlite::Error::StatementChangedRows(changed).into());
-                }
+                let before: Option<String> = stored
+                    .query_row(params![week_text, session_id], |row| row.get(0))
+                    .optional()?;
+                let kept = stored_week::keep(before.as_deref(), &write.record_json)
+                    .map_err(inconsistent(week))?;
+                let Some(kept) = kept else { continue };
+                keep.execute(params![week_text, session_id, kept.record, expires_at])?;
+                moves.extend(&kept.moves);
             }
-            tallies::apply(&transaction, &week_text, &moves)?;
-            week.generation =
-                note_week.query_row(params![week_text, expires_at, new_rows], |row| row.get(0))?;
+            tallies::apply(&transaction, week, &moves)?;
         }
     }
     transaction.commit()?;
     Ok(())
+}
+
+/// Deletes a session's record from each week that holds one (found by week on the primary
+/// key, not by a scan), with the tallies. Returns how many records went.
+pub(super) fn deletion(
+    connection: &mut Connection,
+    session_id: &SessionId,
+) -> Result<usize, StoreError> {
+    let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut deleted = 0;
+    for week in weeks_held(&transaction)? {
+        let record: Option<String> = transaction
+            .prepare_cached(
+                "DELETE FROM sessions WHERE week = ?1 AND session_id = ?2 RETURNING record",
+            )?
+            .query_row(params![week.to_string(), session_id.as_str()], |row| {
+                row.get(0)
+            })
+            .optional()?;
+        if let Some(record) = record {
+            let moves = stored_week::release(&record).map_err(inconsistent(week))?;
+            tallies::apply(&transaction, week, &moves)?;
+            deleted += 1;
+        }
+    }
+    transaction.commit()?;
+    if deleted > 0 {
+        forget_wal(connection)?;
+    }
+    Ok(deleted)
+}
+
+/// Every week the file holds a record of, each found with one step along the primary key.
+fn weeks_held(connection: &Connection) -> Result<Vec<IsoWeek>, StoreError> {
+    let mut next = connection.prepare_cached("SELECT min(week) FROM sessions WHERE week > ?1")?;
+    let mut weeks = Vec::new();
+    let mut after = String::new();
+    while let Some(week) = next.query_row([&after], |row| row.get::<_, Option<String>>(0))? {
+        // A week that is not a week was written by something else; nothing here reads it.
+        weeks.extend(IsoWeek::parse(&week));
+        after = week;
+    }
+    Ok(weeks)
+}
+
+/// Deletes the records that have expired at `now`, a bounded chunk per transaction, and takes
+/// them out of their weeks' tallies. Returns how many went.
+pub(super) fn expiry(connection: &mut Connection, now: i64) -> Result<usize, StoreError> {
+    let mut expired = 0;
+    loop {
+        let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let rows: Vec<(String, String)> = transaction
+            .prepare_cached(
+                "DELETE FROM sessions WHERE (week, session_id) IN (
+                     SELECT week, session_id FROM sessions WHERE expires_at <= ?1 LIMIT ?2
+                 ) RETURNING week, record",
+            )?
+            .query_map(params![now, EXPIRED_PER_TRANSACTION], |row| {
+                Ok((row.get(0)?, row.get(1)?))
+            })?
+            .collect::<Result<_, _>>()?;
+        let mut by_week: Vec<(IsoWeek, TallyMoves)> = Vec::new();
+        for (week, record) in &rows {
+            let Some(week) = IsoWeek::parse(week) else {
+                continue;
+            };
+            let moves = stored_week::release(record).map_err(inconsistent(week))?;
+            match by_week.iter_mut().find(|(known, _)| *known == week) {
+                Some((_, week_moves)) => week_moves.extend(&moves),
+                None => by_week.push((week, moves)),
+            }
+        }
+        for (week, moves) in &by_week {
+            tallies::apply(&transaction, *week, moves)?;
+        }
+        transaction.commit()?;
+        expired += rows.len();
+        if rows.len() < EXPIRED_PER_TRANSACTION {
+            break;
+        }
+    }
+    if expired > 0 {
+        forget_wal(connection)?;
+    }
+    Ok(expired)
+}
+
+/// Rebuilds a week's tallies from its records ([`stored_week::rebuild`]) and drops the
+/// records that are not records. Returns how many were dropped.
+pub(super) fn repair(connection: &mut Connection, week: IsoWeek) -> Result<u64, StoreError> {
+    let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let week_text = week.to_string();
+    let records: Vec<(String, String)> = transaction
+        .prepare("SELECT session_id, record FROM sessions WHERE week = ?1")?
+        .query_map([&week_text], |row| Ok((row.get(0)?, row.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    let rebuilt = stored_week::rebuild(records);
+    for session_id in &rebuilt.invalid {
+        transaction.execute(
+            "DELETE FROM sessions WHERE week = ?1 AND session_id = ?2",
+            params![week_text, session_id],
+        )?;
+    }
+    tallies::replace(&transaction, week, &rebuilt.tallies)?;
+    transaction.commit()?;
+    if !rebuilt.invalid.is_empty() {
+        forget_wal(connection)?;
+    }
+    Ok(rebuilt.invalid.len() as u64)
 }

@@ -1,0 +1,158 @@
+//! What a week is broken down by: five dimensions, each a field of the record (or the major
+//! version of Node), read from a record's text as the core wrote it.
+
+use crate::record::StoredRecord;
+
+/// What a week can be broken down by: a field of the record, or the major version of Node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Dimension {
+    Platform,
+    PrimaryFramework,
+    DaemonVersion,
+    ProtocolVersion,
+    NodeMajor,
+}
+
+impl Dimension {
+    pub const ALL: [Self; 5] = [
+        Self::Platform,
+        Self::PrimaryFramework,
+        Self::DaemonVersion,
+        Self::ProtocolVersion,
+        Self::NodeMajor,
+    ];
+
+    /// Its name in `?by=` and in answers.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Platform => "platform",
+            Self::PrimaryFramework => "primary_framework",
+            Self::DaemonVersion => "daemon_version",
+            Self::ProtocolVersion => "protocol_version",
+            Self::NodeMajor => "node_major",
+        }
+    }
+
+    /// Exactly one of the names, case and all.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|dimension| dimension.name() == name)
+    }
+
+    /// The field of the record this dimension reads.
+    fn field(self) -> &'static str {
+        match self {
+            Self::NodeMajor => "node_version",
+            other => other.name(),
+        }
+    }
+
+    /// The values of a record's JSON text, as the core wrote it, along every dimension (in
+    /// the order of [`Dimension::ALL`]); `None` if a field is missing or empty. Read from the
+    /// text, as [`crate::record::record_to_write`] does, so that the Worker's bundle carries
+    /// no record parser: every value passed its rule, so none holds a quote or an escape.
+    pub fn values_in(record_json: &str) -> Option<[&str; 5]> {
+        let value = |dimension: Dimension| {
+            let name = format!("\"{}\":\"", dimension.field());
+            let start = record_json.find(&name)? + name.len();
+            let rest = record_json.get(start..)?;
+            let value = rest.get(..rest.find('"')?)?;
+            let value = match dimension {
+                Self::NodeMajor => node_major(value),
+                _ => value,
+            };
+            (!value.is_empty()).then_some(value)
+        };
+        Some([
+            value(Self::ALL[0])?,
+            value(Self::ALL[1])?,
+            value(Self::ALL[2])?,
+            value(Self::ALL[3])?,
+            value(Self::ALL[4])?,
+        ])
+    }
+
+    /// The record's value along this dimension (the typed form: tests and the KV import).
+    pub fn value_of(self, record: &StoredRecord) -> &str {
+        match self {
+            Self::Platform => &record.platform,
+            Self::PrimaryFramework => &record.primary_framework,
+            Self::DaemonVersion => &record.daemon_version,
+            Self::ProtocolVersion => &record.protocol_version,
+            Self::NodeMajor => node_major(&record.node_version),
+        }
+    }
+}
+
+/// The major version of a Node version as pings send it: `v20.11.1` → `20`.
+pub fn node_major(node_version: &str) -> &str {
+    let version = node_version.strip_prefix('v').unwrap_or(node_version);
+    version.split('.').next().unwrap_or(version)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(daemon_version: &str, node_version: &str) -> StoredRecord {
+        StoredRecord {
+            protocol_version: "1.0.0".into(),
+            daemon_version: daemon_version.into(),
+            platform: "linux".into(),
+            node_version: node_version.into(),
+            primary_framework: "react".into(),
+            first_seen_at: "2026-11-23T00:00:00Z".into(),
+        }
+    }
+
+    #[test]
+    fn dimensions_parse_only_their_own_names() {
+        for dimension in Dimension::ALL {
+            assert_eq!(Dimension::parse(dimension.name()), Some(dimension));
+        }
+        for other in [
+            "",
+            "Platform",
+            "node_version",
+            "session_id",
+            "platform,node_major",
+        ] {
+            assert_eq!(Dimension::parse(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn node_major_is_the_first_number_with_or_without_the_v() {
+        let cases = [
+            ("v20.11.1", "20"),
+            ("18.0.0", "18"),
+            ("v22.1.0-rc.1", "22"),
+            ("v", ""),
+        ];
+        for (version, major) in cases {
+            assert_eq!(node_major(version), major, "{version}");
+        }
+        assert_eq!(
+            Dimension::NodeMajor.value_of(&record("1.0.0", "v20.11.1")),
+            "20"
+        );
+    }
+
+    #[test]
+    fn a_records_text_gives_the_values_its_parsed_form_does() {
+        let upgraded = record("1.1.0-rc.1", "v22.1.0");
+        let text = serde_json::to_string(&upgraded).unwrap();
+        let parsed = Dimension::ALL.map(|d| d.value_of(&upgraded));
+        assert_eq!(Dimension::values_in(&text), Some(parsed));
+        assert_eq!(parsed[4], "22");
+        for damaged in [
+            text.replace("\"platform\"", "\"os\""),
+            text.replace("\"linux\"", "\"\""),
+            "not a record".to_owned(),
+            String::new(),
+        ] {
+            assert_eq!(Dimension::values_in(&damaged), None, "{damaged}");
+        }
+    }
+}

@@ -1,0 +1,285 @@
+//! The operator's readout as the core answers it, sans I/O: a request becomes a [`Readout`],
+//! which says which tallies to fetch ([`Readout::fetches`]); the adapter fetches them from its
+//! store, and [`Readout::answer`] renders what was fetched ([`render`]). A count, a breakdown
+//! and a series are all read from tallies, so every store answers each the same way.
+
+mod render;
+
+use crate::dimension::Dimension;
+use crate::rejection::Rejection;
+use crate::response::Response;
+use crate::stored_week::{COUNTED_BY, count};
+use crate::week::IsoWeek;
+
+pub use self::render::{
+    Breakdown, Format, Series, WeekCount, series_response, weekly_active_response,
+};
+// Where the fuzz targets and older callers name them.
+pub use crate::tally::Tally;
+
+/// What an authenticated readout asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Readout {
+    /// `GET /v1/wau/<week>`, optionally `?by=<dimension>`.
+    Week {
+        week: IsoWeek,
+        by: Option<Dimension>,
+        format: Format,
+    },
+    /// `GET /v1/wau?from=<week>&to=<week>`: each week of the span, in order.
+    Series { weeks: Vec<IsoWeek>, format: Format },
+}
+
+impl Readout {
+    /// A week's readout from the path's week and the query (`by` at most once, nothing else).
+    pub fn for_week(week: &str, query: Option<&str>, format: Format) -> Result<Self, Rejection> {
+        let week = IsoWeek::parse(week).ok_or(Rejection::InvalidWeek)?;
+        let mut by = None;
+        for (name, value) in query_pairs(query) {
+            match name {
+                "by" if by.is_none() => by = Some(Dimension::parse(value)),
+                _ => return Err(Rejection::InvalidQuery),
+            }
+        }
+        let by = by.map(|by| by.ok_or(Rejection::InvalidQuery)).transpose()?;
+        Ok(Self::Week { week, by, format })
+    }
+
+    /// A series from `from` and `to`, each exactly once and nothing else.
+    pub fn for_series(query: Option<&str>, format: Format) -> Result<Self, Rejection> {
+        let (mut from, mut to) = (None, None);
+        for (name, value) in query_pairs(query) {
+            match name {
+                "from" if from.is_none() => from = Some(value),
+                "to" if to.is_none() => to = Some(value),
+                _ => return Err(Rejection::InvalidQuery),
+            }
+        }
+        let (Some(from), Some(to)) = (from, to) else {
+            return Err(Rejection::InvalidQuery);
+        };
+        let from = IsoWeek::parse(from).ok_or(Rejection::InvalidWeek)?;
+        let to = IsoWeek::parse(to).ok_or(Rejection::InvalidWeek)?;
+        let weeks = series_weeks(from, to).ok_or(Rejection::InvalidRange)?;
+        Ok(Self::Series { weeks, format })
+    }
+
+    /// The tallies to fetch for this readout, in order: a week's count is its tally along
+    /// [`COUNTED_BY`], a breakdown its tally along its dimension, a series the count of each
+    /// of its weeks. A store answers each from a few rows, whatever the week's size.
+    pub fn fetches(&self) -> Vec<(IsoWeek, Dimension)> {
+        match self {
+            Self::Week { week, by, .. } => vec![(*week, by.unwrap_or(COUNTED_BY))],
+            Self::Series { weeks, .. } => weeks.iter().map(|week| (*week, COUNTED_BY)).collect(),
+        }
+    }
+
+    /// The answer from the tallies of [`Readout::fetches`], in the same order, under the
+    /// privacy floor `min_sessions`; a 500 if they do not match (an adapter's mistake).
+    pub fn answer(self, fetched: Vec<Tally>, min_sessions: u64) -> Response {
+        match self {
+            Self::Week { week, by, format } => {
+                let Ok([tally]) = <[Tally; 1]>::try_from(fetched) else {
+                    return Rejection::Internal.into_response();
+                };
+                match by {
+                    None => weekly_active_response(week, count(&tally), format),
+                    Some(by) => Breakdown::new(week, by, tally, min_sessions).into_response(format),
+                }
+            }
+            Self::Series { weeks, format } => {
+                let counts: Vec<u64> = fetched.iter().map(count).collect();
+                series_response(&weeks, &counts, format)
+            }
+        }
+    }
+
+    /// The week a wide event names: the week read, or the last of a series.
+    pub fn week(&self) -> Option<IsoWeek> {
+        match self {
+            Self::Week { week, .. } => Some(*week),
+            Self::Series { weeks, .. } => weeks.last().copied(),
+        }
+    }
+}
+
+/// A query string's `name=value` pairs as sent (no percent-decoding: every accepted name and
+/// value is plain ASCII, so an encoded one is simply not accepted). Empty pieces are skipped.
+fn query_pairs(query: Option<&str>) -> impl Iterator<Item = (&str, &str)> {
+    query
+        .unwrap_or_default()
+        .split('&')
+        .filter(|piece| !piece.is_empty())
+        .map(|piece| piece.split_once('=').unwrap_or((piece, "")))
+}
+
+/// The most weeks one series spans: the retention (12 weeks) and the current one.
+pub const MAX_SERIES_WEEKS: usize = 13;
+
+/// The weeks from `from` to `to`, both included, in order; `None` when `from` is after `to`
+/// or the span is longer than [`MAX_SERIES_WEEKS`].
+pub fn series_weeks(from: IsoWeek, to: IsoWeek) -> Option<Vec<IsoWeek>> {
+    let mut weeks = vec![from];
+    let mut week = from;
+    while week < to {
+        week = week.next()?;
+        weeks.push(week);
+        if weeks.len() > MAX_SERIES_WEEKS {
+            return None;
+        }
+    }
+    (from <= to).then_some(weeks)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn week(text: &str) -> IsoWeek {
+        IsoWeek::parse(text).unwrap_or_else(|| panic!("{text}"))
+    }
+
+    #[test]
+    fn a_week_s_query_holds_at_most_one_by_and_nothing_else() {
+        let w48 = week("2026-W48");
+        let json = Format::Json;
+        let ok = |by| {
+            Ok(Readout::Week {
+                week: w48,
+                by,
+                format: json,
+            })
+        };
+        assert_eq!(Readout::for_week("2026-W48", None, json), ok(None));
+        assert_eq!(Readout::for_week("2026-W48", Some(""), json), ok(None));
+        let by = Readout::for_week("2026-W48", Some("by=node_major"), json);
+        assert_eq!(by, ok(Some(Dimension::NodeMajor)));
+        for query in [
+            "by=",
+            "by=os",
+            "by=platform&by=platform",
+            "by=platform,node_major",
+            "x=1",
+            "token=secret",
+            "by=%70latform",
+            "BY=platform",
+        ] {
+            let refused = Readout::for_week("2026-W48", Some(query), json);
+            assert_eq!(refused, Err(Rejection::InvalidQuery), "{query}");
+        }
+        let bad_week = Readout::for_week("2025-W53", Some("by=os"), json);
+        assert_eq!(bad_week, Err(Rejection::InvalidWeek));
+    }
+
+    #[test]
+    fn a_series_needs_from_and_to_once_in_order_and_within_thirteen_weeks() {
+        let series = Readout::for_series(Some("to=2026-W02&from=2025-W52"), Format::Csv).unwrap();
+        let Readout::Series { weeks, format } = &series else {
+            panic!("{series:?}")
+        };
+        assert_eq!((weeks.len(), *format), (3, Format::Csv));
+        assert_eq!(series.week(), Some(week("2026-W02")));
+        let cases = [
+            (None, Rejection::InvalidQuery),
+            (Some("from=2026-W01"), Rejection::InvalidQuery),
+            (
+                Some("from=2026-W01&to=2026-W02&by=platform"),
+                Rejection::InvalidQuery,
+            ),
+            (
+                Some("from=2026-W01&from=2026-W01&to=2026-W02"),
+                Rejection::InvalidQuery,
+            ),
+            (Some("from=2026-W1&to=2026-W02"), Rejection::InvalidWeek),
+            (Some("from=2026-W03&to=2026-W02"), Rejection::InvalidRange),
+            (Some("from=2026-W01&to=2026-W14"), Rejection::InvalidRange),
+        ];
+        for (query, rejection) in cases {
+            assert_eq!(
+                Readout::for_series(query, Format::Json),
+                Err(rejection),
+                "{query:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_range_message_names_the_longest_series() {
+        let weeks = format!("at most {MAX_SERIES_WEEKS} weeks");
+        assert!(Rejection::InvalidRange.message().contains(&weeks));
+    }
+
+    #[test]
+    fn every_readout_is_answered_from_the_tallies_it_asks_for() {
+        let tally = |pairs: &[(&str, u64)]| {
+            let mut tally = Tally::default();
+            for (value, sessions) in pairs {
+                tally.add(value, *sessions);
+            }
+            tally
+        };
+        let by_platform = tally(&[("linux", 6), ("darwin", 2)]);
+        let count = Readout::for_week("2026-W48", None, Format::Json).unwrap();
+        assert_eq!(count.fetches(), [(week("2026-W48"), COUNTED_BY)]);
+        assert_eq!(
+            count.answer(vec![by_platform.clone()], 5).body,
+            r#"{"week":"2026-W48","weekly_active_sessions":8}"#
+        );
+        let breakdown = Readout::for_week("2026-W48", Some("by=node_major"), Format::Json).unwrap();
+        assert_eq!(
+            breakdown.fetches(),
+            [(week("2026-W48"), Dimension::NodeMajor)]
+        );
+        let answered = breakdown
+            .clone()
+            .answer(vec![tally(&[("20", 7), ("18", 1)])], 5);
+        assert_eq!(
+            answered.body,
+            r#"{"week":"2026-W48","weekly_active_sessions":8,"by":"node_major","counts":{"20":7},"withheld_sessions":1}"#
+        );
+        assert_eq!(breakdown.answer(vec![], 5).status, 500, "a tally missing");
+        let series = Readout::for_series(Some("from=2026-W47&to=2026-W48"), Format::Csv).unwrap();
+        assert_eq!(series.fetches().len(), 2);
+        assert_eq!(
+            series
+                .clone()
+                .answer(vec![Tally::default(), by_platform], 5)
+                .body,
+            "week,weekly_active_sessions\r\n2026-W47,0\r\n2026-W48,8\r\n"
+        );
+        assert_eq!(series.answer(vec![Tally::default()], 5).status, 500);
+    }
+
+    #[test]
+    fn a_series_spans_at_most_thirteen_weeks_in_order_across_a_year_end() {
+        let weeks = series_weeks(week("2026-W50"), week("2027-W03")).unwrap();
+        let names: Vec<String> = weeks.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            names,
+            [
+                "2026-W50", "2026-W51", "2026-W52", "2026-W53", "2027-W01", "2027-W02", "2027-W03"
+            ]
+        );
+        assert_eq!(
+            series_weeks(week("2026-W01"), week("2026-W13")).map(|w| w.len()),
+            Some(13)
+        );
+        assert_eq!(series_weeks(week("2026-W01"), week("2026-W14")), None);
+        assert_eq!(series_weeks(week("2026-W02"), week("2026-W01")), None);
+        assert_eq!(
+            series_weeks(week("2026-W02"), week("2026-W02")).map(|w| w.len()),
+            Some(1)
+        );
+        assert_eq!(Series::new(&weeks[..2], &[0]), None);
+        assert_eq!(Series::new(&[], &[]), None);
+        let series = Series::new(&weeks[..2], &[0, 9]).unwrap();
+        assert_eq!(
+            series.clone().into_response(Format::Json).body,
+            r#"{"from":"2026-W50","to":"2026-W51","weeks":[{"week":"2026-W50","weekly_active_sessions":0},{"week":"2026-W51","weekly_active_sessions":9}]}"#
+        );
+        assert_eq!(
+            series.into_response(Format::Csv).body,
+            "week,weekly_active_sessions\r\n2026-W50,0\r\n2026-W51,9\r\n"
+        );
+    }
+}
