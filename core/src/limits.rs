@@ -26,9 +26,6 @@ pub const MIN_SESSION_TTL_SECONDS: u64 = 60;
 /// Largest metadata Cloudflare KV stores beside a key; the record must fit in it.
 pub const MAX_KV_METADATA_BYTES: usize = 1024;
 
-/// Keys a single KV `list` call returns at most, so the readout pages through a week.
-pub const KV_LIST_PAGE: u64 = 1000;
-
 /// Valid pings one client address may send per abuse window. A relay pings once a day;
 /// even an office of relays behind one NAT restarting together stays far below this.
 pub const DEFAULT_ABUSE_LIMIT_PER_WINDOW: u32 = 120;

@@ -20,9 +20,14 @@ use tokio::net::TcpListener;
     name = "rollback",
     version,
     after_help = "Environment (the same as the Worker's):\n  \
-        WAU_READ_TOKEN          read token for GET /v1/wau/<week>; unset: the readout is 404\n  \
+        WAU_READ_TOKEN          the operator's token for the readout (GET /v1/wau/<week>, GET\n                          \
+        /v1/wau?from=&to=) and deletions (DELETE /v1/session/<id>);\n                          \
+        unset or empty: those routes answer 404\n  \
         SESSION_TTL_SECONDS     how long records are kept (default 7257600, 12 weeks; at least 60)\n  \
-        ABUSE_LIMIT_PER_MINUTE  valid pings per client address and minute (default 120; 0: off)"
+        ABUSE_LIMIT_PER_MINUTE  valid pings per client address and minute (default 120; 0: off)\n  \
+        BREAKDOWN_MIN_SESSIONS  the privacy floor of a breakdown (?by=): rarer values are summed\n                          \
+        into withheld_sessions (default 5; at least 1)\n  \
+        ROLLBACK_STORE, ROLLBACK_*_TIMEOUT_SECONDS, ROLLBACK_MAX_CONNECTIONS: the options above"
 )]
 struct Options {
     #[command(subcommand)]

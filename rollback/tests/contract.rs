@@ -85,7 +85,7 @@ fn rollback_on_sqlite_keeps_the_contract_and_stores_nothing_more() {
         .collect();
     assert_eq!(
         columns,
-        ["week", "arrival", "session_id", "record", "expires_at"]
+        ["week", "session_id", "record", "expires_at"]
     );
     let mut statement = connection
         .prepare("SELECT week, session_id, record, expires_at FROM sessions")
