@@ -88,28 +88,18 @@ pub enum StoreOperation {
     Read,
     /// A deletion request, from every retained week.
     Delete,
-    /// Deleting records whose expiry has come (the rollback's purge, the week object's alarm).
+    /// Deleting records whose expiry has come (the rollback's expiry task, the week object's
+    /// alarm).
     Expire,
-    /// Rebuilding a week's tallies from its records after an inconsistency.
-    Repair,
 }
 
 impl StoreOperation {
-    pub const ALL: [Self; 5] = [
-        Self::Write,
-        Self::Read,
-        Self::Delete,
-        Self::Expire,
-        Self::Repair,
-    ];
-
     pub fn name(self) -> &'static str {
         match self {
             Self::Write => "write",
             Self::Read => "read",
             Self::Delete => "delete",
             Self::Expire => "expire",
-            Self::Repair => "repair",
         }
     }
 }
@@ -126,7 +116,7 @@ pub struct StoreFailureEvent<'a> {
     pub event: &'static str,
     pub target: &'static str,
     pub operation: StoreOperation,
-    /// The week written or read; absent for work across weeks (a deletion, the purge).
+    /// The week written or read; absent for work across weeks (a deletion, the expiry task).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub week: Option<IsoWeek>,
     /// The store's own error text, with any key in it removed by the caller.

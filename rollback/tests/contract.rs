@@ -83,10 +83,7 @@ fn rollback_on_sqlite_keeps_the_contract_and_stores_nothing_more() {
         .unwrap()
         .map(Result::unwrap)
         .collect();
-    assert_eq!(
-        columns,
-        ["week", "session_id", "record", "expires_at"]
-    );
+    assert_eq!(columns, ["week", "session_id", "record", "expires_at"]);
     let mut statement = connection
         .prepare("SELECT week, session_id, record, expires_at FROM sessions")
         .unwrap();
