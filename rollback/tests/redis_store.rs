@@ -304,7 +304,7 @@ async fn damaged_tallies_and_records_are_repaired_and_every_write_lands() {
     // And by a deletion.
     damage(
         &redis_server,
-        &["HSET", "tallies:2026-W48", "node_major:20", "0"],
+        &["HSET", "tallies:2026-W48", "node_major:20", "1.5"],
     );
     let session_a = SessionId::parse("session-a").unwrap();
     assert_eq!(store.delete_session(session_a).await.unwrap(), 1);

@@ -75,7 +75,8 @@ const GENERATION: &str = "generation";
 /// many (session id, record, `""` to delete); then (tally field, sessions moved) pairs. A
 /// record that changed since it was read (another instance wrote it) makes the script change
 /// nothing and return 0: the caller reads again and recomputes. A tally that would fall
-/// below zero makes it change nothing and return -1: the week is inconsistent. Every rule
+/// below zero, or a count that is not a count, makes it change nothing and return -1: the
+/// week is inconsistent. Every rule
 /// (which repeat is written, how tallies move) is the core's, computed in Rust; this only
 /// checks and applies.
 const APPLY_WEEK: &str = r#"
@@ -86,8 +87,16 @@ end
 local at = 2 * read + 2
 local writes = tonumber(ARGV[at])
 local moves = at + 2 * writes + 1
+-- Every count checked as HINCRBY will read it (digits only) before anything is written: a
+-- script is not rolled back, so it must not fail half-way.
+local function count_of(field)
+  local held = redis.call('HGET', KEYS[2], field) or '0'
+  if not string.match(held, '^%-?%d+$') or #held > 18 then return nil end
+  return tonumber(held)
+end
+if count_of('generation') == nil then return -1 end
 for i = moves, #ARGV, 2 do
-  local held = tonumber(redis.call('HGET', KEYS[2], ARGV[i]) or '0')
+  local held = count_of(ARGV[i])
   if held == nil or held + tonumber(ARGV[i + 1]) < 0 then return -1 end
 end
 for i = at + 1, at + 2 * writes, 2 do

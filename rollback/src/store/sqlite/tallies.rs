@@ -9,7 +9,7 @@ use telemetry_core::{Dimension, IsoWeek, Tally, TallyMoves};
 use crate::store::StoreError;
 
 /// Applies a week's moves. A row that would fall below zero (or holds a count that is not a
-/// count) means the tallies disagree with the records: the week is inconsistent, and the
+/// count: negative, or not an integer) means the tallies disagree with the records: the week is inconsistent, and the
 /// caller's transaction is rolled back for a repair.
 pub(super) fn apply(
     connection: &Connection,
@@ -18,7 +18,8 @@ pub(super) fn apply(
 ) -> Result<(), StoreError> {
     let week_text = week.to_string();
     let mut held = connection.prepare_cached(
-        "SELECT sessions FROM tallies WHERE week = ?1 AND dimension = ?2 AND value = ?3",
+        "SELECT CASE typeof(sessions) WHEN 'integer' THEN sessions ELSE -1 END
+         FROM tallies WHERE week = ?1 AND dimension = ?2 AND value = ?3",
     )?;
     let mut set = connection.prepare_cached(
         "INSERT INTO tallies (week, dimension, value, sessions) VALUES (?1, ?2, ?3, ?4)
@@ -55,15 +56,18 @@ pub(super) fn replace(
     apply(connection, week, tallies)
 }
 
-/// The week's tally along `dimension`. A count that is not a count is an inconsistency.
+/// The week's tally along `dimension`. A count that is not a count (negative, or not an
+/// integer: a hand edit) is an inconsistency.
 pub(super) fn read(
     connection: &Connection,
     week: IsoWeek,
     dimension: Dimension,
 ) -> Result<Tally, StoreError> {
     let mut tally = Tally::default();
-    let mut rows = connection
-        .prepare_cached("SELECT value, sessions FROM tallies WHERE week = ?1 AND dimension = ?2")?;
+    let mut rows = connection.prepare_cached(
+        "SELECT CAST(value AS TEXT), CASE typeof(sessions) WHEN 'integer' THEN sessions ELSE -1 END
+             FROM tallies WHERE week = ?1 AND dimension = ?2",
+    )?;
     let mut rows = rows.query(params![week.to_string(), dimension.name()])?;
     while let Some(row) = rows.next()? {
         let sessions =

@@ -363,6 +363,16 @@ async fn damaged_tallies_and_records_are_repaired_and_every_write_lands() {
     );
     let counted = store.tally_week(week, COUNTED_BY).await.unwrap();
     assert_eq!(count(&counted), 2);
+    damage(
+        &path,
+        "UPDATE tallies SET sessions = '1.5' WHERE dimension = 'primary_framework'",
+    );
+    let by_framework = store.tally_week(week, Dimension::PrimaryFramework).await;
+    assert_eq!(
+        by_framework.unwrap().sessions(),
+        2,
+        "not an integer: repaired"
+    );
     // And by a deletion and an expiry.
     damage(
         &path,
