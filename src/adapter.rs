@@ -311,16 +311,27 @@ async fn forget(env: &Env, isolate: &Isolate, session_id: &SessionId, now_ms: f6
         let sent = (weeks_held.iter())
             .map(|&week| weeks.delete(week, id))
             .collect::<Result<Vec<_>, JsValue>>()?;
+        // A week whose object failed stops nothing: every week whose object deleted is
+        // deleted from KV too, so KV never holds a record its week no longer counts (its
+        // next ping would look unchanged to KV and never be counted again).
         let mut deleted = 0;
+        let mut failed = None;
         let mut kv_deletes = Vec::with_capacity(sent.len());
         for (&week, in_object) in weeks_held.iter().zip(sent) {
-            deleted += in_object.await?;
-            kv_deletes.push(sessions.delete(&session_key(week, id))?);
+            match in_object.await {
+                Ok(in_week) => {
+                    deleted += in_week;
+                    kv_deletes.push(sessions.delete(&session_key(week, id)));
+                }
+                Err(error) => failed = Some(error),
+            }
         }
         for kv_delete in kv_deletes {
-            kv_delete.await?;
+            if let Err(error) = async { kv_delete?.await }.await {
+                failed = Some(error);
+            }
         }
-        Ok(deleted)
+        failed.map_or(Ok(deleted), Err)
     };
     let response = match forgotten.await {
         Ok(deleted) => forgotten_response(deleted),

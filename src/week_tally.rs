@@ -92,7 +92,8 @@ impl WeekTally {
                 header(RECORD_HEADER),
             ) {
                 (Some(session_id), Some(expires_at), Some(record)) => {
-                    week.record(&session_id, &expires_at, &record)
+                    let now = (Date::now() / 1000.0).floor();
+                    week.record(&session_id, &expires_at, &record, now)
                 }
                 _ => Err("a record update names its session, expiry and record".into()),
             },
@@ -155,7 +156,7 @@ impl Store {
     }
 
     /// Keeps a ping's record as the core decides ([`stored_week::keep`]) and moves the
-    /// tallies with it, in one transaction. Returns the record written, or `None` when the
+    /// tallies with it, in one transaction, at `now` (seconds since the epoch). Returns the record written, or `None` when the
     /// object held it already (the Worker puts its own in KV either way: it decided it from
     /// KV, the store of records).
     fn record(
@@ -163,6 +164,7 @@ impl Store {
         session_id: &str,
         expires_at: &str,
         incoming: &str,
+        now: f64,
     ) -> Result<Option<String>, JsValue> {
         // Parsed as an integer: a float parser would add its tables to the module.
         let expires_at: i64 = expires_at.parse().map_err(|_| "an expiry in seconds")?;
@@ -210,8 +212,12 @@ impl Store {
                 Box::new(move |week| upsert(week)),
             )?;
         }
-        if next_expiry.is_none_or(|next| expires_at < next) {
-            self.set_alarm(expires_at)?;
+        // An earliest expiry already past means the alarm that should have deleted it did not
+        // run to the end (the platform gives up retrying one): set it again.
+        match next_expiry {
+            Some(next) if next <= now => self.set_alarm(now)?,
+            Some(next) if next <= expires_at => {}
+            _ => self.set_alarm(expires_at)?,
         }
         Ok(Some(record))
     }

@@ -85,6 +85,11 @@ pub async fn import(
             continue;
         }
         let record_json = serde_json::to_string(&record).map_err(|e| e.to_string())?;
+        // A record the model of a week cannot count would be found inconsistent as it is
+        // written, and no repair could mend it: refused here, with the rest of the file.
+        if telemetry_core::stored_week::values_of(&record_json).is_err() {
+            return Err(format!("entry {entry}: no valid record as its metadata"));
+        }
         writes.push((
             SessionWrite {
                 week,

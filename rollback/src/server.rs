@@ -210,6 +210,10 @@ async fn report_dropped_log_lines() {
 async fn expire_at_each_expiry(store: Store, expiries: Expiries) {
     let mut wait = EXPIRY_BACKOFF.0;
     loop {
+        // Any write wakes the task while it reads the store, so that an expiry written
+        // meanwhile is not missed; then only a sooner one does.
+        expiries.awaiting(None);
+        let mut sooner = expiries.subscribe();
         let next = match store.next_expiry().await {
             Ok(next) => next,
             Err(error) => {
@@ -224,7 +228,7 @@ async fn expire_at_each_expiry(store: Store, expiries: Expiries) {
             Some(next) => Duration::from_secs(u64::try_from(next - now).unwrap_or(0)),
             None => EXPIRY_RECHECK,
         };
-        let mut sooner = expiries.awaiting(next);
+        expiries.awaiting(next);
         tokio::select! {
             () = tokio::time::sleep(due_in.min(EXPIRY_RECHECK)) => {}
             _ = sooner.changed() => continue,

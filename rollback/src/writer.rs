@@ -74,13 +74,18 @@ impl Expiries {
         Self(Arc::new(watch::channel(i64::MAX).0))
     }
 
-    /// The task will sleep until `at` (`None`: until told), unless a write comes sooner.
-    pub fn awaiting(&self, at: Option<i64>) -> watch::Receiver<i64> {
+    /// What wakes the task: a write that expires sooner than it awaits.
+    pub fn subscribe(&self) -> watch::Receiver<i64> {
+        self.0.subscribe()
+    }
+
+    /// The task will sleep until `at` (`None`: until a write), unless a write comes sooner.
+    pub fn awaiting(&self, at: Option<i64>) {
+        let at = at.unwrap_or(i64::MAX);
         self.0.send_if_modified(|awaited| {
-            *awaited = at.unwrap_or(i64::MAX);
+            *awaited = at;
             false
         });
-        self.0.subscribe()
     }
 
     /// A batch was written that expires at `at`: wakes the task if that is sooner.

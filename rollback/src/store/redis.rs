@@ -126,6 +126,8 @@ local dropped = tonumber(ARGV[2])
 for i = 3, 2 + dropped do redis.call('HDEL', KEYS[1], ARGV[i]) end
 local generation = tonumber(ARGV[1]) or 0
 redis.call('DEL', KEYS[2])
+-- A week left without records keeps no tallies (they would have no expiry to share).
+if redis.call('EXISTS', KEYS[1]) == 0 then return 1 end
 for i = 3 + dropped, #ARGV, 2 do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
 redis.call('HSET', KEYS[2], 'generation', generation + 1)
 local expiry = redis.call('EXPIRETIME', KEYS[1])
