@@ -31,6 +31,7 @@ use worker::worker_sys::ext::RequestExt;
 use worker::worker_sys::web_sys;
 use worker::{ByteStream, Context, Env, console_log};
 
+use crate::backfill;
 use crate::kv::{Sessions, TARGET, log_failure};
 use crate::weeks::Weeks;
 
@@ -40,6 +41,8 @@ use crate::weeks::Weeks;
 struct Isolate {
     config: Config,
     limiter: RefCell<AbuseLimiter>,
+    /// Deployed as the backfill (`WORKER_ROLE = "backfill"`), not as the telemetry Worker.
+    backfill: bool,
 }
 
 thread_local! {
@@ -77,6 +80,14 @@ pub fn fetch(req: web_sys::Request, env: Env, ctx: JsContext) -> Result<JsValue,
             return finish(&req, &req.method(), started_ms, handled).map(JsValue::from);
         }
     };
+    if isolate.backfill {
+        let token = isolate.config.read_token.as_ref();
+        let answer = async move {
+            let response = backfill::answer(&req, &env, token).await;
+            into_js_response(response).map(JsValue::from)
+        };
+        return Ok(future_to_promise(answer).into());
+    }
     let head = OwnedHead::read(&req);
     let (route_taken, next) = route(&head.borrow(), isolate.config.read_token.as_ref());
     let next = match next {
@@ -137,15 +148,28 @@ fn isolate(env: &Env) -> Result<&'static Isolate, ConfigError> {
                     "a Durable Object namespace binding (class WeekTally)",
                 ));
             }
+            let role = env.var(backfill::ROLE_VAR).ok().map(|v| v.to_string());
+            let backfill = match role.as_deref() {
+                None | Some("") => false,
+                Some(backfill::ROLE) => true,
+                Some(_) => {
+                    return Err(missing_binding(backfill::ROLE_VAR, "unset, or backfill"));
+                }
+            };
             let limiter = RefCell::new(AbuseLimiter::new(config.abuse_limit_per_minute));
             // Made once per isolate and kept for its life, so leaking it is the lifetime.
-            Ok(&*Box::leak(Box::new(Isolate { config, limiter })))
+            Ok(&*Box::leak(Box::new(Isolate {
+                config,
+                limiter,
+                backfill,
+            })))
         })
         .clone()
     })
 }
 
-/// A binding the deployment lacks, named as the configuration error it is.
+/// A binding the deployment lacks (or a role it cannot take), named as the configuration
+/// error it is.
 fn missing_binding(binding: &'static str, expected: &'static str) -> ConfigError {
     ConfigError {
         variable: binding,

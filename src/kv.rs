@@ -36,6 +36,9 @@ extern "C" {
 
     #[wasm_bindgen(method, catch)]
     fn delete(this: &KvNamespace, key: &str) -> Result<js_sys::Promise, JsValue>;
+
+    #[wasm_bindgen(method, catch)]
+    fn list(this: &KvNamespace, options: &Object) -> Result<js_sys::Promise, JsValue>;
 }
 
 pub struct Sessions {
@@ -68,6 +71,23 @@ impl Sessions {
     /// once; the future answers when KV has.
     pub fn delete(&self, key: &str) -> Result<JsFuture, JsValue> {
         Ok(JsFuture::from(self.namespace.delete(key)?))
+    }
+
+    /// One page of the keys under `prefix` with their expiration and metadata (the backfill):
+    /// KV's own answer, `{keys, list_complete, cursor}`.
+    pub async fn list(
+        &self,
+        prefix: &str,
+        limit: u64,
+        cursor: Option<&str>,
+    ) -> Result<JsValue, JsValue> {
+        let options = Object::new();
+        Reflect::set(&options, &"prefix".into(), &prefix.into())?;
+        Reflect::set(&options, &"limit".into(), &(limit as f64).into())?;
+        if let Some(cursor) = cursor {
+            Reflect::set(&options, &"cursor".into(), &cursor.into())?;
+        }
+        JsFuture::from(self.namespace.list(&options)?).await
     }
 
     /// The record stored for a ping's week and session, if any.

@@ -1,8 +1,9 @@
-// The backfill (scripts/backfill/ and scripts/backfill.mjs) against the real Worker bundle in
-// one workerd through Miniflare: records put straight into KV, as a deployment made before
-// the weeks' objects or a bulk put from the rollback left them, are not counted until the
-// backfill hands them to their week's object; then the count and breakdowns match, and a
-// second run counts nothing twice. Run by tests/deployment.rs (needs build/ and npm ci).
+// The backfill (the Worker's bundle deployed with WORKER_ROLE=backfill, and scripts/backfill.mjs)
+// against the real bundle in one workerd through Miniflare: records put straight into KV, as
+// a bulk put from the rollback leaves them, are not counted until the backfill hands them to
+// their week's object; then the count and breakdowns match, and a second run counts nothing
+// twice. The backfill takes the core's rules: a week that does not exist is refused, the
+// token's scheme is case-insensitive. Run by tests/deployment.rs (needs build/ and npm ci).
 import { execFileSync } from "node:child_process";
 import { createServer } from "node:net";
 import { readdirSync } from "node:fs";
@@ -26,6 +27,10 @@ const fail = (message) => {
 const port = await freePort();
 const bindings = { WAU_READ_TOKEN: TOKEN, ABUSE_LIMIT_PER_MINUTE: "0", SESSION_TTL_SECONDS: "7257600" };
 const build = "build";
+// The one bundle both Workers run: the telemetry Worker, and the backfill by its role.
+const modules = readdirSync(build, { recursive: true })
+  .filter((file) => /\.(m?js|wasm)$/.test(file))
+  .map((file) => ({ type: file.endsWith(".wasm") ? "CompiledWasm" : "ESModule", path: join(build, file) }));
 const mf = new Miniflare({
   log: new Log(LogLevel.WARN),
   cf: false,
@@ -34,9 +39,7 @@ const mf = new Miniflare({
       name: "telemetry",
       compatibilityDate: "2026-04-01",
       modulesRoot: build,
-      modules: readdirSync(build, { recursive: true })
-        .filter((file) => /\.(m?js|wasm)$/.test(file))
-        .map((file) => ({ type: file.endsWith(".wasm") ? "CompiledWasm" : "ESModule", path: join(build, file) })),
+      modules,
       bindings,
       kvNamespaces: { SESSIONS: "sessions" },
       durableObjects: { WEEKS: { className: "WeekTally", useSQLite: true } },
@@ -44,10 +47,10 @@ const mf = new Miniflare({
     {
       name: "telemetry-backfill",
       compatibilityDate: "2026-04-01",
-      modulesRoot: "scripts/backfill",
-      modules: [{ type: "ESModule", path: "scripts/backfill/index.mjs" }],
+      modulesRoot: build,
+      modules,
       // A page of 3 keys: the ten records take four requests, so the cursor is followed.
-      bindings: { WAU_READ_TOKEN: TOKEN, BACKFILL_PAGE: "3" },
+      bindings: { WAU_READ_TOKEN: TOKEN, BACKFILL_PAGE: "3", WORKER_ROLE: "backfill" },
       kvNamespaces: { SESSIONS: "sessions" },
       durableObjects: { WEEKS: { className: "WeekTally", scriptName: "telemetry", useSQLite: true } },
       unsafeDirectSockets: [{ host: "127.0.0.1", port }],
@@ -87,6 +90,21 @@ try {
     refused = true;
   }
   if (!refused || (await readout()).weekly_active_sessions !== 0) fail("a wrong token was not refused");
+
+  // The core's rules, not a copy of them: a week that does not exist, a second week, a
+  // lower-case scheme, a GET.
+  const direct = (query, init) => fetch(`http://127.0.0.1:${port}/?${query}`, init);
+  const post = (authorization) => ({ method: "POST", headers: { authorization } });
+  const statuses = [
+    (await direct("week=2026-W99", post(`Bearer ${TOKEN}`))).status,
+    (await direct(`week=${WEEK}&week=${WEEK}`, post(`Bearer ${TOKEN}`))).status,
+    (await direct(`week=${WEEK}`, post("Bearer wrong"))).status,
+    (await direct(`week=${WEEK}`, { headers: { authorization: `Bearer ${TOKEN}` } })).status,
+  ];
+  if (JSON.stringify(statuses) !== "[400,400,401,405]") fail(`refusals: ${statuses}`);
+  const lowerCase = await direct(`week=${WEEK}&cursor=`, post(`bearer ${TOKEN}`));
+  if (lowerCase.status !== 200) fail(`a lower-case scheme: ${lowerCase.status}`);
+  await lowerCase.arrayBuffer();
 
   for (const run of [1, 2]) {
     const printed = backfill(TOKEN);

@@ -52,9 +52,11 @@ fn build_once() {
 /// The most the wasm module may weigh gzipped, in bytes: issue 10's 130 KB, plus 3 KB for
 /// the week's Durable Object (issue 9: its SQL, alarm and transaction glue, and the
 /// deletion route that reaches it), which replaced the KV listing the readout made, plus
-/// 4 KB for the week object's repair of inconsistent data (issue 17: the rebuild, its event,
-/// the typed store operations). Issue 19 owns bringing it back to 130,000.
-const BUNDLE_BUDGET_GZIPPED: usize = 137_000;
+/// 7 KB for issue 17: the week object's repair of inconsistent data (the rebuild, its
+/// event, the typed store operations; 4 KB) and the backfill role (3 KB), which replaced a
+/// second implementation of the token, week and object rules in JavaScript. Issue 19 owns
+/// bringing it back to 130,000.
+const BUNDLE_BUDGET_GZIPPED: usize = 140_000;
 
 /// The suite runs against the bundle that ships: shrunk by wasm-opt, which drops the names
 /// section that `worker-build --no-opt` leaves, and within its gzipped budget.
