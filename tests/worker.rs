@@ -436,3 +436,107 @@ fn without_its_week_object_the_worker_acknowledges_nothing_and_names_the_binding
     let keys = wrangler_json(&worker, &["kv", "key", "list", "--prefix", "session:"]);
     assert_eq!(keys, Value::Array(Vec::new()), "{keys}");
 }
+
+/// The current week's breakdown by daemon version, once it equals `expected` (the object is
+/// written after the 204), or a failure with the last one read.
+fn assert_versions_settle(worker: &Wrangler, expected: &[(&str, u64)]) {
+    let path = format!("/v1/wau/{}?by=daemon_version", current_iso_week());
+    let request = RawRequest::new("GET", &path).header("authorization", &format!("Bearer {TOKEN}"));
+    let expected: serde_json::Map<String, Value> = expected
+        .iter()
+        .map(|(version, n)| ((*version).to_owned(), Value::from(*n)))
+        .collect();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let read = send(worker.addr, &request).unwrap().json().unwrap();
+        if read["counts"] == Value::Object(expected.clone()) && read["withheld_sessions"] == 0 {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{read} against {expected:?}\n{}",
+            worker.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn a_damaged_week_object_is_repaired_by_the_request_that_finds_it() {
+    let worker = Wrangler::start(&[
+        ("WAU_READ_TOKEN", TOKEN),
+        ("ABUSE_LIMIT_PER_MINUTE", "0"),
+        ("BREAKDOWN_MIN_SESSIONS", "1"),
+    ]);
+    let upgrade = |id: &str| {
+        RawRequest::new("POST", "/v1/session")
+            .header("content-type", "application/json")
+            .body(ping_json(id).replace("0.9.3", "1.0.0"))
+    };
+    for id in ["damaged-relay-1", "damaged-relay-2", "damaged-relay-3"] {
+        assert_eq!(send(worker.addr, &ping_request(id)).unwrap().status, 204);
+    }
+    assert_versions_settle(&worker, &[("0.9.3", 3)]);
+    let files = worker.week_object_files();
+    assert_eq!(files.len(), 1, "{files:?}");
+    // What anyone holding the object's file could do to it while workerd serves.
+    let damage = |sql: &str| {
+        let file = rusqlite::Connection::open(&files[0]).unwrap();
+        file.busy_timeout(std::time::Duration::from_secs(5))
+            .unwrap();
+        assert!(file.execute(sql, []).unwrap() > 0, "{sql}");
+    };
+
+    // One dimension's tallies gone, then an upgrade that moves a session out of it.
+    damage("DELETE FROM tallies WHERE dimension = 'daemon_version'");
+    assert_eq!(
+        send(worker.addr, &upgrade("damaged-relay-1"))
+            .unwrap()
+            .status,
+        204
+    );
+    assert_versions_settle(&worker, &[("0.9.3", 2), ("1.0.0", 1)]);
+    // A stored record that is not a record, then its session's upgrade.
+    damage("UPDATE sessions SET record = 'garbage' WHERE session_id = 'damaged-relay-2'");
+    assert_eq!(
+        send(worker.addr, &upgrade("damaged-relay-2"))
+            .unwrap()
+            .status,
+        204
+    );
+    assert_versions_settle(&worker, &[("0.9.3", 1), ("1.0.0", 2)]);
+    // Another dimension's tallies gone, then a deletion that takes a session out of it.
+    damage("DELETE FROM tallies WHERE dimension = 'node_major'");
+    let forget = RawRequest::new("DELETE", "/v1/session/damaged-relay-3")
+        .header("authorization", &format!("Bearer {TOKEN}"));
+    let forgotten = send(worker.addr, &forget).unwrap();
+    assert_eq!(forgotten.text(), r#"{"deleted_records":1}"#);
+    assert_versions_settle(&worker, &[("1.0.0", 2)]);
+
+    assert!(worker.log_shows(r#""operation":"delete""#));
+    let log = worker.log();
+    let repairs: Vec<&str> = log
+        .lines()
+        .filter(|line| line.contains(r#""event":"store_inconsistent""#))
+        .collect();
+    let week = format!(r#""week":"{}""#, current_iso_week());
+    let found: Vec<&str> = repairs
+        .iter()
+        .map(|line| {
+            assert!(
+                line.contains(&week) && !line.contains("damaged-relay"),
+                "{line}"
+            );
+            ["tally_below_zero", "invalid_record"]
+                .into_iter()
+                .find(|found| line.contains(found))
+                .unwrap_or("?")
+        })
+        .collect();
+    assert_eq!(
+        found,
+        ["tally_below_zero", "invalid_record", "tally_below_zero"],
+        "{log}"
+    );
+    assert!(!log.contains(r#""event":"store_failure""#), "{log}");
+}

@@ -252,6 +252,29 @@ impl Wrangler {
     pub fn kv_dir(&self) -> PathBuf {
         self.state.join("kv")
     }
+
+    /// The SQLite files of this instance's week objects (one per week written), as workerd
+    /// keeps them under `--persist-to`.
+    pub fn week_object_files(&self) -> Vec<PathBuf> {
+        fn walk(dir: &std::path::Path, found: &mut Vec<PathBuf>) {
+            for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    walk(&path, found);
+                } else if path.to_string_lossy().contains("WeekTally")
+                    && path.extension().is_some_and(|ext| ext == "sqlite")
+                    && path
+                        .file_name()
+                        .is_some_and(|name| name != "metadata.sqlite")
+                {
+                    found.push(path);
+                }
+            }
+        }
+        let mut found = Vec::new();
+        walk(&self.kv_dir(), &mut found);
+        found
+    }
 }
 
 impl Drop for Wrangler {
