@@ -310,16 +310,17 @@ impl Store {
     ) -> Result<(), JsValue> {
         let dropped = self.transaction(Box::new(move |week| {
             first(week)?;
-            let rows = week.exec("SELECT session_id, record FROM sessions", &[])?;
-            let records: Vec<(String, String)> = rows
-                .iter()
-                .map(|row| {
-                    let row = columns(&row);
-                    let text = |at| row.get(at).as_string().unwrap_or_default();
-                    (text(0), text(1))
-                })
-                .collect();
-            let rebuilt = stored_week::rebuild(records);
+            // Row by row from the cursor: an object's memory holds a large week's tallies,
+            // never its records.
+            let rows = (week.sql)
+                .exec("SELECT session_id, record FROM sessions", Array::new())?
+                .raw();
+            let mut rebuilt = stored_week::Rebuilt::new();
+            for row in rows.into_iter().filter_map(Result::ok) {
+                let row: Array = row.unchecked_into();
+                let text = |at| row.get(at).as_string().unwrap_or_default();
+                rebuilt.add(text(0), &text(1));
+            }
             for session_id in &rebuilt.invalid {
                 week.exec(
                     "DELETE FROM sessions WHERE session_id = ?",

@@ -83,8 +83,9 @@ pub fn release(stored: &str) -> Result<TallyMoves, Inconsistent> {
     Ok(moves)
 }
 
-/// A week's tallies made anew from its records, and the records that are not records.
-#[derive(Debug, Default, PartialEq, Eq)]
+/// A week's tallies made anew from its records, and the records that are not records: its
+/// size is the week's distinct values and invalid records, not its records.
+#[derive(Debug, PartialEq, Eq)]
 pub struct Rebuilt<Key> {
     /// The tallies, as moves from nothing (every one positive).
     pub tallies: TallyMoves,
@@ -92,19 +93,40 @@ pub struct Rebuilt<Key> {
     pub invalid: Vec<Key>,
 }
 
-/// Tallies a week's records afresh: `(key, record)` for each record the week holds.
+impl<Key> Rebuilt<Key> {
+    /// Nothing yet: records are added as a store reads them.
+    pub fn new() -> Self {
+        Self {
+            tallies: TallyMoves::default(),
+            invalid: Vec::new(),
+        }
+    }
+
+    /// Counts one more of the week's records, or notes it to drop. A store adds them as it
+    /// reads them (a cursor, Redis's `HSCAN` pages), so that no store holds a large week's
+    /// records in memory to repair it.
+    pub fn add(&mut self, key: Key, record: &str) {
+        match values_of(record) {
+            Ok(values) => self.tallies.replace(None, Some(values)),
+            Err(_) => self.invalid.push(key),
+        }
+    }
+}
+
+impl<Key> Default for Rebuilt<Key> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Tallies a week's records afresh: `(key, record)` for each record the week holds, taken
+/// from an iterator (a cursor over the rows), never all at once.
 pub fn rebuild<Key, Text: AsRef<str>>(
     records: impl IntoIterator<Item = (Key, Text)>,
 ) -> Rebuilt<Key> {
-    let mut rebuilt = Rebuilt {
-        tallies: TallyMoves::default(),
-        invalid: Vec::new(),
-    };
+    let mut rebuilt = Rebuilt::new();
     for (key, record) in records {
-        match values_of(record.as_ref()) {
-            Ok(values) => rebuilt.tallies.replace(None, Some(values)),
-            Err(_) => rebuilt.invalid.push(key),
-        }
+        rebuilt.add(key, record.as_ref());
     }
     rebuilt
 }

@@ -162,11 +162,17 @@ pub(super) fn expiry(connection: &mut Connection, now: i64) -> Result<usize, Sto
 pub(super) fn repair(connection: &mut Connection, week: IsoWeek) -> Result<u64, StoreError> {
     let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let week_text = week.to_string();
-    let records: Vec<(String, String)> = transaction
-        .prepare("SELECT session_id, CAST(record AS TEXT) FROM sessions WHERE week = ?1")?
-        .query_map([&week_text], |row| Ok((row.get(0)?, row.get(1)?)))?
-        .collect::<Result<_, _>>()?;
-    let rebuilt = stored_week::rebuild(records);
+    // Row by row from the cursor: a week of a million records is never in memory.
+    let rebuilt = {
+        let mut records = transaction
+            .prepare("SELECT session_id, CAST(record AS TEXT) FROM sessions WHERE week = ?1")?;
+        let mut rows = records.query([&week_text])?;
+        let mut rebuilt = stored_week::Rebuilt::new();
+        while let Some(row) = rows.next()? {
+            rebuilt.add(row.get::<_, String>(0)?, &row.get::<_, String>(1)?);
+        }
+        rebuilt
+    };
     for session_id in &rebuilt.invalid {
         transaction.execute(
             "DELETE FROM sessions WHERE week = ?1 AND session_id = ?2",
