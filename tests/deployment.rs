@@ -63,6 +63,21 @@ fn workers_logs_keep_the_wide_events_and_no_invocation_logs_traces_or_logpush() 
     );
 }
 
+#[test]
+fn the_worker_is_served_only_where_the_zone_s_rules_apply() {
+    let config: DocumentMut = read("wrangler.toml").parse().unwrap();
+    for (setting, reached_by) in [
+        ("workers_dev", "*.workers.dev"),
+        ("preview_urls", "each version's preview URL"),
+    ] {
+        assert_eq!(
+            config.get(setting).and_then(|item| item.as_bool()),
+            Some(false),
+            "{setting} must be false: unset, the Worker is also reached by {reached_by}, around the zone's rules"
+        );
+    }
+}
+
 /// One `wrangler tail --format json` event, as wrangler prints it (pretty, four spaces).
 fn tail_event(message: &str) -> String {
     let event = serde_json::json!({

@@ -16,6 +16,8 @@ pub struct RequestEvent<'a> {
     pub method: &'static str,
     pub status: u16,
     pub outcome: &'static str,
+    /// The body's size rounded up to [`BODY_BYTES_BUCKET`]: a size to the byte (a long id, a
+    /// rare pre-release version) would single out a record beside the line's timestamp.
     pub body_bytes: usize,
     pub duration_ms: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -161,6 +163,17 @@ impl StoreInconsistentEvent {
     }
 }
 
+/// The bucket a logged body size is rounded up to: every ping a relay sends (150–250 bytes)
+/// logs the same 256, and the cap's 1,024 is the last bucket under it.
+pub const BODY_BYTES_BUCKET: usize = 256;
+
+/// A body's size as a wide event logs it: 0, or rounded up to [`BODY_BYTES_BUCKET`], at most
+/// one bucket past the cap (everything bigger was refused unread).
+pub fn coarse_body_bytes(bytes: usize) -> usize {
+    let cap_bucket = crate::limits::MAX_BODY_BYTES.div_ceil(BODY_BYTES_BUCKET) + 1;
+    bytes.div_ceil(BODY_BYTES_BUCKET).min(cap_bucket) * BODY_BYTES_BUCKET
+}
+
 impl<'a> RequestEvent<'a> {
     pub const NAME: &'static str = "request";
 
@@ -183,7 +196,7 @@ impl<'a> RequestEvent<'a> {
             method,
             status: response.status,
             outcome: response.outcome,
-            body_bytes,
+            body_bytes: coarse_body_bytes(body_bytes),
             duration_ms,
             week,
             colo: None,
@@ -269,7 +282,7 @@ mod tests {
         let event = RequestEvent::new("rollback", Route::Session, "POST", &accepted, 165, 0, week);
         assert_eq!(
             to_line(&event),
-            r#"{"event":"request","target":"rollback","route":"session","method":"POST","status":204,"outcome":"accepted","body_bytes":165,"duration_ms":0,"week":"2026-W05"}"#
+            r#"{"event":"request","target":"rollback","route":"session","method":"POST","status":204,"outcome":"accepted","body_bytes":256,"duration_ms":0,"week":"2026-W05"}"#
         );
         let limited = crate::Rejection::TooManyRequests {
             retry_after_seconds: 30,
@@ -280,8 +293,16 @@ mod tests {
             .limited_by(Some(LIMITED_BY_SHARED));
         assert_eq!(
             to_line(&event),
-            r#"{"event":"request","target":"worker","route":"session","method":"POST","status":429,"outcome":"rate_limited","body_bytes":165,"duration_ms":1,"colo":"AMS","limited_by":"shared"}"#
+            r#"{"event":"request","target":"worker","route":"session","method":"POST","status":429,"outcome":"rate_limited","body_bytes":256,"duration_ms":1,"colo":"AMS","limited_by":"shared"}"#
         );
+    }
+
+    #[test]
+    fn a_body_size_is_logged_in_buckets_that_no_one_ping_stands_out_in() {
+        let logged: Vec<usize> = [0, 1, 151, 165, 231, 256, 257, 1024, 1025, 200_000]
+            .map(coarse_body_bytes)
+            .to_vec();
+        assert_eq!(logged, [0, 256, 256, 256, 256, 256, 512, 1024, 1280, 1280]);
     }
 
     #[test]

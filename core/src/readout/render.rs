@@ -172,13 +172,18 @@ impl Format {
     }
 }
 
+/// What a spreadsheet reads as the start of a formula, or strips before it reads one: OWASP's
+/// list for CSV injection, tab and carriage return included.
+const FORMULA_STARTS: [char; 6] = ['=', '+', '-', '@', '\t', '\r'];
+
 /// One CSV row (RFC 4180, CRLF). A field with a comma, quote or line break is quoted; one
-/// that a spreadsheet would run as a formula (`=`, `+`, `-`, `@` first) gets a leading `'`.
+/// that a spreadsheet would run as a formula (any of [`FORMULA_STARTS`] first) gets a
+/// leading `'`.
 fn csv_row(fields: &[&str]) -> String {
     let quoted: Vec<String> = fields
         .iter()
         .map(|field| {
-            let field = if field.starts_with(['=', '+', '-', '@']) {
+            let field = if field.starts_with(FORMULA_STARTS) {
                 format!("'{field}")
             } else {
                 (*field).to_owned()
@@ -267,6 +272,10 @@ mod tests {
         assert_eq!(
             csv_row(&["=SUM(A1)", "-1", "@x", "+1"]),
             "'=SUM(A1),'-1,'@x,'+1\r\n"
+        );
+        assert_eq!(
+            csv_row(&["\t=1+1", "\r=1+1", "1.0.0"]),
+            "'\t=1+1,\"'\r=1+1\",1.0.0\r\n"
         );
     }
 }
