@@ -83,6 +83,33 @@ impl SessionWrite {
 }
 
 impl StoredRecord {
+    /// Whether a valid ping could have produced this record: each of its five fields passes
+    /// the rule a ping's does (the same `parse_ping`, so the rules cannot drift). A record
+    /// from elsewhere (a KV import) that could not is refused rather than stored.
+    pub fn could_come_from_a_ping(&self) -> bool {
+        /// The ping that would have written the record, under a placeholder session id.
+        #[derive(Serialize)]
+        struct AsPing<'a> {
+            protocol_version: &'a str,
+            daemon_version: &'a str,
+            session_id: &'a str,
+            platform: &'a str,
+            node_version: &'a str,
+            primary_framework: &'a str,
+        }
+        let ping = AsPing {
+            protocol_version: &self.protocol_version,
+            daemon_version: &self.daemon_version,
+            session_id: "record-check",
+            platform: &self.platform,
+            node_version: &self.node_version,
+            primary_framework: &self.primary_framework,
+        };
+        serde_json::to_string(&ping)
+            .ok()
+            .is_some_and(|body| crate::parse_ping(body.as_bytes()).is_ok())
+    }
+
     /// The record with `first_seen_at` cut to its UTC day, as every new record is written;
     /// for records that come from elsewhere (a KV import, a file written by an older
     /// version). `None` when `first_seen_at` is not an RFC 3339 time: such a record is refused.
@@ -248,6 +275,22 @@ mod tests {
         let written = record_to_write(Some(&first), &upgraded).unwrap();
         assert_eq!(written, upgraded.replace("2026-11-24", "2026-11-23"));
         assert_eq!(record_to_write(Some("{}"), &same), Some(same.clone()));
+    }
+
+    #[test]
+    fn only_a_record_a_ping_could_have_written_comes_from_a_ping() {
+        assert!(record("2026-11-24T00:00:00Z").could_come_from_a_ping());
+        let with = |field: fn(&mut StoredRecord) -> &mut String, value: &str| {
+            let mut record = record("2026-11-24T00:00:00Z");
+            *field(&mut record) = value.to_owned();
+            record.could_come_from_a_ping()
+        };
+        assert!(!with(|r| &mut r.platform, "beos"));
+        assert!(!with(|r| &mut r.primary_framework, ""));
+        assert!(!with(|r| &mut r.daemon_version, "\t=1+1"));
+        assert!(!with(|r| &mut r.node_version, "v"));
+        assert!(!with(|r| &mut r.protocol_version, "1.0"));
+        assert!(with(|r| &mut r.daemon_version, "1.1.0-rc.1"));
     }
 
     #[test]

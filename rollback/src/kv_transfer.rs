@@ -47,8 +47,8 @@ pub struct Imported {
 }
 
 /// Imports a `wrangler kv key list` dump at `now` (seconds since the epoch). Keys that are
-/// not session records, and records with other fields or a malformed time, are refused as a
-/// whole file. Each record expires at the start of the day of its key's expiration (an older
+/// not session records, and records with other fields, a malformed time or a value no ping
+/// could have sent, are refused as a whole file. Each record expires at the start of the day of its key's expiration (an older
 /// Worker set it to the second); a key without one (KV keys written by this service always
 /// have one) gets the expiry of a record written now.
 pub async fn import(
@@ -84,12 +84,14 @@ pub async fn import(
             expired += 1;
             continue;
         }
-        let record_json = serde_json::to_string(&record).map_err(|e| e.to_string())?;
-        // A record the model of a week cannot count would be found inconsistent as it is
-        // written, and no repair could mend it: refused here, with the rest of the file.
-        if telemetry_core::stored_week::values_of(&record_json).is_err() {
-            return Err(format!("entry {entry}: no valid record as its metadata"));
+        // A record no ping could have written (a value outside its field's rule) is refused
+        // with the rest of the file: the store would keep what the service never accepts.
+        if !record.could_come_from_a_ping() {
+            return Err(format!(
+                "entry {entry}: a record no valid ping could have written (a field breaks its rule)"
+            ));
         }
+        let record_json = serde_json::to_string(&record).map_err(|e| e.to_string())?;
         writes.push((
             SessionWrite {
                 week,

@@ -182,6 +182,15 @@ fn a_listing_with_anything_more_than_a_record_is_refused_whole() {
         json!([{"name": "session:2025-W53:abcdefgh", "metadata": record("linux", "2026-11-23T00:00:00Z")}]),
         json!([{"name": "other:abc", "metadata": record("linux", "2026-11-23T00:00:00Z")}]),
         json!([{"name": "session:2026-W47:abcdefgh", "metadata": record("linux", "yesterday")}]),
+        // Values no ping could have sent: a platform outside the list, a formula.
+        json!([{"name": "session:2026-W47:abcdefgh", "metadata": record("beos", "2026-11-23T00:00:00Z")}]),
+        json!([
+            {"name": "session:2026-W47:good-session-1", "metadata": record("linux", "2026-11-23T00:00:00Z")},
+            {"name": "session:2026-W47:abcdefgh", "metadata": {
+                "daemon_version": "\t=1+1", "first_seen_at": "2026-11-23T00:00:00Z",
+                "node_version": "v20.1.0", "platform": "linux", "primary_framework": "react",
+                "protocol_version": "1.0.0"}},
+        ]),
     ] {
         let file = dir.join("keys.json");
         std::fs::write(&file, listing.to_string()).unwrap();
