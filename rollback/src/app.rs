@@ -1,7 +1,7 @@
 //! The HTTP side: one handler that moves bytes between hyper and the protocol core, exactly
 //! as the Worker's fetch handler does.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -142,18 +142,21 @@ async fn forget(state: &AppState, session_id: SessionId) -> Handled {
     Handled::new(Route::Forget, response)
 }
 
-/// From the configured proxy header (its last entry: the address the proxy itself saw),
-/// or else the peer address of the connection.
+/// From the configured proxy header: its last entry, the address the proxy itself saw, when
+/// that parses as an address; else the peer address of the connection (behind the proxy, the
+/// proxy's own: one bucket that every request without a usable address shares). A client
+/// that sends no header, an empty one or a value of its choosing is therefore still limited,
+/// and cannot pick a bucket of its own.
 fn client_address(state: &AppState, parts: &Parts) -> Option<String> {
-    if let Some(name) = &state.client_address_header {
-        let value = parts.headers.get(name.as_str())?.to_str().ok()?;
-        let last = value.rsplit(',').next()?.trim();
-        return (!last.is_empty()).then(|| last.to_owned());
-    }
-    parts
+    let peer = parts
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(peer)| peer.ip().to_string())
+        .map(|ConnectInfo(peer)| peer.ip());
+    let forwarded = state.client_address_header.as_ref().and_then(|name| {
+        let value = parts.headers.get(name.as_str())?.to_str().ok()?;
+        value.rsplit(',').next()?.trim().parse::<IpAddr>().ok()
+    });
+    forwarded.or(peer).map(|address| address.to_string())
 }
 
 /// Reads the body chunk by chunk, stopping at the first chunk that passes the cap.
@@ -344,11 +347,23 @@ mod proxy_tests {
             client_address(&state, &spoofed).as_deref(),
             Some("203.0.113.5")
         );
-        assert_eq!(
-            client_address(&state, &parts(None)),
+        // No usable address in the header: the proxy's own, one bucket for all such
+        // requests, never no limit and never a bucket the client names.
+        for unusable in [
             None,
-            "no header: not the proxy's address"
-        );
+            Some(""),
+            Some("   "),
+            Some("garbage"),
+            Some("203.0.113.5, x"),
+        ] {
+            assert_eq!(
+                client_address(&state, &parts(unusable)).as_deref(),
+                Some("10.0.0.1"),
+                "{unusable:?}"
+            );
+        }
+        let v6 = parts(Some("2001:db8::1"));
+        assert_eq!(client_address(&state, &v6).as_deref(), Some("2001:db8::1"));
         let direct = AppState {
             client_address_header: None,
             ..state

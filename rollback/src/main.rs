@@ -46,8 +46,9 @@ struct Options {
         default_value = "sqlite://telemetry.db"
     )]
     store: String,
-    /// Behind a reverse proxy: the header it puts the client's address in (e.g. X-Real-IP or
-    /// X-Forwarded-For, whose last entry is used). The abuse limit then counts that address.
+    /// Behind a reverse proxy: the header it puts the client's address in (X-Forwarded-For,
+    /// as the shipped Caddyfile sets it; its last entry is used). The abuse limit then counts
+    /// that address; a request whose header holds no address counts as the proxy's own.
     #[arg(long)]
     client_address_header: Option<String>,
     /// After SIGTERM or Ctrl-C, how long to wait for queued records to be written.
