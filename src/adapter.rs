@@ -446,8 +446,10 @@ async fn read_capped(req: &web_sys::Request, declared: bool) -> Result<CappedBod
                     return Err(too_large);
                 }
             }
-            // A client that aborts looks like the end of the stream; what arrived is judged.
-            Err(_) => break,
+            // An error from the stream (a framing error the runtime saw) is refused, never
+            // stored. A client that aborts without one looks like the end of the stream to
+            // workers-rs: what arrived is then judged as the whole body (SECURITY.md).
+            Err(_) => return Err(Rejection::IncompleteBody),
         }
     }
     Ok(capped)

@@ -129,7 +129,10 @@ impl Rejection {
             Self::UnsupportedMediaType => "content-type must be application/json".into(),
             Self::InvalidContentLength => "content-length is not a number".into(),
             Self::PayloadTooLarge => format!("body is larger than {MAX_BODY_BYTES} bytes"),
-            Self::IncompleteBody => "body ended before its content-length".into(),
+            Self::IncompleteBody => {
+                "body ended before it was complete (short of its content-length, or a broken chunk)"
+                    .into()
+            }
             Self::BodyTimeout => "body not received in time".into(),
             Self::EmptyBody => "body is empty".into(),
             Self::InvalidUtf8 => "body is not valid UTF-8".into(),

@@ -166,8 +166,10 @@ async fn read_capped(body: Body) -> Result<CappedBody, Rejection> {
     while let Some(chunk) = stream.next().await {
         match chunk {
             Ok(bytes) => capped.push(&bytes)?,
-            // A client that went away: what arrived is judged (and is short of its length).
-            Err(_) => break,
+            // A framing error (a bad chunk size, a chunked body cut off) or a client that went
+            // away: the body is not what the client sent, so it is refused, never stored; a
+            // proxy in front may already have answered the client otherwise.
+            Err(_) => return Err(Rejection::IncompleteBody),
         }
     }
     Ok(capped)

@@ -307,3 +307,64 @@ fn the_caddyfile_carries_the_rollbacks_limits() {
         "upstream keep-alive {upstream_idle:?}"
     );
 }
+
+/// A chunked ping whose body ends in a framing error (a bad chunk size after a whole, valid
+/// ping) or is cut off before its last chunk: refused, and nothing is stored.
+#[test]
+fn a_body_that_ends_in_a_framing_error_or_an_abort_is_refused_and_never_stored() {
+    let dir = scratch_dir("hostile-framing");
+    let store = format!("sqlite://{}", dir.join("telemetry.db").display());
+    let server = Rollback::start(
+        &store,
+        &dir,
+        &[
+            ("WAU_READ_TOKEN", "framing-token"),
+            ("ABUSE_LIMIT_PER_MINUTE", "0"),
+        ],
+    );
+    let target = contract_suite::Target {
+        addr: server.addr,
+        token: "framing-token".into(),
+        abuse_limit: None,
+    };
+    let ping = contract_suite::ping_json("framing-relay-01");
+    let head = "POST /v1/session HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n";
+    let chunk = format!("{:x}\r\n{ping}\r\n", ping.len());
+    for (what, tail, read_answer) in [
+        ("a bad chunk size", "zz\r\n\r\n", true),
+        ("no last chunk: the client goes away", "", false),
+    ] {
+        let mut stream = TcpStream::connect(server.addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        stream
+            .write_all(format!("{head}{chunk}{tail}").as_bytes())
+            .unwrap();
+        if read_answer {
+            let mut answer = Vec::new();
+            let _ = stream.read_to_end(&mut answer);
+            let answer = String::from_utf8_lossy(&answer);
+            assert!(!answer.starts_with("HTTP/1.1 204"), "{what}: {answer}");
+        } else {
+            stream.shutdown(std::net::Shutdown::Write).unwrap();
+            let mut answer = Vec::new();
+            let _ = stream.read_to_end(&mut answer);
+        }
+    }
+    // Both are over; a whole ping after them is stored, so the writer is not just slow.
+    assert_eq!(
+        send(
+            server.addr,
+            &contract_suite::ping_request("framing-relay-02")
+        )
+        .unwrap()
+        .status,
+        204
+    );
+    assert_eq!(
+        target.count_settled(1).unwrap(),
+        1,
+        "only the whole ping is stored"
+    );
+}

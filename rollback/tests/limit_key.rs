@@ -13,6 +13,9 @@ use support::{Caddy, Rollback, scratch_dir};
 
 const LIMIT: usize = 3;
 
+/// The header value a ping carries, by its number (`None`: no header).
+type HeaderFor = fn(usize) -> Option<String>;
+
 /// Pings with the header as `header_for(n)` makes it (`None`: no header); the statuses.
 fn statuses(addr: SocketAddr, tag: &str, header_for: impl Fn(usize) -> Option<String>) -> Vec<u16> {
     (0..LIMIT + 3)
@@ -32,7 +35,7 @@ fn no_header_value_lets_a_client_escape_the_limit_or_pick_its_bucket() {
     let store = format!("sqlite://{}", dir.join("telemetry.db").display());
     let limit = LIMIT.to_string();
     let vars = [("ABUSE_LIMIT_PER_MINUTE", limit.as_str())];
-    let kinds: [(&str, fn(usize) -> Option<String>); 4] = [
+    let kinds: [(&str, HeaderFor); 4] = [
         ("none", |_| None),
         ("empty", |_| Some(String::new())),
         ("garbage", |_| Some("not-an-address".into())),
