@@ -34,6 +34,12 @@ pub const DEFAULT_HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 /// answer is 408.
 pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// What one connection's read buffer may hold: a request's head (a relay's is a few hundred
+/// bytes) and the start of its body. hyper's default of about 400 KB let 300 unfinished heads
+/// hold 129 MB; past this a head is answered 431 and the connection closed. Caddy in front
+/// has the same 16 KB bound on headers.
+pub const MAX_READ_BUFFER: usize = 16 * 1024;
+
 /// Time limits of one connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TimeLimits {
@@ -231,6 +237,7 @@ pub async fn serve(
         // The watchdog below keeps the time limits; hyper's own head timer would need a
         // timer and would count idle time and head time as one.
         .header_read_timeout(None)
+        .max_buf_size(MAX_READ_BUFFER)
         .serve_connection(io, service);
     tokio::pin!(connection);
     let mut checks = tokio::time::interval(limits.check_every());

@@ -368,3 +368,64 @@ fn a_body_that_ends_in_a_framing_error_or_an_abort_is_refused_and_never_stored()
         "only the whole ping is stored"
     );
 }
+
+/// Unfinished oversized heads cannot hold memory: 300 connections each sending one header of
+/// up to 300 KB straight to the rollback (under hyper's default buffer of about 400 KB) and of
+/// up to 900 KB through Caddy (under Go's default 1 MB), never ending the head: without the
+/// bounds each would be held. Each is cut at the 16 KB bound, and both processes stay within
+/// 64 MB of where they started.
+#[test]
+fn unfinished_oversized_heads_leave_memory_within_a_bound() {
+    const CONNECTIONS: usize = 300;
+    const BOUND: u64 = 64 * 1024 * 1024;
+    let dir = scratch_dir("hostile-heads");
+    let store = format!("sqlite://{}", dir.join("telemetry.db").display());
+    let server = Rollback::start_with_args(
+        &store,
+        &dir,
+        &[],
+        &["--client-address-header", "X-Forwarded-For"],
+    );
+    let caddy = support::Caddy::start(server.addr, &dir);
+    let (server_before, caddy_before) = (server.resident_bytes(), caddy.resident_bytes());
+    for (addr, head_bytes) in [(server.addr, 300 * 1024), (caddy.addr, 900 * 1024)] {
+        let streams: Vec<TcpStream> = (0..CONNECTIONS)
+            .filter_map(|_| {
+                let mut stream = TcpStream::connect(addr).ok()?;
+                stream
+                    .set_write_timeout(Some(Duration::from_secs(2)))
+                    .ok()?;
+                let _ = stream.write_all(b"POST /v1/session HTTP/1.1\r\nhost: x\r\nx-padding: ");
+                let filler = vec![b'a'; 64 * 1024];
+                // Until the bound cuts it (a write error) or the whole head is sent.
+                let mut sent = 0;
+                while sent < head_bytes && stream.write_all(&filler).is_ok() {
+                    sent += filler.len();
+                }
+                Some(stream)
+            })
+            .collect();
+        // Time for both to read what the kernel holds for them.
+        std::thread::sleep(Duration::from_millis(1500));
+        let (server_now, caddy_now) = (server.resident_bytes(), caddy.resident_bytes());
+        assert!(
+            server_now < server_before + BOUND && caddy_now < caddy_before + BOUND,
+            "with {} unfinished heads to {addr}: rollback {server_before} → {server_now}, caddy {caddy_before} → {caddy_now}",
+            streams.len()
+        );
+        drop(streams);
+    }
+    // And both still serve.
+    assert_eq!(
+        send(server.addr, &contract_suite::ping_request("after-heads-01"))
+            .unwrap()
+            .status,
+        204
+    );
+    assert_eq!(
+        send(caddy.addr, &contract_suite::ping_request("after-heads-02"))
+            .unwrap()
+            .status,
+        204
+    );
+}

@@ -1,7 +1,8 @@
 //! No client address reaches any log of the documented rollback set-up: the rollback behind
 //! Caddy (`deploy/Caddyfile` as it is, the unit's `--client-address-header X-Forwarded-For`),
 //! with pings carrying addresses in every header that may hold one, and with the rollback
-//! down so that Caddy logs an error for each of them.
+//! down so that Caddy logs an error for each of them; nor does a deletion's session id or a
+//! token put in a query string.
 
 #![allow(
     clippy::unwrap_used,
@@ -14,8 +15,8 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use contract_suite::Target;
 use contract_suite::privacy::{address_problems, holds_an_address, send_address_bearing_pings};
+use contract_suite::{RawRequest, Target, send};
 use support::{Caddy, Rollback, scratch_dir};
 
 const TOKEN: &str = "privacy-token-5d1e";
@@ -61,7 +62,36 @@ fn no_client_address_reaches_the_rollbacks_or_caddys_log() {
         std::thread::sleep(Duration::from_millis(50));
     }
 
+    // A deletion request (its path holds a session id) and a token put in a query string by
+    // mistake, while the rollback is down: Caddy logs an error for each, with no URI.
+    let errors_before = caddy.log().matches("\"status\":502").count();
+    let deletion = RawRequest::new("DELETE", "/v1/session/forgotten-relay-77")
+        .header("authorization", &format!("Bearer {TOKEN}"));
+    let in_query = RawRequest::new("GET", "/v1/wau/2026-W48?token=token-in-a-query-55");
+    for request in [&deletion, &in_query] {
+        assert_eq!(send(caddy.addr, request).unwrap().status, 502);
+    }
+    while caddy.log().matches("\"status\":502").count() < errors_before + 2 {
+        assert!(
+            Instant::now() < deadline + Duration::from_secs(10),
+            "{}",
+            caddy.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
     let caddy_log = caddy.log();
+    for never in [
+        "forgotten-relay-77",
+        "token-in-a-query-55",
+        "/v1/session/",
+        "/v1/wau/",
+    ] {
+        assert!(
+            !caddy_log.contains(never),
+            "caddy's log holds {never}:\n{caddy_log}"
+        );
+    }
     let mut problems = address_problems(&caddy_log);
     problems.extend(address_problems(&rollback_log));
     for line in rollback_log

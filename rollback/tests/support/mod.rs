@@ -76,6 +76,11 @@ impl Rollback {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
+    /// The server's resident memory, in bytes, as Linux counts it.
+    pub fn resident_bytes(&self) -> u64 {
+        resident_bytes(self.child.id())
+    }
+
     /// The server's open file descriptors, as Linux counts them.
     pub fn open_files(&self) -> usize {
         std::fs::read_dir(format!("/proc/{}/fd", self.child.id()))
@@ -247,6 +252,21 @@ impl Caddy {
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
+
+    /// Caddy's resident memory, in bytes.
+    pub fn resident_bytes(&self) -> u64 {
+        resident_bytes(self.child.id())
+    }
+}
+
+/// A process's `VmRSS`, in bytes (0 when it cannot be read).
+fn resident_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|kb| kb.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
 }
 
 impl Drop for Caddy {
