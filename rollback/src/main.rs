@@ -19,7 +19,8 @@ use tokio::net::TcpListener;
 #[command(
     name = "rollback",
     version,
-    after_help = "Environment (the same as the Worker's):\n  \
+    after_help = "Environment (the same as the Worker's; each may instead be a systemd credential,\n\
+        the file of its name in $CREDENTIALS_DIRECTORY):\n  \
         WAU_READ_TOKEN          the operator's token for the readout (GET /v1/wau/<week>, GET\n                          \
         /v1/wau?from=&to=) and deletions (DELETE /v1/session/<id>);\n                          \
         unset or empty: those routes answer 404\n  \
@@ -36,16 +37,11 @@ struct Options {
     #[arg(long, default_value = "127.0.0.1:8787")]
     listen: SocketAddr,
     /// Where records are kept: sqlite://PATH, or redis://HOST:PORT[/DB] (rediss:// for TLS)
-    /// for several instances sharing one store.
-    /// A URL with a password belongs in ROLLBACK_STORE, not on the command line.
-    #[arg(
-        long,
-        global = true,
-        env = "ROLLBACK_STORE",
-        hide_env_values = true,
-        default_value = "sqlite://telemetry.db"
-    )]
-    store: String,
+    /// for several instances sharing one store [default: sqlite://telemetry.db].
+    /// A URL with a password belongs in ROLLBACK_STORE (or its systemd credential), not on
+    /// the command line.
+    #[arg(long, global = true, env = "ROLLBACK_STORE", hide_env_values = true)]
+    store: Option<String>,
     /// Behind a reverse proxy: the header it puts the client's address in (X-Forwarded-For,
     /// as the shipped Caddyfile sets it; its last entry is used). The abuse limit then counts
     /// that address; a request whose header holds no address counts as the proxy's own.
@@ -105,7 +101,7 @@ async fn main() -> ExitCode {
         .with_current_span(false)
         .init();
     let options = Options::parse();
-    let config = match Config::from_lookup(|name| std::env::var(name).ok()) {
+    let config = match Config::from_lookup(setting) {
         Ok(config) => config,
         Err(error) => return fail(&format!("configuration: {error}")),
     };
@@ -114,7 +110,10 @@ async fn main() -> ExitCode {
     {
         return fail("--client-address-header: not a valid header name");
     }
-    let url = match StoreUrl::parse(&options.store) {
+    let store = (options.store.clone())
+        .or_else(|| setting("ROLLBACK_STORE"))
+        .unwrap_or_else(|| DEFAULT_STORE.to_owned());
+    let url = match StoreUrl::parse(&store) {
         Ok(url) => url,
         Err(error) => return fail(&format!("--store: {error}")),
     };
@@ -216,6 +215,21 @@ async fn main() -> ExitCode {
         }
         Err(error) => fail(&error.to_string()),
     }
+}
+
+/// Where records are kept when neither `--store`, `ROLLBACK_STORE` nor its credential says.
+const DEFAULT_STORE: &str = "sqlite://telemetry.db";
+
+/// A setting from the environment, or else from systemd's credentials: the file of its name
+/// in `$CREDENTIALS_DIRECTORY` (the unit's `LoadCredential=`), so that a secret need not be
+/// in the environment, where `/proc` and child processes can see it. A trailing line break
+/// is not part of the value.
+fn setting(name: &str) -> Option<String> {
+    std::env::var(name).ok().or_else(|| {
+        let directory = std::env::var_os("CREDENTIALS_DIRECTORY")?;
+        let text = std::fs::read_to_string(std::path::Path::new(&directory).join(name)).ok()?;
+        Some(text.trim_end_matches(['\n', '\r']).to_owned())
+    })
 }
 
 fn fail(message: &str) -> ExitCode {

@@ -153,3 +153,36 @@ fn a_bad_setting_is_named_without_its_value() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("SESSION_TTL_SECONDS must be"), "{stderr}");
 }
+
+/// Secrets from systemd's credentials (the unit's `LoadCredential=`): the read token and the
+/// store's URL each read from the file of its name in `$CREDENTIALS_DIRECTORY`.
+#[test]
+fn settings_are_read_from_systemd_credentials_when_the_environment_has_none() {
+    let dir = scratch_dir("credentials");
+    let credentials = dir.join("credentials");
+    std::fs::create_dir_all(&credentials).unwrap();
+    std::fs::write(credentials.join("WAU_READ_TOKEN"), "credential-token-7c1\n").unwrap();
+    let db = dir.join("from-credential.db");
+    let store = format!("sqlite://{}", db.display());
+    std::fs::write(credentials.join("ROLLBACK_STORE"), &store).unwrap();
+    let credentials = credentials.to_str().unwrap().to_owned();
+    let server = support::Rollback::start_with_args(
+        "",
+        &dir,
+        &[("CREDENTIALS_DIRECTORY", credentials.as_str())],
+        &[],
+    );
+    let readout = |token: &str| {
+        let week = contract_suite::current_iso_week();
+        contract_suite::send(server.addr, &contract_suite::readout_request(&week, token))
+            .unwrap()
+            .status
+    };
+    assert_eq!(
+        readout("credential-token-7c1"),
+        200,
+        "the token without its line break"
+    );
+    assert_eq!(readout("credential-token-7c"), 401);
+    assert!(db.exists(), "the store named by the credential");
+}

@@ -25,8 +25,8 @@ pub fn scratch_dir(name: &str) -> PathBuf {
 }
 
 impl Rollback {
-    /// Starts the server on `store` (a `--store` URL) with these environment variables,
-    /// logging into `dir`, and waits for `/healthz`.
+    /// Starts the server on `store` (a `--store` URL; empty for none) with these environment
+    /// variables, logging into `dir`, and waits for `/healthz`.
     pub fn start(store: &str, dir: &Path, vars: &[(&str, &str)]) -> Self {
         Self::start_with_args(store, dir, vars, &[])
     }
@@ -37,10 +37,14 @@ impl Rollback {
         let log_path = dir.join(format!("rollback-{port}.log"));
         let log = std::fs::File::create(&log_path).expect("log file");
         let mut command = Command::new(env!("CARGO_BIN_EXE_rollback"));
+        command.args(["--listen", &format!("127.0.0.1:{port}")]);
+        // An empty `store`: none on the command line, for a test of where else it comes from.
+        if !store.is_empty() {
+            command.args(["--store", store]);
+        }
         command
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(["--store", store])
             .args(args)
+            .env_remove("ROLLBACK_STORE")
             .env_remove("WAU_READ_TOKEN")
             .env_remove("ABUSE_LIMIT_PER_MINUTE")
             .env_remove("SESSION_TTL_SECONDS")

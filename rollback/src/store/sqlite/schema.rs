@@ -72,10 +72,30 @@ const MIGRATIONS: [&str; 1] = [
 /// The version this build writes: the last step of the ladder.
 pub(super) const LATEST: i64 = FIRST_RELEASED + MIGRATIONS.len() as i64;
 
+/// Creates the file, if it does not exist, readable by its owner only (SQLite gives its WAL
+/// and shared-memory files the same mode): the file holds session ids, whatever the umask.
+fn create_private(path: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let created = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path);
+    match created {
+        Ok(_) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(error) => Err(StoreError::Unavailable(format!(
+            "{}: cannot create the file: {error}",
+            path.display()
+        ))),
+    }
+}
+
 /// Opens the file, creating or migrating it as needed; any failure here stops the server.
 /// A file of a version this build does not know (older than the first release, or newer
 /// than this build) is refused rather than guessed at.
 pub(super) fn open(path: &Path) -> Result<Connection, StoreError> {
+    create_private(path)?;
     let mut connection = Connection::open(path)?;
     connection.execute_batch(PRAGMAS)?;
     let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;

@@ -1,6 +1,8 @@
 //! The SQLite store against real files: one row per week and session across processes,
 //! expiry with the time passed in, deletion, repair of damaged data, and the migration ladder.
 
+use std::path::PathBuf;
+
 use rusqlite::Connection;
 use telemetry_core::stored_week::{COUNTED_BY, count};
 use telemetry_core::{StoredRecord, TallyMoves};
@@ -479,4 +481,23 @@ fn a_file_of_an_unknown_version_is_refused() {
             "{refused:?}"
         );
     }
+}
+
+#[tokio::test]
+async fn a_new_file_and_its_wal_are_readable_by_their_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let path = scratch_file("private");
+    let store = SqliteStore::open(&path).unwrap();
+    write_all(&store, &[("2026-W48", "private-session")], NOW + 3600).await;
+    for file in [
+        path.clone(),
+        PathBuf::from(format!("{}-wal", path.display())),
+    ] {
+        if let Ok(metadata) = std::fs::metadata(&file) {
+            let mode = metadata.permissions().mode() & 0o777;
+            assert_eq!(mode & 0o077, 0, "{} is {mode:o}", file.display());
+        }
+    }
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
 }
