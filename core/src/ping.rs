@@ -57,29 +57,46 @@ fn rule(field: &str) -> &'static str {
     }
 }
 
-/// `^\d+\.\d+\.\d+(-[0-9A-Za-z.-]+)?$`, ASCII digits only, as the relay's schema has it.
+/// Canonical semantic versions only (SemVer 2.0.0 without build metadata), so that one
+/// version is written one way: `MAJOR.MINOR.PATCH`, each `0` or up to
+/// [`MAX_VERSION_NUMBER_DIGITS`] digits without a leading zero, then optionally `-` and dot-
+/// separated pre-release identifiers, each non-empty `[0-9A-Za-z-]`, a numeric one without a
+/// leading zero. ASCII only. openapi.yaml's pattern says the same (tests/openapi.rs holds the
+/// two equal).
 fn is_semver(text: &str) -> bool {
     let (release, pre_release) = match text.split_once('-') {
         Some((release, pre)) => (release, Some(pre)),
         None => (text, None),
     };
+    let canonical_number = |part: &str| {
+        !part.is_empty()
+            && part.bytes().all(|b| b.is_ascii_digit())
+            && (part == "0" || !part.starts_with('0'))
+    };
     let numbers_ok = {
         let mut parts = release.split('.');
         let three = (0..3).all(|_| {
-            parts
-                .next()
-                .is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+            parts.next().is_some_and(|part| {
+                canonical_number(part) && part.len() <= MAX_VERSION_NUMBER_DIGITS
+            })
         });
         three && parts.next().is_none()
     };
     let pre_ok = pre_release.is_none_or(|pre| {
-        !pre.is_empty()
-            && pre
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+        pre.split('.').all(|identifier| {
+            !identifier.is_empty()
+                && identifier
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && (!identifier.bytes().all(|b| b.is_ascii_digit()) || canonical_number(identifier))
+        })
     });
     numbers_ok && pre_ok
 }
+
+/// Digits a version's major, minor or patch number may have: no release numbers in the
+/// billions, and no 60-digit numbers writing one version many ways.
+pub const MAX_VERSION_NUMBER_DIGITS: usize = 9;
 
 fn semver_rule(value: &str, _: &()) -> garde::Result {
     is_semver(value)

@@ -87,13 +87,25 @@ fn session_id_length_and_alphabet_at_their_boundaries() {
 }
 
 #[test]
-fn semantic_versions_follow_the_relay_pattern() {
+fn semantic_versions_are_canonical_so_one_version_is_written_one_way() {
     for (version, ok) in [
         ("0.0.0", true),
         ("10.20.30", true),
         ("1.2.3-rc.1", true),
         ("1.2.3-alpha-2.x", true),
-        ("01.2.3", true),
+        ("1.2.3-0", true),
+        ("1.2.3-rc.10", true),
+        ("1.2.3-0a", true),
+        ("999999999.0.0", true),
+        ("01.2.3", false),
+        ("1.02.3", false),
+        ("1.2.03", false),
+        ("1.2.3-01", false),
+        ("1.2.3-rc.01", false),
+        ("1.2.3-a..b", false),
+        ("1.2.3-.a", false),
+        ("1000000000.0.0", false),
+        ("000000000000000000000000000000000000000000000000000001.0.0", false),
         ("1.2", false),
         ("1.2.3.4", false),
         ("1.2.3-", false),

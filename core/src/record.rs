@@ -232,9 +232,20 @@ mod tests {
 
     fn fields() -> impl proptest::strategy::Strategy<Value = (String, String, usize, String, usize)>
     {
-        let semver = "[0-9]{1,3}\\.[0-9]{1,3}\\.[0-9]{1,3}(-[0-9A-Za-z.-]{1,12})?";
-        let node = "v?[0-9]{1,2}\\.[0-9]{1,2}\\.[0-9]{1,2}(-[0-9A-Za-z.-]{1,8})?";
-        (semver, semver, 0usize..5, node, 0usize..8)
+        // Canonical versions, as the rule admits them: numbers without a leading zero,
+        // dot-separated pre-release identifiers.
+        let identifier = "(0|[1-9][0-9]{0,3}|[A-Za-z-][0-9A-Za-z-]{0,5})";
+        let pre = format!("(-{identifier}(\\.{identifier}){{0,2}})?");
+        let number = "(0|[1-9][0-9]{0,2})";
+        let semver = format!("{number}\\.{number}\\.{number}{pre}");
+        let node = format!("v?{number}\\.{number}\\.{number}{pre}");
+        (
+            proptest::string::string_regex(&semver).unwrap(),
+            proptest::string::string_regex(&semver).unwrap(),
+            0usize..5,
+            proptest::string::string_regex(&node).unwrap(),
+            0usize..8,
+        )
     }
 
     proptest::proptest! {

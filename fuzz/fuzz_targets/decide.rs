@@ -105,6 +105,14 @@ fuzz_target!(|input: &[u8]| {
                     let record: StoredRecord = serde_json::from_str(&write.record_json)
                         .expect("an accepted ping's record is a record");
                     assert!(record.first_seen_at.ends_with("T00:00:00Z"));
+                    // Versions are canonical: one version is written one way.
+                    for version in [
+                        record.protocol_version.as_str(),
+                        record.daemon_version.as_str(),
+                        record.node_version.trim_start_matches('v'),
+                    ] {
+                        assert!(is_canonical(version), "accepted {version:?}");
+                    }
                     assert!(write.key().starts_with("session:2026-W"));
                     return;
                 }
@@ -120,3 +128,27 @@ fuzz_target!(|input: &[u8]| {
         assert_eq!(fields, ["error", "message"]);
     }
 });
+
+/// A canonical semantic version, checked independently of the core: three dot-separated
+/// numbers of at most 9 digits, no leading zeros, then a pre-release whose numeric
+/// identifiers have none either.
+fn is_canonical(version: &str) -> bool {
+    let (release, pre) = version
+        .split_once('-')
+        .map_or((version, None), |(r, p)| (r, Some(p)));
+    let number = |part: &str| {
+        !part.is_empty()
+            && part.bytes().all(|b| b.is_ascii_digit())
+            && (part == "0" || !part.starts_with('0'))
+    };
+    let parts: Vec<&str> = release.split('.').collect();
+    parts.len() == 3
+        && parts.iter().all(|part| number(part) && part.len() <= 9)
+        && pre.is_none_or(|pre| {
+            pre.split('.').all(|id| {
+                !id.is_empty()
+                    && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                    && (!id.bytes().all(|b| b.is_ascii_digit()) || number(id))
+            })
+        })
+}
