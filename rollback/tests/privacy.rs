@@ -32,6 +32,12 @@ fn no_client_address_reaches_the_rollbacks_or_caddys_log() {
         &["--client-address-header", "X-Forwarded-For"],
     );
     let caddy = Caddy::start(server.addr, &dir);
+    let health = send(caddy.addr, &RawRequest::new("GET", "/healthz")).unwrap();
+    assert_eq!(
+        health.header("strict-transport-security"),
+        Some("max-age=31536000"),
+        "Caddy sends HSTS"
+    );
 
     // Through Caddy, as relays reach it, and straight to the rollback.
     let (through_caddy, problems) = send_address_bearing_pings(caddy.addr, "via-caddy");
