@@ -295,13 +295,28 @@ fn the_caddyfile_carries_the_rollbacks_limits() {
     assert_eq!(nanos(&server["read_header_timeout"]), DEFAULT_HEAD_TIMEOUT);
     assert!(nanos(&server["read_timeout"]) <= DEFAULT_HEAD_TIMEOUT + DEFAULT_BODY_TIMEOUT);
     assert_eq!(nanos(&server["idle_timeout"]), DEFAULT_IDLE_TIMEOUT);
-    let handlers = &server["routes"][0]["handle"][0]["routes"][0]["handle"];
-    let body_limit = handlers[0]["max_size"].as_u64().unwrap();
+    let header_limit = server["max_header_bytes"].as_u64().unwrap();
+    assert!(header_limit <= 16 * 1024, "max_header_size {header_limit}");
+    // The site's handlers, found by name: their order follows Caddy's directive order.
+    let handlers = server["routes"][0]["handle"][0]["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|route| route["handle"].as_array().unwrap().iter())
+        .collect::<Vec<_>>();
+    let handler = |name: &str| {
+        *handlers
+            .iter()
+            .find(|handler| handler["handler"] == name)
+            .unwrap_or_else(|| panic!("no {name} handler in {config}"))
+    };
+    let body_limit = handler("request_body")["max_size"].as_u64().unwrap();
     assert!(
         body_limit <= 16 * 1024,
         "request_body max_size {body_limit}"
     );
-    let upstream_idle = nanos(&handlers[1]["transport"]["keep_alive"]["idle_timeout"]);
+    let upstream = handler("reverse_proxy");
+    let upstream_idle = nanos(&upstream["transport"]["keep_alive"]["idle_timeout"]);
     assert!(
         upstream_idle < DEFAULT_IDLE_TIMEOUT,
         "upstream keep-alive {upstream_idle:?}"
