@@ -137,13 +137,10 @@ fn isolate(env: &Env) -> Result<&'static Isolate, ConfigError> {
             // Without either store an accepted ping could not be kept: refuse to run rather
             // than answer 204 and drop it.
             if Sessions::bind(env).is_none() {
-                return Err(missing_binding(
-                    crate::kv::BINDING,
-                    "a KV namespace binding",
-                ));
+                return Err(config_error(crate::kv::BINDING, "a KV namespace binding"));
             }
             if Weeks::bind(env).is_none() {
-                return Err(missing_binding(
+                return Err(config_error(
                     crate::weeks::BINDING,
                     "a Durable Object namespace binding (class WeekTally)",
                 ));
@@ -153,7 +150,7 @@ fn isolate(env: &Env) -> Result<&'static Isolate, ConfigError> {
                 None | Some("") => false,
                 Some(backfill::ROLE) => true,
                 Some(_) => {
-                    return Err(missing_binding(backfill::ROLE_VAR, "unset, or backfill"));
+                    return Err(config_error(backfill::ROLE_VAR, "unset, or backfill"));
                 }
             };
             let limiter = RefCell::new(AbuseLimiter::new(config.abuse_limit_per_minute));
@@ -168,13 +165,10 @@ fn isolate(env: &Env) -> Result<&'static Isolate, ConfigError> {
     })
 }
 
-/// A binding the deployment lacks (or a role it cannot take), named as the configuration
-/// error it is.
-fn missing_binding(binding: &'static str, expected: &'static str) -> ConfigError {
-    ConfigError {
-        variable: binding,
-        expected,
-    }
+/// A binding the deployment lacks, or a role it cannot take, as the configuration error it
+/// is: it names the binding or variable, never a value.
+fn config_error(variable: &'static str, expected: &'static str) -> ConfigError {
+    ConfigError { variable, expected }
 }
 
 /// The request's head as the core reads it, fetched once: the method, the URL, and only

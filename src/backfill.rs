@@ -3,7 +3,7 @@
 //! the records KV holds for a week to the week's object, a page per request, so that records
 //! that reached KV another way (a week put back from the rollback) are counted. It takes the
 //! core's token and week rules and the object protocol of [`crate::weeks`]: there is no second
-//! implementation of any of them.
+//! implementation of any of them: the request is decided by the core's `backfill_page`.
 //!
 //! `POST /?week=<YYYY-Www>[&cursor=<C>]` with the read token answers
 //! `{"handed":N,"cursor":C|null}`; `scripts/backfill.mjs` follows the cursor. The object applies
@@ -12,7 +12,8 @@
 
 use telemetry_core::stored_week::values_of;
 use telemetry_core::{
-    IsoWeek, Rejection, Response, SessionId, SessionWrite, query_of_url, week_key_prefix,
+    IsoWeek, Rejection, RequestHead, Response, SessionId, SessionWrite, backfill_page, path_of_url,
+    query_of_url, week_key_prefix,
 };
 use worker::Env;
 use worker::js_sys::{Array, JSON, Reflect};
@@ -30,37 +31,37 @@ pub const ROLE: &str = "backfill";
 /// requests, far inside a request's limits.
 const DEFAULT_PAGE: u64 = 500;
 
-/// Answers one backfill request.
+/// Answers one backfill request: the core decides it from its head ([`backfill_page`]),
+/// this hands the page over.
 pub async fn answer(
     req: &web_sys::Request,
     env: &Env,
     read_token: Option<&telemetry_core::ReadToken>,
 ) -> Response {
-    if req.method() != "POST" {
-        return Rejection::MethodNotAllowed { allow: "POST" }.into_response();
-    }
-    let Some(token) = read_token else {
-        return Rejection::NotFound.into_response();
-    };
-    let authorization = req.headers().get("authorization").ok().flatten();
-    if !token.admits(authorization.as_deref()) {
-        return Rejection::Unauthorized.into_response();
-    }
+    let method = req.method();
     let url = req.url();
-    let (week, cursor) = match week_and_cursor(query_of_url(&url)) {
-        Ok(found) => found,
+    let authorization = req.headers().get("authorization").ok().flatten();
+    let head = RequestHead {
+        method: &method,
+        path: path_of_url(&url),
+        authorization: authorization.as_deref(),
+        query: query_of_url(&url),
+        ..RequestHead::default()
+    };
+    let page = match backfill_page(&head, read_token) {
+        Ok(page) => page,
         Err(rejection) => return rejection.into_response(),
     };
     let (Some(sessions), Some(weeks)) = (Sessions::bind(env), Weeks::bind(env)) else {
         return Rejection::Internal.into_response();
     };
-    let page = env
+    let size = env
         .var("BACKFILL_PAGE")
         .ok()
-        .and_then(|page| page.to_string().parse().ok())
+        .and_then(|size| size.to_string().parse().ok())
         .unwrap_or(DEFAULT_PAGE);
     // Written by hand: `serde_json::json!` would bring a map type into the bundle.
-    match hand_page(&sessions, &weeks, week, cursor, page).await {
+    match hand_page(&sessions, &weeks, page.week, page.cursor, size).await {
         Ok((handed, next)) => {
             let next = next.map_or_else(|| "null".to_owned(), |next| quoted(&next));
             let body = format!(r#"{{"handed":{handed},"cursor":{next}}}"#);
@@ -76,25 +77,6 @@ pub async fn answer(
 /// A KV cursor as a JSON string.
 fn quoted(text: &str) -> String {
     serde_json::to_string(text).unwrap_or_else(|_| "null".to_owned())
-}
-
-/// The query's `week` (exactly once, a real ISO week) and `cursor` (at most once).
-fn week_and_cursor(query: Option<&str>) -> Result<(IsoWeek, Option<&str>), Rejection> {
-    let (mut week, mut cursor) = (None, None);
-    for piece in query
-        .unwrap_or_default()
-        .split('&')
-        .filter(|p| !p.is_empty())
-    {
-        match piece.split_once('=').unwrap_or((piece, "")) {
-            ("week", value) if week.is_none() => week = Some(value),
-            ("cursor", value) if cursor.is_none() => cursor = Some(value),
-            _ => return Err(Rejection::InvalidQuery),
-        }
-    }
-    let week =
-        IsoWeek::parse(week.ok_or(Rejection::InvalidQuery)?).ok_or(Rejection::InvalidWeek)?;
-    Ok((week, cursor.filter(|cursor| !cursor.is_empty())))
 }
 
 /// Hands one page of the week's keys to its object: how many, and the cursor of the next

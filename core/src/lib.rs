@@ -49,8 +49,8 @@ pub use record::{
 pub use rejection::Rejection;
 pub use response::Response;
 pub use service::{
-    Next, RequestHead, Route, decide_ping, forgotten_response, path_of_url, query_of_url,
-    retained_weeks, route, utc_from_unix_millis,
+    BackfillPage, Next, RequestHead, Route, backfill_page, decide_ping, forgotten_response,
+    path_of_url, query_of_url, retained_weeks, route, utc_from_unix_millis,
 };
 pub use tally::{Tally, TallyMoves};
 pub use week::IsoWeek;

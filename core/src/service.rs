@@ -206,6 +206,44 @@ fn forget_head(head: &RequestHead<'_>, token: &ReadToken) -> Next {
     }
 }
 
+/// One page of a backfill (the Worker's bundle in its backfill role, RUNBOOK.md): the week
+/// whose KV records go to the week's object, and the cursor of KV's listing to go on from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BackfillPage<'a> {
+    pub week: IsoWeek,
+    pub cursor: Option<&'a str>,
+}
+
+/// Decides a backfill request from its head, by the readout's rules: `POST` only, no token
+/// configured is a 404, the read token before anything else, then `week` exactly once (a
+/// real ISO week) and `cursor` at most once (empty is none), nothing more.
+pub fn backfill_page<'a>(
+    head: &RequestHead<'a>,
+    read_token: Option<&ReadToken>,
+) -> Result<BackfillPage<'a>, Rejection> {
+    if head.method != "POST" {
+        return Err(Rejection::MethodNotAllowed { allow: "POST" });
+    }
+    let token = read_token.ok_or(Rejection::NotFound)?;
+    if !token.admits(head.authorization) {
+        return Err(Rejection::Unauthorized);
+    }
+    let (mut week, mut cursor) = (None, None);
+    for (name, value) in crate::readout::query_pairs(head.query) {
+        match name {
+            "week" if week.is_none() => week = Some(value),
+            "cursor" if cursor.is_none() => cursor = Some(value),
+            _ => return Err(Rejection::InvalidQuery),
+        }
+    }
+    let week =
+        IsoWeek::parse(week.ok_or(Rejection::InvalidQuery)?).ok_or(Rejection::InvalidWeek)?;
+    Ok(BackfillPage {
+        week,
+        cursor: cursor.filter(|cursor| !cursor.is_empty()),
+    })
+}
+
 /// The answer to a deletion request: how many records (one per week) were deleted.
 pub fn forgotten_response(deleted_records: u64) -> Response {
     #[derive(serde::Serialize)]
@@ -560,5 +598,71 @@ mod tests {
             assert_eq!(response.header("x-content-type-options"), Some("nosniff"));
             assert_eq!(response.header("referrer-policy"), Some("no-referrer"));
         }
+    }
+
+    #[test]
+    fn a_backfill_page_is_decided_by_the_readout_s_rules() {
+        let token = ReadToken::from_configured(Some("backfill-token"));
+        let head = |method, authorization, query| RequestHead {
+            method,
+            authorization,
+            query,
+            ..RequestHead::default()
+        };
+        let ok = head(
+            "POST",
+            Some("bearer backfill-token"),
+            Some("week=2026-W48&cursor=c1"),
+        );
+        let page = backfill_page(&ok, token.as_ref()).unwrap();
+        assert_eq!(
+            (page.week.to_string(), page.cursor),
+            ("2026-W48".into(), Some("c1"))
+        );
+        let first = head(
+            "POST",
+            Some("Bearer backfill-token"),
+            Some("cursor=&week=2026-W53"),
+        );
+        assert_eq!(backfill_page(&first, token.as_ref()).unwrap().cursor, None);
+        let bearer = Some("Bearer backfill-token");
+        for (request, refused) in [
+            (
+                head("GET", bearer, Some("week=2026-W48")),
+                Rejection::MethodNotAllowed { allow: "POST" },
+            ),
+            (
+                head("POST", Some("Bearer wrong"), Some("week=2026-W99")),
+                Rejection::Unauthorized,
+            ),
+            (
+                head("POST", None, Some("week=2026-W48")),
+                Rejection::Unauthorized,
+            ),
+            (
+                head("POST", bearer, Some("week=2026-W99")),
+                Rejection::InvalidWeek,
+            ),
+            (
+                head("POST", bearer, Some("week=2025-W53")),
+                Rejection::InvalidWeek,
+            ),
+            (
+                head("POST", bearer, Some("week=2026-W48&week=2026-W48")),
+                Rejection::InvalidQuery,
+            ),
+            (
+                head("POST", bearer, Some("week=2026-W48&limit=5")),
+                Rejection::InvalidQuery,
+            ),
+            (head("POST", bearer, None), Rejection::InvalidQuery),
+        ] {
+            assert_eq!(
+                backfill_page(&request, token.as_ref()),
+                Err(refused),
+                "{request:?}"
+            );
+        }
+        assert_eq!(backfill_page(&ok, None), Err(Rejection::NotFound));
     }
 }

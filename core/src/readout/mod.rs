@@ -105,7 +105,7 @@ impl Readout {
 
 /// A query string's `name=value` pairs as sent (no percent-decoding: every accepted name and
 /// value is plain ASCII, so an encoded one is simply not accepted). Empty pieces are skipped.
-fn query_pairs(query: Option<&str>) -> impl Iterator<Item = (&str, &str)> {
+pub(crate) fn query_pairs(query: Option<&str>) -> impl Iterator<Item = (&str, &str)> {
     query
         .unwrap_or_default()
         .split('&')
