@@ -315,7 +315,7 @@ impl Store {
             let rows = (week.sql)
                 .exec("SELECT session_id, record FROM sessions", Array::new())?
                 .raw();
-            let mut rebuilt = stored_week::Rebuilt::new();
+            let mut rebuilt = stored_week::Rebuilt::default();
             for row in rows.into_iter().filter_map(Result::ok) {
                 let row: Array = row.unchecked_into();
                 let text = |at| row.get(at).as_string().unwrap_or_default();

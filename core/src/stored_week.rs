@@ -1,6 +1,7 @@
 //! The one model of a week every store keeps: each session's latest record, the week's
-//! tallies along every dimension, and each record's expiry; and how a ping, a deletion or an
-//! expiry changes them. The stores (the Worker's week object, SQLite, Redis) only move rows:
+//! tallies along every dimension, and each record's expiry ([`crate::record::expires_at`]; a
+//! record has gone from that second on, `expires_at <= now` in each store's query); and how a
+//! ping, a deletion or an expiry changes them. The stores (the Worker's week object, SQLite, Redis) only move rows:
 //! they read what these functions need, write what they return, and nothing else.
 //!
 //! Data that breaks the model (a stored record that is not a record, a tally that would fall
@@ -94,14 +95,6 @@ pub struct Rebuilt<Key> {
 }
 
 impl<Key> Rebuilt<Key> {
-    /// Nothing yet: records are added as a store reads them.
-    pub fn new() -> Self {
-        Self {
-            tallies: TallyMoves::default(),
-            invalid: Vec::new(),
-        }
-    }
-
     /// Counts one more of the week's records, or notes it to drop. A store adds them as it
     /// reads them (a cursor, Redis's `HSCAN` pages), so that no store holds a large week's
     /// records in memory to repair it.
@@ -113,9 +106,14 @@ impl<Key> Rebuilt<Key> {
     }
 }
 
+/// Nothing yet: records are added as a store reads them. (Written out: a derived `Default`
+/// would ask the key type for one.)
 impl<Key> Default for Rebuilt<Key> {
     fn default() -> Self {
-        Self::new()
+        Self {
+            tallies: TallyMoves::default(),
+            invalid: Vec::new(),
+        }
     }
 }
 
@@ -124,16 +122,11 @@ impl<Key> Default for Rebuilt<Key> {
 pub fn rebuild<Key, Text: AsRef<str>>(
     records: impl IntoIterator<Item = (Key, Text)>,
 ) -> Rebuilt<Key> {
-    let mut rebuilt = Rebuilt::new();
+    let mut rebuilt = Rebuilt::default();
     for (key, record) in records {
         rebuilt.add(key, record.as_ref());
     }
     rebuilt
-}
-
-/// Whether a record that expires at `expires_at` (seconds since the epoch) has gone at `now`.
-pub fn has_expired(expires_at: i64, now: i64) -> bool {
-    expires_at <= now
 }
 
 #[cfg(test)]
@@ -225,12 +218,5 @@ mod tests {
             assert_eq!(Inconsistent::from_name(found.name()), Some(found));
         }
         assert_eq!(Inconsistent::from_name("other"), None);
-    }
-
-    #[test]
-    fn a_record_has_expired_from_its_expiry_on() {
-        assert!(!has_expired(100, 99));
-        assert!(has_expired(100, 100));
-        assert!(has_expired(100, 101));
     }
 }

@@ -60,6 +60,16 @@ fn tallies_key(week: IsoWeek) -> String {
     format!("tallies:{week}")
 }
 
+/// `EVAL script` on a week's two keys, records then tallies, as both scripts take them.
+fn eval_on_week(script: &str, week: IsoWeek) -> redis::Cmd {
+    let mut eval = redis::cmd("EVAL");
+    eval.arg(script)
+        .arg(2)
+        .arg(week_key(week))
+        .arg(tallies_key(week));
+    eval
+}
+
 /// A tally's field: the dimension's name has no `:`, so the first one ends it.
 fn tally_field(dimension: Dimension, value: &str) -> String {
     format!("{}:{value}", dimension.name())
@@ -202,11 +212,7 @@ impl WeekChanges {
 
     /// `EVAL APPLY_WEEK` with these changes.
     fn script(&self, week: IsoWeek) -> redis::Cmd {
-        let mut eval = redis::cmd("EVAL");
-        eval.arg(APPLY_WEEK)
-            .arg(2)
-            .arg(week_key(week))
-            .arg(tallies_key(week));
+        let mut eval = eval_on_week(APPLY_WEEK, week);
         for pairs in [&self.read, &self.writes] {
             eval.arg(pairs.len());
             for (id, record) in pairs {
@@ -349,12 +355,8 @@ impl RedisStore {
                 .query_async(&mut connection)
                 .await?;
             let rebuilt = stored_week::rebuild(records);
-            let mut script = redis::cmd("EVAL");
+            let mut script = eval_on_week(REPLACE_TALLIES, week);
             script
-                .arg(REPLACE_TALLIES)
-                .arg(2)
-                .arg(week_key(week))
-                .arg(tallies_key(week))
                 .arg(generation.unwrap_or_default())
                 .arg(rebuilt.invalid.len())
                 .arg(&rebuilt.invalid);

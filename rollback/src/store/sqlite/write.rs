@@ -167,7 +167,7 @@ pub(super) fn repair(connection: &mut Connection, week: IsoWeek) -> Result<u64, 
         let mut records = transaction
             .prepare("SELECT session_id, CAST(record AS TEXT) FROM sessions WHERE week = ?1")?;
         let mut rows = records.query([&week_text])?;
-        let mut rebuilt = stored_week::Rebuilt::new();
+        let mut rebuilt = stored_week::Rebuilt::default();
         while let Some(row) = rows.next()? {
             rebuilt.add(row.get::<_, String>(0)?, &row.get::<_, String>(1)?);
         }
