@@ -47,11 +47,13 @@ pub struct SessionPingWire<'a> {
 fn rule(field: &str) -> &'static str {
     match field {
         "protocol_version" | "daemon_version" => {
-            "a semantic version such as 1.4.0 (at most 64 characters)"
+            "a semantic version such as 1.4.0, without leading zeros (at most 64 characters)"
         }
         "session_id" => "8 to 64 characters of A-Z a-z 0-9 _ -",
         "platform" => "one of darwin, linux, win32, freebsd, openbsd",
-        "node_version" => "a Node.js version such as v20.11.1 (at most 64 characters)",
+        "node_version" => {
+            "a Node.js version such as v20.11.1, without leading zeros (at most 64 characters)"
+        }
         "primary_framework" => "one of react, vue, next, nuxt, svelte, astro, solid, unknown",
         _ => "valid",
     }
