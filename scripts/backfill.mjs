@@ -1,11 +1,11 @@
 // Backfills the weeks' objects from KV through the backfill Worker (scripts/backfill/):
-//   WAU_READ_TOKEN=... node scripts/backfill.mjs https://telemetry-backfill.<account>.workers.dev 2026-W47 [2026-W48 …]
+//   ADMIN_TOKEN=... node scripts/backfill.mjs https://telemetry-backfill.<account>.workers.dev 2026-W47 [2026-W48 …]
 // Each week is handed over a page at a time until KV's listing ends; prints the count per week.
 import { argv, env, exit } from "node:process";
 
 const [base, ...weeks] = argv.slice(2);
-if (!base || weeks.length === 0 || !env.WAU_READ_TOKEN) {
-  console.error("usage: WAU_READ_TOKEN=… node scripts/backfill.mjs BACKFILL_URL WEEK [WEEK …]");
+if (!base || weeks.length === 0 || !env.ADMIN_TOKEN) {
+  console.error("usage: ADMIN_TOKEN=… node scripts/backfill.mjs BACKFILL_URL WEEK [WEEK …]");
   exit(2);
 }
 for (const week of weeks) {
@@ -17,7 +17,7 @@ for (const week of weeks) {
     if (cursor) url.searchParams.set("cursor", cursor);
     const response = await fetch(url, {
       method: "POST",
-      headers: { authorization: `Bearer ${env.WAU_READ_TOKEN}` },
+      headers: { authorization: `Bearer ${env.ADMIN_TOKEN}` },
     });
     const body = await response.json().catch(() => ({}));
     if (response.status !== 200) {

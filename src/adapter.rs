@@ -33,14 +33,15 @@ use worker::{ByteStream, Context, Env, console_log};
 
 use crate::backfill;
 use crate::kv::{Sessions, TARGET, log_failure};
+use crate::shared_limit::SharedLimit;
 use crate::weeks::Weeks;
 
 /// What an isolate keeps between requests, made from `env` on its first request. A Worker's
 /// vars and secrets do not change for the life of an isolate: a new value is a new
 /// deployment, served by new isolates.
-struct Isolate {
-    config: Config,
-    limiter: RefCell<AbuseLimiter>,
+pub(crate) struct Isolate {
+    pub(crate) config: Config,
+    pub(crate) limiter: RefCell<AbuseLimiter>,
     /// Deployed as the backfill (`WORKER_ROLE = "backfill"`), not as the telemetry Worker.
     backfill: bool,
 }
@@ -80,18 +81,27 @@ pub fn fetch(req: web_sys::Request, env: Env, ctx: JsContext) -> Result<JsValue,
             return finish(&req, &req.method(), started_ms, handled).map(JsValue::from);
         }
     };
+    let now_seconds = (started_ms / 1000.0) as u64;
     if isolate.backfill {
-        let token = isolate.config.read_token.as_ref();
         let answer = async move {
-            let response = backfill::answer(&req, &env, token).await;
+            let response = backfill::answer(&req, &env, isolate, now_seconds).await;
             into_js_response(response).map(JsValue::from)
         };
         return Ok(future_to_promise(answer).into());
     }
     let head = OwnedHead::read(&req);
-    let (route_taken, next) = route(&head.borrow(), isolate.config.read_token.as_ref());
+    let (route_taken, next) = route(
+        &head.borrow(),
+        &isolate.config.tokens,
+        &mut *isolate.limiter.borrow_mut(),
+        now_seconds,
+    );
+    let wrong_token = matches!(&next, Next::Respond(response) if response.status == 401);
     let next = match next {
-        Next::Respond(response) => {
+        // A wrong token counts across isolates too, when that limit is on.
+        Next::Respond(response)
+            if !(wrong_token && counted_across_isolates(&env, isolate, head.client.as_deref())) =>
+        {
             let handled = Handled::new(route_taken, response);
             return finish(&req, &head.method, started_ms, handled).map(JsValue::from);
         }
@@ -100,6 +110,16 @@ pub fn fetch(req: web_sys::Request, env: Env, ctx: JsContext) -> Result<JsValue,
     let ctx = Context::new(ctx);
     let answer = async move {
         let handled = match next {
+            Next::Respond(response) if wrong_token => {
+                let now = utc_from_unix_millis(started_ms as i64);
+                match count_shared(&env, isolate, head.client.as_deref(), now).await {
+                    Ok(()) => Handled::new(route_taken, response),
+                    Err((limited, by)) => Handled {
+                        limited_by: Some(by),
+                        ..Handled::new(route_taken, limited.into_response())
+                    },
+                }
+            }
             Next::ReadPing => ping(&req, &head.borrow(), &env, &ctx, isolate, started_ms).await,
             Next::Readout(readout) => answer_readout(&env, isolate, readout).await,
             Next::Forget(session_id) => forget(&env, isolate, &session_id, started_ms).await,
@@ -193,8 +213,11 @@ impl OwnedHead {
             Some(headers) if wanted.contains(&name) => headers.get(name).ok().flatten(),
             _ => None,
         };
+        // The routes that count against the abuse limit: pings, and wrong tokens.
         let client = match (&headers, path_route) {
-            (Some(headers), Route::Session) => headers.get(CLIENT_ADDRESS_HEADER).ok().flatten(),
+            (Some(headers), Route::Session | Route::WeeklyActive | Route::Forget) => {
+                headers.get(CLIENT_ADDRESS_HEADER).ok().flatten()
+            }
             _ => None,
         };
         Self {
@@ -361,13 +384,15 @@ async fn forget(env: &Env, isolate: &Isolate, session_id: &SessionId, now_ms: f6
     Handled::new(Route::Forget, response)
 }
 
-/// The binding of Cloudflare's Rate Limiting, which counts a client across isolates.
+/// The bindings of Cloudflare's Rate Limiting, which count across isolates: a client, and
+/// its block (IPv4 /24, IPv6 /48) at `PREFIX_LIMIT_FACTOR` times the client's limit.
 const SHARED_LIMIT_BINDING: &str = "ABUSE_LIMIT";
+const SHARED_BLOCK_LIMIT_BINDING: &str = "ABUSE_LIMIT_BLOCK";
 
-/// Decides a ping and counts it against the abuse limit: the Rate Limiting binding when it
-/// and `ABUSE_LIMIT_KEY` are configured (it sees a keyed hash of the client, never the
-/// address), else, or when the binding fails, the isolate's own limiter. Only a valid ping
-/// counts. Returns which limit refused it, if one did.
+/// Decides a ping and counts it against the abuse limit: the Rate Limiting bindings when they
+/// and `ABUSE_LIMIT_KEY` are configured (they see keyed hashes of the client and its block,
+/// never the address), else, or when a binding fails, the isolate's own limiter. Only a
+/// valid ping counts. Returns which limit refused it, if one did.
 async fn decide_counted(
     env: &Env,
     isolate: &Isolate,
@@ -375,15 +400,7 @@ async fn decide_counted(
     body: &CappedBody,
     now: OffsetDateTime,
 ) -> (Result<SessionWrite, Rejection>, Option<&'static str>) {
-    let config = &isolate.config;
-    let shared = match (&config.shared_limit_key, head.client) {
-        (Some(key), Some(client)) if config.abuse_limit_per_minute > 0 => env
-            .rate_limiter(SHARED_LIMIT_BINDING)
-            .ok()
-            .map(|binding| (binding, key.client_key(client))),
-        _ => None,
-    };
-    let Some((binding, client_key)) = shared else {
+    if !counted_across_isolates(env, isolate, head.client) {
         let decided = decide_ping(
             head,
             body.as_bytes(),
@@ -392,23 +409,79 @@ async fn decide_counted(
         );
         let limited = matches!(decided, Err(Rejection::TooManyRequests { .. }));
         return (decided, limited.then_some(LIMITED_BY_PROCESS));
-    };
-    let write = match decide_ping(head, body.as_bytes(), now, &mut AbuseLimiter::new(0)) {
-        Ok(write) => write,
-        Err(rejection) => return (Err(rejection), None),
-    };
-    match binding.limit(client_key).await {
-        Ok(outcome) if outcome.success => (Ok(write), None),
-        Ok(_) => (Err(refused_by_shared_limit()), Some(LIMITED_BY_SHARED)),
-        Err(_) => {
-            let client = head.client.unwrap_or_default();
-            let seconds = u64::try_from(now.unix_timestamp()).unwrap_or(0);
-            match isolate.limiter.borrow_mut().admit(client, seconds) {
-                Ok(()) => (Ok(write), None),
-                Err(limited) => (Err(limited), Some(LIMITED_BY_PROCESS)),
-            }
-        }
     }
+    match decide_ping(head, body.as_bytes(), now, &mut AbuseLimiter::new(0)) {
+        Ok(write) => match count_shared(env, isolate, head.client, now).await {
+            Ok(()) => (Ok(write), None),
+            Err(limited) => (Err(limited.0), Some(limited.1)),
+        },
+        Err(rejection) => (Err(rejection), None),
+    }
+}
+
+/// Whether the shared limit counts `client`: a key, a limit, an address, and the binding.
+fn counted_across_isolates(env: &Env, isolate: &Isolate, client: Option<&str>) -> bool {
+    let config = &isolate.config;
+    config.shared_limit_key.is_some()
+        && client.is_some()
+        && config.abuse_limit_per_minute > 0
+        && SharedLimit::bind(env, SHARED_LIMIT_BINDING).is_some()
+}
+
+/// Counts one more (a valid ping, a wrong token) from `client` across isolates: against the
+/// client and its block, both asked at once. A binding that fails leaves the count to the
+/// isolate's own limiter. The refusal and which limit made it.
+async fn count_shared(
+    env: &Env,
+    isolate: &Isolate,
+    client: Option<&str>,
+    now: OffsetDateTime,
+) -> Result<(), (Rejection, &'static str)> {
+    let client = client.unwrap_or_default();
+    let (Some(key), Some(binding)) = (
+        isolate.config.shared_limit_key.as_ref(),
+        SharedLimit::bind(env, SHARED_LIMIT_BINDING),
+    ) else {
+        return count_in_isolate(isolate, client, now);
+    };
+    let block = key
+        .block_key(client)
+        .zip(SharedLimit::bind(env, SHARED_BLOCK_LIMIT_BINDING));
+    // Both counts are under way before either is awaited.
+    let counted = binding
+        .count(&key.client_key(client))
+        .and_then(|client_count| {
+            let block_count = block
+                .map(|(block_key, block_binding)| block_binding.count(&block_key))
+                .transpose()?;
+            Ok((client_count, block_count))
+        });
+    let within = match counted {
+        Ok((client_count, block_count)) => {
+            let client_within = client_count.await;
+            let block_within = match block_count {
+                Some(block_count) => block_count.await,
+                None => Ok(true),
+            };
+            client_within.and_then(|client| Ok(client && block_within?))
+        }
+        Err(error) => Err(error),
+    };
+    match within {
+        Ok(true) => Ok(()),
+        Ok(false) => Err((refused_by_shared_limit(), LIMITED_BY_SHARED)),
+        Err(_) => count_in_isolate(isolate, client, now),
+    }
+}
+
+fn count_in_isolate(
+    isolate: &Isolate,
+    client: &str,
+    now: OffsetDateTime,
+) -> Result<(), (Rejection, &'static str)> {
+    let seconds = u64::try_from(now.unix_timestamp()).unwrap_or(0);
+    (isolate.limiter.borrow_mut().admit(client, seconds))
+        .map_err(|limited| (limited, LIMITED_BY_PROCESS))
 }
 
 /// Reads the body under the cap. With a declared length (already checked against the cap

@@ -5,7 +5,7 @@
 //! core's token and week rules and the object protocol of [`crate::weeks`]: there is no second
 //! implementation of any of them: the request is decided by the core's `backfill_page`.
 //!
-//! `POST /?week=<YYYY-Www>[&cursor=<C>]` with the read token answers
+//! `POST /?week=<YYYY-Www>[&cursor=<C>]` with the admin token answers
 //! `{"handed":N,"cursor":C|null}`; `scripts/backfill.mjs` follows the cursor. The object applies
 //! the core's rules (a record it holds already changes nothing), so a page handed twice, or a
 //! whole week run again, counts nothing twice.
@@ -20,6 +20,7 @@ use worker::js_sys::{Array, JSON, Reflect};
 use worker::wasm_bindgen::JsValue;
 use worker::worker_sys::web_sys;
 
+use crate::adapter::Isolate;
 use crate::kv::Sessions;
 use crate::weeks::Weeks;
 
@@ -36,19 +37,31 @@ const DEFAULT_PAGE: u64 = 500;
 pub async fn answer(
     req: &web_sys::Request,
     env: &Env,
-    read_token: Option<&telemetry_core::ReadToken>,
+    isolate: &Isolate,
+    now_seconds: u64,
 ) -> Response {
     let method = req.method();
     let url = req.url();
-    let authorization = req.headers().get("authorization").ok().flatten();
+    let headers = req.headers();
+    let authorization = headers.get("authorization").ok().flatten();
+    // For the abuse limit only: wrong tokens count, as on the telemetry Worker's routes.
+    let client = headers.get("cf-connecting-ip").ok().flatten();
     let head = RequestHead {
         method: &method,
         path: path_of_url(&url),
         authorization: authorization.as_deref(),
+        client: client.as_deref(),
         query: query_of_url(&url),
         ..RequestHead::default()
     };
-    let page = match backfill_page(&head, read_token) {
+    let admin_token = isolate.config.tokens.admin.as_ref();
+    let decided = backfill_page(
+        &head,
+        admin_token,
+        &mut *isolate.limiter.borrow_mut(),
+        now_seconds,
+    );
+    let page = match decided {
         Ok(page) => page,
         Err(rejection) => return rejection.into_response(),
     };

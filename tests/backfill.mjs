@@ -10,7 +10,9 @@ import { readdirSync } from "node:fs";
 import { join } from "node:path";
 import { Miniflare, Log, LogLevel } from "miniflare";
 
-const TOKEN = "backfill-test-token";
+const TOKEN = "backfill-test-read-token-0123456789abcdef";
+// The backfill writes records, so it takes the admin token; the read token is refused.
+const ADMIN = "backfill-test-admin-token-0123456789abcdef";
 const WEEK = "2001-W07";
 const freePort = () =>
   new Promise((resolve) => {
@@ -50,7 +52,7 @@ const mf = new Miniflare({
       modulesRoot: build,
       modules,
       // A page of 3 keys: the ten records take four requests, so the cursor is followed.
-      bindings: { WAU_READ_TOKEN: TOKEN, BACKFILL_PAGE: "3", WORKER_ROLE: "backfill" },
+      bindings: { ADMIN_TOKEN: ADMIN, BACKFILL_PAGE: "3", WORKER_ROLE: "backfill" },
       kvNamespaces: { SESSIONS: "sessions" },
       durableObjects: { WEEKS: { className: "WeekTally", scriptName: "telemetry", useSQLite: true } },
       unsafeDirectSockets: [{ host: "127.0.0.1", port }],
@@ -80,34 +82,36 @@ try {
 
   const backfill = (token) =>
     execFileSync("node", ["scripts/backfill.mjs", `http://127.0.0.1:${port}`, WEEK], {
-      env: { ...process.env, WAU_READ_TOKEN: token },
+      env: { ...process.env, ADMIN_TOKEN: token },
       stdio: ["ignore", "pipe", "pipe"],
     }).toString();
-  let refused = false;
-  try {
-    backfill("wrong-token");
-  } catch {
-    refused = true;
+  for (const wrong of ["wrong-token", TOKEN]) {
+    let refused = false;
+    try {
+      backfill(wrong);
+    } catch {
+      refused = true;
+    }
+    if (!refused || (await readout()).weekly_active_sessions !== 0) fail(`${wrong} was not refused`);
   }
-  if (!refused || (await readout()).weekly_active_sessions !== 0) fail("a wrong token was not refused");
 
   // The core's rules, not a copy of them: a week that does not exist, a second week, a
   // lower-case scheme, a GET.
   const direct = (query, init) => fetch(`http://127.0.0.1:${port}/?${query}`, init);
   const post = (authorization) => ({ method: "POST", headers: { authorization } });
   const statuses = [
-    (await direct("week=2026-W99", post(`Bearer ${TOKEN}`))).status,
-    (await direct(`week=${WEEK}&week=${WEEK}`, post(`Bearer ${TOKEN}`))).status,
+    (await direct("week=2026-W99", post(`Bearer ${ADMIN}`))).status,
+    (await direct(`week=${WEEK}&week=${WEEK}`, post(`Bearer ${ADMIN}`))).status,
     (await direct(`week=${WEEK}`, post("Bearer wrong"))).status,
-    (await direct(`week=${WEEK}`, { headers: { authorization: `Bearer ${TOKEN}` } })).status,
+    (await direct(`week=${WEEK}`, { headers: { authorization: `Bearer ${ADMIN}` } })).status,
   ];
   if (JSON.stringify(statuses) !== "[400,400,401,405]") fail(`refusals: ${statuses}`);
-  const lowerCase = await direct(`week=${WEEK}&cursor=`, post(`bearer ${TOKEN}`));
+  const lowerCase = await direct(`week=${WEEK}&cursor=`, post(`bearer ${ADMIN}`));
   if (lowerCase.status !== 200) fail(`a lower-case scheme: ${lowerCase.status}`);
   await lowerCase.arrayBuffer();
 
   for (const run of [1, 2]) {
-    const printed = backfill(TOKEN);
+    const printed = backfill(ADMIN);
     if (!printed.includes(`${WEEK}: 10 records`)) fail(`run ${run} printed: ${printed}`);
     const count = await readout();
     if (count.weekly_active_sessions !== 10) fail(`run ${run}: ${JSON.stringify(count)}`);

@@ -17,9 +17,9 @@ use serde_json::Value;
 use telemetry_core::limits::{MAX_VERSION_CHARS, SESSION_ID_CHARS};
 use telemetry_core::ping::{FIELDS, Framework, Platform};
 use telemetry_core::{
-    AbuseLimiter, Breakdown, Dimension, Format, IsoWeek, Next, ReadToken, Rejection, RequestHead,
-    decide_ping, forgotten_response, parse_ping, route, series_response, utc_from_unix_millis,
-    weekly_active_response,
+    AbuseLimiter, Breakdown, Dimension, Format, IsoWeek, Next, Rejection, RequestHead, Token,
+    Tokens, decide_ping, forgotten_response, parse_ping, route, series_response,
+    utc_from_unix_millis, weekly_active_response,
 };
 
 fn document() -> Value {
@@ -188,17 +188,32 @@ fn documented_statuses(document: &Value, path: &str, method: &str) -> BTreeSet<u
 
 /// What the core answers from a request's head alone, or `None` when it goes on to a body or
 /// a count.
-fn decided_from_head(head: &RequestHead<'_>, token: Option<&ReadToken>) -> Option<u16> {
-    match route(head, token).1 {
+fn decided_from_head(head: &RequestHead<'_>, tokens: &Tokens) -> Option<u16> {
+    // A limit of one: a client's second wrong token is a 429.
+    let mut limiter = AbuseLimiter::new(1);
+    let _ = route(head, tokens, &mut limiter, 0);
+    match route(head, tokens, &mut limiter, 0).1 {
         Next::Respond(response) => Some(response.status),
         Next::ReadPing | Next::Readout(_) | Next::Forget(_) => None,
+    }
+}
+
+const READ_TOKEN: &str = "read-token-of-at-least-thirty-two-characters";
+const ADMIN_TOKEN: &str = "admin-token-of-at-least-thirty-two-characters";
+
+/// Both tokens configured, or neither.
+fn tokens(configured: bool) -> Tokens {
+    let token = |secret| configured.then(|| Token::from_configured(Some(secret)).unwrap().unwrap());
+    Tokens {
+        read: token(READ_TOKEN),
+        admin: token(ADMIN_TOKEN),
     }
 }
 
 #[test]
 fn every_status_the_core_decides_on_a_route_is_documented() {
     let document = document();
-    let token = ReadToken::from_configured(Some("t"));
+    let token = &tokens(true);
     let head = |method: &'static str, path: &'static str| RequestHead {
         method,
         path,
@@ -211,7 +226,7 @@ fn every_status_the_core_decides_on_a_route_is_documented() {
             content_type: Some("text/plain"),
             ..head("POST", "/v1/session")
         },
-        token.as_ref(),
+        token,
     ));
     for length in ["5000", "many"] {
         session.extend(decided_from_head(
@@ -219,7 +234,7 @@ fn every_status_the_core_decides_on_a_route_is_documented() {
                 content_length: Some(length),
                 ..head("POST", "/v1/session")
             },
-            token.as_ref(),
+            token,
         ));
     }
     let now = utc_from_unix_millis(1_795_000_000_000);
@@ -265,7 +280,7 @@ fn every_status_the_core_decides_on_a_route_is_documented() {
         &["/v1/wau/2026-W48", "/v1/wau/2025-W53", "/v1/wau/x"],
         &[None, Some("by=platform"), Some("by=x")],
     ));
-    assert_eq!(answers, BTreeSet::from([200, 400, 401, 404, 500, 503]));
+    assert_eq!(answers, BTreeSet::from([200, 400, 401, 404, 429, 500, 503]));
     assert!(answers.is_subset(&documented_statuses(&document, "/v1/wau/{week}", "get")));
 
     let mut series = BTreeSet::from([
@@ -282,46 +297,59 @@ fn every_status_the_core_decides_on_a_route_is_documented() {
             None,
         ],
     ));
-    assert_eq!(series, BTreeSet::from([200, 400, 401, 404, 500, 503]));
+    assert_eq!(series, BTreeSet::from([200, 400, 401, 404, 429, 500, 503]));
     assert!(series.is_subset(&documented_statuses(&document, "/v1/wau", "get")));
     let mut forget = BTreeSet::from([
         forgotten_response(1).status,
         Rejection::StoreUnavailable.status(),
         Rejection::Internal.status(),
     ]);
-    for (path, authorization, token) in [
+    let admin = format!("Bearer {ADMIN_TOKEN}");
+    let none = &tokens(false);
+    for (path, authorization, token, client) in [
         (
             "/v1/session/relay-install-01",
-            Some("Bearer t"),
-            token.as_ref(),
+            Some(admin.as_str()),
+            token,
+            None,
         ),
-        ("/v1/session/bad!", Some("Bearer t"), token.as_ref()),
-        ("/v1/session/relay-install-01", None, token.as_ref()),
-        ("/v1/session/relay-install-01", Some("Bearer t"), None),
+        ("/v1/session/bad!", Some(&admin), token, None),
+        ("/v1/session/relay-install-01", None, token, None),
+        (
+            "/v1/session/relay-install-01",
+            None,
+            token,
+            Some("192.0.2.1"),
+        ),
+        ("/v1/session/relay-install-01", Some(&admin), none, None),
     ] {
         let asked = RequestHead {
             authorization,
+            client,
             ..head("DELETE", path)
         };
         forget.extend(decided_from_head(&asked, token));
     }
-    assert_eq!(forget, BTreeSet::from([200, 400, 401, 404, 500, 503]));
+    assert_eq!(forget, BTreeSet::from([200, 400, 401, 404, 429, 500, 503]));
     let documented = documented_statuses(&document, "/v1/session/{session_id}", "delete");
     assert!(forget.is_subset(&documented));
-    let health = decided_from_head(&head("GET", "/healthz"), None).unwrap();
+    let health = decided_from_head(&head("GET", "/healthz"), none).unwrap();
     assert!(documented_statuses(&document, "/healthz", "get").contains(&health));
 }
 
 /// What the core decides from the head for a `GET` of each path and query, with the right
-/// token, a wrong one, none, and no token configured.
+/// token, a wrong one, none (from an address: a second guess is over the limit), and no
+/// token configured.
 fn readout_statuses(paths: &[&str], queries: &[Option<&str>]) -> BTreeSet<u16> {
-    let configured = ReadToken::from_configured(Some("t"));
+    let (configured, unconfigured) = (tokens(true), tokens(false));
+    let right = format!("Bearer {READ_TOKEN}");
     let mut statuses = BTreeSet::new();
-    for (authorization, token) in [
-        (Some("Bearer t"), configured.as_ref()),
-        (Some("Bearer wrong"), configured.as_ref()),
-        (None, configured.as_ref()),
-        (Some("Bearer t"), None),
+    for (authorization, token, client) in [
+        (Some(right.as_str()), &configured, None),
+        (Some("Bearer wrong"), &configured, None),
+        (None, &configured, None),
+        (None, &configured, Some("192.0.2.1")),
+        (Some(&right), &unconfigured, None),
     ] {
         for &path in paths {
             for &query in queries {
@@ -330,6 +358,7 @@ fn readout_statuses(paths: &[&str], queries: &[Option<&str>]) -> BTreeSet<u16> {
                     path,
                     authorization,
                     query,
+                    client,
                     ..RequestHead::default()
                 };
                 statuses.extend(decided_from_head(&asked, token));
@@ -344,7 +373,7 @@ fn readout_statuses(paths: &[&str], queries: &[Option<&str>]) -> BTreeSet<u16> {
 #[test]
 fn each_path_documents_the_method_its_405_allows() {
     let document = document();
-    let token = ReadToken::from_configured(Some("t"));
+    let token = tokens(true);
     for (template, path) in [
         ("/v1/session", "/v1/session"),
         ("/v1/wau/{week}", "/v1/wau/2026-W48"),
@@ -363,7 +392,7 @@ fn each_path_documents_the_method_its_405_allows() {
             path,
             ..RequestHead::default()
         };
-        let Next::Respond(refused) = route(&head, token.as_ref()).1 else {
+        let Next::Respond(refused) = route(&head, &token, &mut AbuseLimiter::new(0), 0).1 else {
             panic!("PUT {path} was not refused from its head");
         };
         assert_eq!(refused.status, 405, "PUT {path}");

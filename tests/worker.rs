@@ -11,6 +11,7 @@
 
 mod support;
 
+use contract_suite::ADMIN_TOKEN;
 use contract_suite::population::check_readouts;
 use contract_suite::privacy::{
     address_problems, expiry_problems, log_problems, record_problems, send_address_bearing_pings,
@@ -23,7 +24,7 @@ use contract_suite::{
 use serde_json::Value;
 use support::wrangler::{Wrangler, wrangler_json, wrangler_kv};
 
-const TOKEN: &str = "contract-token-4f9a";
+const TOKEN: &str = "contract-token-4f9a-0123456789abcdef0123456789abcdef";
 const ABUSE_LIMIT: u32 = 60;
 const TTL_SECONDS: i64 = 7_257_600;
 
@@ -34,12 +35,14 @@ const SHARED_LIMIT_KEY: &str = "contract-shared-limit-key-0123456789";
 fn worker_keeps_the_contract_and_stores_and_logs_nothing_more() {
     let worker = Wrangler::start(&[
         ("WAU_READ_TOKEN", TOKEN),
+        ("ADMIN_TOKEN", ADMIN_TOKEN),
         ("ABUSE_LIMIT_PER_MINUTE", &ABUSE_LIMIT.to_string()),
         ("ABUSE_LIMIT_KEY", SHARED_LIMIT_KEY),
     ]);
     let target = Target {
         addr: worker.addr,
         token: TOKEN.into(),
+        admin_token: Some(ADMIN_TOKEN.into()),
         abuse_limit: Some(ABUSE_LIMIT),
     };
     let started = unix_now();
@@ -124,8 +127,82 @@ fn worker_keeps_the_contract_and_stores_and_logs_nothing_more() {
 }
 
 #[test]
+fn guessing_a_token_is_limited_as_pinging_is_and_the_right_one_then_waits_too() {
+    let worker = Wrangler::start(&[
+        ("WAU_READ_TOKEN", TOKEN),
+        ("ADMIN_TOKEN", ADMIN_TOKEN),
+        ("ABUSE_LIMIT_PER_MINUTE", "3"),
+    ]);
+    let week = current_iso_week();
+    let guesses: Vec<u16> = (0..200)
+        .map(|n| {
+            let guess = readout_request(&week, &format!("a-guess-{n:04}-0123456789abcdef0123"));
+            send(worker.addr, &guess).unwrap().status
+        })
+        .collect();
+    assert_eq!(guesses[..3], [401; 3], "{:?}", &guesses[..10]);
+    assert!(
+        guesses[3..].iter().all(|status| *status == 429),
+        "{guesses:?}"
+    );
+    let right = readout_request(&week, TOKEN);
+    assert_eq!(
+        send(worker.addr, &right).unwrap().status,
+        429,
+        "the right token waits too"
+    );
+    let delete = RawRequest::new("DELETE", "/v1/session/guessing-relay-01")
+        .header("authorization", &format!("Bearer {ADMIN_TOKEN}"));
+    assert_eq!(
+        send(worker.addr, &delete).unwrap().status,
+        429,
+        "deletion too"
+    );
+    assert!(
+        worker.log_shows(r#""route":"wau","method":"GET","status":429"#),
+        "{}",
+        worker.log()
+    );
+}
+
+#[test]
+fn deletion_takes_the_admin_token_never_the_read_token() {
+    let worker = Wrangler::start(&[
+        ("WAU_READ_TOKEN", TOKEN),
+        ("ADMIN_TOKEN", ADMIN_TOKEN),
+        ("ABUSE_LIMIT_PER_MINUTE", "0"),
+    ]);
+    let delete = |token: &str| {
+        let request = RawRequest::new("DELETE", "/v1/session/admin-token-relay-1")
+            .header("authorization", &format!("Bearer {token}"));
+        send(worker.addr, &request).unwrap()
+    };
+    assert_eq!(delete(TOKEN).status, 401);
+    assert_eq!(delete(ADMIN_TOKEN).text(), r#"{"deleted_records":0}"#);
+    // Without an admin token, deletion does not exist; a short one is a configuration error.
+    let readers_only = Wrangler::start(&[("WAU_READ_TOKEN", TOKEN)]);
+    let request = RawRequest::new("DELETE", "/v1/session/admin-token-relay-1")
+        .header("authorization", &format!("Bearer {TOKEN}"));
+    assert_eq!(send(readers_only.addr, &request).unwrap().status, 404);
+    let short = Wrangler::start_answering(
+        &[("WAU_READ_TOKEN", TOKEN), ("ADMIN_TOKEN", "short-admin-7f")],
+        500,
+    );
+    assert!(
+        short.log_shows(r#""event":"config_error","target":"worker","variable":"ADMIN_TOKEN""#),
+        "{}",
+        short.log()
+    );
+    assert!(!short.log().contains("short-admin-7f"));
+}
+
+#[test]
 fn without_its_key_the_worker_counts_in_the_isolate() {
-    let worker = Wrangler::start(&[("WAU_READ_TOKEN", TOKEN), ("ABUSE_LIMIT_PER_MINUTE", "3")]);
+    let worker = Wrangler::start(&[
+        ("WAU_READ_TOKEN", TOKEN),
+        ("ADMIN_TOKEN", ADMIN_TOKEN),
+        ("ABUSE_LIMIT_PER_MINUTE", "3"),
+    ]);
     let statuses: Vec<u16> = (0..5)
         .map(|n| {
             let id = format!("isolate-limit-{n}");
@@ -144,7 +221,11 @@ fn without_its_key_the_worker_counts_in_the_isolate() {
 fn a_misconfigured_worker_answers_500_and_names_the_variable_never_its_value() {
     let too_short = "short-key-9";
     let worker = Wrangler::start_answering(
-        &[("WAU_READ_TOKEN", TOKEN), ("ABUSE_LIMIT_KEY", too_short)],
+        &[
+            ("WAU_READ_TOKEN", TOKEN),
+            ("ADMIN_TOKEN", ADMIN_TOKEN),
+            ("ABUSE_LIMIT_KEY", too_short),
+        ],
         500,
     );
     assert_eq!(
@@ -164,10 +245,15 @@ fn a_misconfigured_worker_answers_500_and_names_the_variable_never_its_value() {
 
 #[test]
 fn worker_answers_every_readout_query_for_a_known_population() {
-    let worker = Wrangler::start(&[("WAU_READ_TOKEN", TOKEN), ("ABUSE_LIMIT_PER_MINUTE", "0")]);
+    let worker = Wrangler::start(&[
+        ("WAU_READ_TOKEN", TOKEN),
+        ("ADMIN_TOKEN", ADMIN_TOKEN),
+        ("ABUSE_LIMIT_PER_MINUTE", "0"),
+    ]);
     let target = Target {
         addr: worker.addr,
         token: TOKEN.into(),
+        admin_token: Some(ADMIN_TOKEN.into()),
         abuse_limit: None,
     };
     let failures = check_readouts(&target, "worker");
@@ -176,7 +262,11 @@ fn worker_answers_every_readout_query_for_a_known_population() {
 
 #[test]
 fn worker_keeps_a_session_s_first_day_and_writes_a_repeat_only_when_it_changed() {
-    let worker = Wrangler::start(&[("WAU_READ_TOKEN", TOKEN), ("ABUSE_LIMIT_PER_MINUTE", "0")]);
+    let worker = Wrangler::start(&[
+        ("WAU_READ_TOKEN", TOKEN),
+        ("ADMIN_TOKEN", ADMIN_TOKEN),
+        ("ABUSE_LIMIT_PER_MINUTE", "0"),
+    ]);
     let week = current_iso_week();
     let key = format!("session:{week}:repeat-relay-01");
     // A record first seen on an earlier day, with an expiry no write of today's gives.
@@ -258,7 +348,11 @@ fn worker_keeps_a_session_s_first_day_and_writes_a_repeat_only_when_it_changed()
 
 #[test]
 fn worker_counts_a_week_past_one_kv_list_page() {
-    let worker = Wrangler::start(&[("WAU_READ_TOKEN", TOKEN), ("ABUSE_LIMIT_PER_MINUTE", "0")]);
+    let worker = Wrangler::start(&[
+        ("WAU_READ_TOKEN", TOKEN),
+        ("ADMIN_TOKEN", ADMIN_TOKEN),
+        ("ABUSE_LIMIT_PER_MINUTE", "0"),
+    ]);
     // One KV `list` returns at most 1,000 keys: the readout must follow the cursor.
     let sessions = 1_050;
     for n in 0..sessions {
@@ -326,7 +420,7 @@ fn worker_without_a_token_has_no_readout() {
 
 #[test]
 fn worker_forgets_a_session_on_request() {
-    let worker = Wrangler::start(&[("WAU_READ_TOKEN", TOKEN)]);
+    let worker = Wrangler::start(&[("WAU_READ_TOKEN", TOKEN), ("ADMIN_TOKEN", ADMIN_TOKEN)]);
     for id in ["forget-me-please-1", "keep-me-around-2"] {
         assert_eq!(send(worker.addr, &ping_request(id)).unwrap().status, 204);
     }
@@ -350,7 +444,7 @@ fn worker_forgets_a_session_on_request() {
     // RUNBOOK's deletion request: every retained week, in KV and in the weeks' objects.
     let forget = |id: &str| {
         let request = RawRequest::new("DELETE", &format!("/v1/session/{id}"))
-            .header("authorization", &format!("Bearer {TOKEN}"));
+            .header("authorization", &format!("Bearer {ADMIN_TOKEN}"));
         send(worker.addr, &request).unwrap()
     };
     let forgotten = forget("forget-me-please-1");
@@ -375,8 +469,12 @@ fn worker_forgets_a_session_on_request() {
 
 #[test]
 fn worker_answers_as_openapi_yaml_says() {
-    let worker = Wrangler::start(&[("WAU_READ_TOKEN", TOKEN), ("ABUSE_LIMIT_PER_MINUTE", "0")]);
-    if let Err(report) = run_schemathesis(worker.addr, TOKEN) {
+    let worker = Wrangler::start(&[
+        ("WAU_READ_TOKEN", TOKEN),
+        ("ADMIN_TOKEN", ADMIN_TOKEN),
+        ("ABUSE_LIMIT_PER_MINUTE", "0"),
+    ]);
+    if let Err(report) = run_schemathesis(worker.addr, TOKEN, ADMIN_TOKEN) {
         panic!("{report}");
     }
 }
@@ -384,10 +482,15 @@ fn worker_answers_as_openapi_yaml_says() {
 #[test]
 fn worker_drops_an_expired_session_from_the_weeks_count_and_breakdowns() {
     // The shortest TTL the configuration takes, kept to the second (KV's least expiry).
-    let worker = Wrangler::start(&[("WAU_READ_TOKEN", TOKEN), ("SESSION_TTL_SECONDS", "60")]);
+    let worker = Wrangler::start(&[
+        ("WAU_READ_TOKEN", TOKEN),
+        ("ADMIN_TOKEN", ADMIN_TOKEN),
+        ("SESSION_TTL_SECONDS", "60"),
+    ]);
     let target = Target {
         addr: worker.addr,
         token: TOKEN.into(),
+        admin_token: Some(ADMIN_TOKEN.into()),
         abuse_limit: None,
     };
     assert_eq!(
@@ -420,6 +523,7 @@ fn worker_drops_an_expired_session_from_the_weeks_count_and_breakdowns() {
 fn without_its_week_object_the_worker_acknowledges_nothing_and_names_the_binding() {
     let worker = Wrangler::start_without_week_objects(&[
         ("WAU_READ_TOKEN", TOKEN),
+        ("ADMIN_TOKEN", ADMIN_TOKEN),
         ("ABUSE_LIMIT_PER_MINUTE", "0"),
     ]);
     // A ping it could not keep is never answered 204: the deployment is misconfigured.
@@ -465,6 +569,7 @@ fn assert_versions_settle(worker: &Wrangler, expected: &[(&str, u64)]) {
 fn a_damaged_week_object_is_repaired_by_the_request_that_finds_it() {
     let worker = Wrangler::start(&[
         ("WAU_READ_TOKEN", TOKEN),
+        ("ADMIN_TOKEN", ADMIN_TOKEN),
         ("ABUSE_LIMIT_PER_MINUTE", "0"),
         ("BREAKDOWN_MIN_SESSIONS", "1"),
     ]);
@@ -508,7 +613,7 @@ fn a_damaged_week_object_is_repaired_by_the_request_that_finds_it() {
     // Another dimension's tallies gone, then a deletion that takes a session out of it.
     damage("DELETE FROM tallies WHERE dimension = 'node_major'");
     let forget = RawRequest::new("DELETE", "/v1/session/damaged-relay-3")
-        .header("authorization", &format!("Bearer {TOKEN}"));
+        .header("authorization", &format!("Bearer {ADMIN_TOKEN}"));
     let forgotten = send(worker.addr, &forget).unwrap();
     assert_eq!(forgotten.text(), r#"{"deleted_records":1}"#);
     assert_versions_settle(&worker, &[("1.0.0", 2)]);

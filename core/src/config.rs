@@ -3,12 +3,13 @@
 use std::fmt;
 
 use crate::abuse::SharedLimitKey;
-use crate::auth::ReadToken;
+use crate::auth::{Token, Tokens};
 use crate::limits::{
     DEFAULT_ABUSE_LIMIT_PER_WINDOW, DEFAULT_SESSION_TTL_SECONDS, MIN_SESSION_TTL_SECONDS,
 };
 
 pub const READ_TOKEN_VAR: &str = "WAU_READ_TOKEN";
+pub const ADMIN_TOKEN_VAR: &str = "ADMIN_TOKEN";
 pub const SESSION_TTL_VAR: &str = "SESSION_TTL_SECONDS";
 pub const ABUSE_LIMIT_VAR: &str = "ABUSE_LIMIT_PER_MINUTE";
 pub const SHARED_LIMIT_KEY_VAR: &str = "ABUSE_LIMIT_KEY";
@@ -18,8 +19,9 @@ pub const BREAKDOWN_MIN_VAR: &str = "BREAKDOWN_MIN_SESSIONS";
 pub const DEFAULT_BREAKDOWN_MIN_SESSIONS: u64 = 5;
 
 pub struct Config {
-    /// `None` when unset or empty: the readout then answers 404.
-    pub read_token: Option<ReadToken>,
+    /// The read token (the readout) and the admin token (deletion); each `None` when unset
+    /// or empty, and what it guards then answers 404.
+    pub tokens: Tokens,
     pub session_ttl_seconds: u64,
     /// Valid pings per client address and minute; 0 turns the limit off.
     pub abuse_limit_per_minute: u32,
@@ -92,8 +94,30 @@ impl Config {
                         expected: "a whole number of sessions, at least 1",
                     })?,
             };
+        let token = |variable: &'static str| {
+            Token::from_configured(lookup(variable).as_deref()).map_err(|_| ConfigError {
+                variable,
+                expected: "a random secret of at least 32 characters (openssl rand -hex 32)",
+            })
+        };
+        let tokens = Tokens {
+            read: token(READ_TOKEN_VAR)?,
+            admin: token(ADMIN_TOKEN_VAR)?,
+        };
+        // One secret for both would let whoever reads the numbers delete them too.
+        if let Tokens {
+            read: Some(read),
+            admin: Some(admin),
+        } = &tokens
+            && read.same_as(admin)
+        {
+            return Err(ConfigError {
+                variable: ADMIN_TOKEN_VAR,
+                expected: "a different secret from WAU_READ_TOKEN",
+            });
+        }
         Ok(Self {
-            read_token: ReadToken::from_configured(lookup(READ_TOKEN_VAR).as_deref()),
+            tokens,
             breakdown_min_sessions,
             shared_limit_key,
             session_ttl_seconds,
@@ -118,7 +142,8 @@ mod tests {
     #[test]
     fn defaults_apply_when_nothing_is_set() {
         let config = config(&[]).unwrap();
-        assert!(config.read_token.is_none());
+        assert!(config.tokens.read.is_none());
+        assert!(config.tokens.admin.is_none());
         assert_eq!(config.session_ttl_seconds, 7_257_600);
         assert_eq!(
             config.abuse_limit_per_minute,
@@ -178,6 +203,29 @@ mod tests {
             error.to_string(),
             "ABUSE_LIMIT_KEY must be a random secret of at least 16 characters"
         );
+    }
+
+    #[test]
+    fn tokens_are_long_distinct_secrets_named_without_their_value() {
+        let read = "r".repeat(32);
+        let admin = "a".repeat(32);
+        let both = config(&[(READ_TOKEN_VAR, &read), (ADMIN_TOKEN_VAR, &admin)]).unwrap();
+        assert!(both.tokens.read.is_some() && both.tokens.admin.is_some());
+        for variable in [READ_TOKEN_VAR, ADMIN_TOKEN_VAR] {
+            let error = config(&[(variable, "x")]).err().unwrap();
+            assert_eq!(error.variable, variable);
+            assert_eq!(
+                error.to_string(),
+                format!(
+                    "{variable} must be a random secret of at least 32 characters (openssl rand -hex 32)"
+                )
+            );
+        }
+        let same = config(&[(READ_TOKEN_VAR, &read), (ADMIN_TOKEN_VAR, &read)])
+            .err()
+            .unwrap();
+        assert_eq!(same.variable, ADMIN_TOKEN_VAR);
+        assert!(!same.to_string().contains(&read), "{same}");
     }
 
     #[test]

@@ -36,7 +36,7 @@ pub mod tally;
 pub mod week;
 
 pub use abuse::{AbuseLimiter, Admission, SharedLimitKey};
-pub use auth::ReadToken;
+pub use auth::{Token, Tokens};
 pub use body::CappedBody;
 pub use config::Config;
 pub use dimension::Dimension;

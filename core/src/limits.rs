@@ -33,6 +33,19 @@ pub const DEFAULT_ABUSE_LIMIT_PER_WINDOW: u32 = 120;
 /// Length of the abuse window, in seconds.
 pub const ABUSE_WINDOW_SECONDS: u64 = 60;
 
-/// Client addresses the in-memory abuse limiter tracks at once; past this the oldest
-/// window is forgotten early rather than letting memory grow with an attacker's addresses.
-pub const ABUSE_MAX_TRACKED_CLIENTS: usize = 10_000;
+/// Windows the in-memory abuse limiter tracks at once (a client's and its block's: two per
+/// address, about 60 bytes each); past this the oldest window is forgotten early rather than
+/// letting memory grow with an attacker's addresses.
+pub const ABUSE_MAX_TRACKED_CLIENTS: usize = 20_000;
+
+/// Shortest operator token accepted (`WAU_READ_TOKEN`, `ADMIN_TOKEN`): 32 characters, as
+/// `openssl rand -hex 16` makes, so that guessing one is hopeless even for a client spread
+/// over more addresses than the abuse limit can hold apart.
+pub const MIN_TOKEN_CHARS: usize = 32;
+
+/// Distinct values a week's tally names along one dimension at most. A week sees tens of
+/// daemon versions and a handful of Node majors; a flood of made-up versions (any pre-release
+/// tag is valid semver) would otherwise grow the tallies, and every breakdown with them,
+/// without bound. Past it, a ping's new value is counted, and stored, as
+/// [`crate::stored_week::OTHER_VALUE`]: at most 1,001 rows per dimension and week.
+pub const MAX_TALLIED_VALUES: u64 = 1_000;

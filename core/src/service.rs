@@ -4,7 +4,7 @@
 use time::OffsetDateTime;
 
 use crate::abuse::Admission;
-use crate::auth::ReadToken;
+use crate::auth::{Token, Tokens};
 use crate::body::{check_declared_length, check_received_length};
 use crate::ping::{SessionId, parse_ping};
 use crate::readout::{Format, Readout};
@@ -14,7 +14,7 @@ use crate::response::Response;
 use crate::week::IsoWeek;
 
 pub const SESSION_PATH: &str = "/v1/session";
-/// A deletion request: `DELETE /v1/session/<session_id>`, behind the readout's token.
+/// A deletion request: `DELETE /v1/session/<session_id>`, behind the admin token.
 pub const FORGET_PREFIX: &str = "/v1/session/";
 pub const WEEKLY_ACTIVE_PREFIX: &str = "/v1/wau/";
 /// A series of weeks: `GET /v1/wau?from=<week>&to=<week>`.
@@ -104,8 +104,15 @@ pub enum Next {
 }
 
 /// Routes a request from its head alone, deciding everything that needs no body or store.
-pub fn route(head: &RequestHead<'_>, read_token: Option<&ReadToken>) -> (Route, Next) {
-    match (Route::of_path(head.path), read_token) {
+/// A readout needs the read token, a deletion the admin token; a wrong one counts against the
+/// client's abuse limit in `limiter` ([`authenticate`]).
+pub fn route(
+    head: &RequestHead<'_>,
+    tokens: &Tokens,
+    limiter: &mut impl Admission,
+    now_seconds: u64,
+) -> (Route, Next) {
+    match (Route::of_path(head.path), tokens) {
         (Route::Session, _) => (Route::Session, session_head(head)),
         (Route::Health, _) => {
             let next = if head.method == "GET" {
@@ -115,14 +122,52 @@ pub fn route(head: &RequestHead<'_>, read_token: Option<&ReadToken>) -> (Route, 
             };
             (Route::Health, next)
         }
-        // Without a token the readout does not exist, whatever the method or week.
-        (Route::WeeklyActive, Some(token)) => (Route::WeeklyActive, readout_head(head, token)),
-        (Route::Forget, Some(token)) => (Route::Forget, forget_head(head, token)),
-        // Like the readout, deletion exists only where an operator holds a token.
+        // Without its token a route does not exist, whatever the method or week.
+        (
+            Route::WeeklyActive,
+            Tokens {
+                read: Some(token), ..
+            },
+        ) => (
+            Route::WeeklyActive,
+            readout_head(head, token, limiter, now_seconds),
+        ),
+        (
+            Route::Forget,
+            Tokens {
+                admin: Some(token), ..
+            },
+        ) => (
+            Route::Forget,
+            forget_head(head, token, limiter, now_seconds),
+        ),
         (Route::WeeklyActive | Route::Forget | Route::Unknown, _) => {
             (Route::Unknown, reject(Rejection::NotFound))
         }
     }
+}
+
+/// Checks a guarded request's token. A wrong (or missing) one counts against the client's
+/// abuse limit, as a ping does: 401, then 429 once the client is over it, so guesses are
+/// as limited as pings. A right one is refused too while its client is over the limit, so
+/// that a guess's answer never tells a right token from a wrong one.
+pub fn authenticate(
+    head: &RequestHead<'_>,
+    token: &Token,
+    limiter: &mut impl Admission,
+    now_seconds: u64,
+) -> Result<(), Rejection> {
+    let client = head.client;
+    if token.admits(head.authorization) {
+        return match client.and_then(|client| limiter.refused(client, now_seconds)) {
+            Some(refused) => Err(refused),
+            None => Ok(()),
+        };
+    }
+    if let Some(client) = client {
+        limiter.admit(client, now_seconds)?;
+    }
+    Err(Rejection::Unauthorized)
 }
 
 /// The query of a URL, without its `?` and any fragment; `None` when it has none.
@@ -170,13 +215,18 @@ fn is_json_media_type(content_type: &str) -> bool {
     essence.eq_ignore_ascii_case("application/json")
 }
 
-fn readout_head(head: &RequestHead<'_>, token: &ReadToken) -> Next {
+fn readout_head(
+    head: &RequestHead<'_>,
+    token: &Token,
+    limiter: &mut impl Admission,
+    now_seconds: u64,
+) -> Next {
     if head.method != "GET" {
         return reject(Rejection::MethodNotAllowed { allow: "GET" });
     }
     // Authentication first: an anonymous caller learns nothing, not even which weeks parse.
-    if !token.admits(head.authorization) {
-        return reject(Rejection::Unauthorized);
+    if let Err(refused) = authenticate(head, token, limiter, now_seconds) {
+        return reject(refused);
     }
     let format = Format::from_accept(head.accept);
     let readout = match head.path.strip_prefix(WEEKLY_ACTIVE_PREFIX) {
@@ -189,12 +239,17 @@ fn readout_head(head: &RequestHead<'_>, token: &ReadToken) -> Next {
     }
 }
 
-fn forget_head(head: &RequestHead<'_>, token: &ReadToken) -> Next {
+fn forget_head(
+    head: &RequestHead<'_>,
+    token: &Token,
+    limiter: &mut impl Admission,
+    now_seconds: u64,
+) -> Next {
     if head.method != "DELETE" {
         return reject(Rejection::MethodNotAllowed { allow: "DELETE" });
     }
-    if !token.admits(head.authorization) {
-        return reject(Rejection::Unauthorized);
+    if let Err(refused) = authenticate(head, token, limiter, now_seconds) {
+        return reject(refused);
     }
     let id = head.path.strip_prefix(FORGET_PREFIX).unwrap_or_default();
     match SessionId::parse(id) {
@@ -214,20 +269,21 @@ pub struct BackfillPage<'a> {
     pub cursor: Option<&'a str>,
 }
 
-/// Decides a backfill request from its head, by the readout's rules: `POST` only, no token
-/// configured is a 404, the read token before anything else, then `week` exactly once (a
-/// real ISO week) and `cursor` at most once (empty is none), nothing more.
+/// Decides a backfill request from its head, by a deletion's rules (it writes records, so it
+/// takes the admin token): `POST` only, no admin token configured is a 404, the token before
+/// anything else ([`authenticate`]), then `week` exactly once (a real ISO week) and `cursor`
+/// at most once (empty is none), nothing more.
 pub fn backfill_page<'a>(
     head: &RequestHead<'a>,
-    read_token: Option<&ReadToken>,
+    admin_token: Option<&Token>,
+    limiter: &mut impl Admission,
+    now_seconds: u64,
 ) -> Result<BackfillPage<'a>, Rejection> {
     if head.method != "POST" {
         return Err(Rejection::MethodNotAllowed { allow: "POST" });
     }
-    let token = read_token.ok_or(Rejection::NotFound)?;
-    if !token.admits(head.authorization) {
-        return Err(Rejection::Unauthorized);
-    }
+    let token = admin_token.ok_or(Rejection::NotFound)?;
+    authenticate(head, token, limiter, now_seconds)?;
     let (mut week, mut cursor) = (None, None);
     for (name, value) in crate::readout::query_pairs(head.query) {
         match name {
@@ -300,39 +356,44 @@ mod tests {
 
     #[test]
     fn a_deletion_request_needs_the_token_delete_and_a_valid_session_id() {
-        let token = ReadToken::from_configured(Some("operator-token-1234567890")).unwrap();
+        let token = tokens(true, true);
         let head = |method, path, authorization| RequestHead {
             method,
             path,
             authorization,
             ..RequestHead::default()
         };
-        let bearer = Some("Bearer operator-token-1234567890");
+        let bearer = Some(ADMIN_BEARER);
         let forget = head("DELETE", "/v1/session/relay-install-01", bearer);
-        let (taken, next) = route(&forget, Some(&token));
+        let (taken, next) = routed(&forget, &token);
         assert_eq!(taken, Route::Forget);
         assert_eq!(
             next,
             Next::Forget(SessionId::parse("relay-install-01").unwrap())
         );
-        let status = |head: RequestHead<'_>, token: Option<&ReadToken>| match route(&head, token).1
-        {
+        let status = |head: RequestHead<'_>, tokens: &Tokens| match routed(&head, tokens).1 {
             Next::Respond(response) => response.status,
             other => panic!("{other:?}"),
         };
-        assert_eq!(status(forget, None), 404, "no token configured");
+        assert_eq!(
+            status(forget, &tokens(true, false)),
+            404,
+            "no admin token configured"
+        );
         let get = head("GET", "/v1/session/relay-install-01", bearer);
-        assert_eq!(status(get, Some(&token)), 405);
+        assert_eq!(status(get, &token), 405);
         let anonymous = head("DELETE", "/v1/session/relay-install-01", None);
-        assert_eq!(status(anonymous, Some(&token)), 401);
+        assert_eq!(status(anonymous, &token), 401);
+        let with_the_read_token = head("DELETE", "/v1/session/relay-install-01", Some(READ_BEARER));
+        assert_eq!(
+            status(with_the_read_token, &token),
+            401,
+            "the read token does not delete"
+        );
         let trailing_slash = head("DELETE", "/v1/session/", bearer);
-        assert_eq!(route(&trailing_slash, Some(&token)).0, Route::Unknown);
+        assert_eq!(routed(&trailing_slash, &token).0, Route::Unknown);
         for bad in ["/v1/session/short", "/v1/session/a/b/c/d/e/f"] {
-            assert_eq!(
-                status(head("DELETE", bad, bearer), Some(&token)),
-                400,
-                "{bad}"
-            );
+            assert_eq!(status(head("DELETE", bad, bearer), &token), 400, "{bad}");
         }
     }
 
@@ -390,12 +451,12 @@ mod tests {
             path,
             content_type: Some("text/plain"),
             content_length: Some("5000"),
-            authorization: Some("Bearer secret"),
+            authorization: Some(READ_BEARER),
             client: None,
             query: None,
             accept: Some("text/csv"),
         };
-        let token = ReadToken::from_configured(Some("secret"));
+        let token = tokens(true, true);
         for path in [
             "/v1/session",
             "/v1/wau/2026-W48",
@@ -418,15 +479,32 @@ mod tests {
                     RequestHead { method, ..head },
                     RequestHead { method, ..trimmed },
                 );
-                assert_eq!(
-                    route(&a, token.as_ref()),
-                    route(&b, token.as_ref()),
-                    "{method} {path}"
-                );
+                assert_eq!(routed(&a, &token), routed(&b, &token), "{method} {path}");
             }
         }
     }
     use crate::abuse::AbuseLimiter;
+
+    const READ_BEARER: &str = "Bearer read-token-0123456789abcdef0123456789";
+    const ADMIN_BEARER: &str = "Bearer admin-token-0123456789abcdef0123456789";
+
+    /// The tokens a test configures: each one the bearer's token above, or none.
+    fn tokens(read: bool, admin: bool) -> Tokens {
+        let token = |bearer: &str| {
+            Token::from_configured(bearer.strip_prefix("Bearer "))
+                .unwrap()
+                .unwrap()
+        };
+        Tokens {
+            read: read.then(|| token(READ_BEARER)),
+            admin: admin.then(|| token(ADMIN_BEARER)),
+        }
+    }
+
+    /// Routes with the abuse limit off.
+    fn routed(head: &RequestHead<'_>, tokens: &Tokens) -> (Route, Next) {
+        route(head, tokens, &mut AbuseLimiter::new(0), 0)
+    }
 
     const PING: &[u8] = br#"{"protocol_version":"1.0.0","daemon_version":"1.0.0","session_id":"abcdefgh","platform":"linux","node_version":"20.0.0","primary_framework":"vue"}"#;
 
@@ -448,48 +526,105 @@ mod tests {
 
     #[test]
     fn ping_route_decides_method_then_type_then_declared_length() {
-        let token = None;
+        let token = &tokens(false, false);
         let wrong_everything = RequestHead {
             content_type: Some("text/plain"),
             content_length: Some("5000"),
             ..head("GET", SESSION_PATH)
         };
-        assert_eq!(status(&route(&wrong_everything, token).1), Some(405));
+        assert_eq!(status(&routed(&wrong_everything, token).1), Some(405));
         let post = RequestHead {
             method: "POST",
             ..wrong_everything
         };
-        assert_eq!(status(&route(&post, token).1), Some(415));
+        assert_eq!(status(&routed(&post, token).1), Some(415));
         let json = RequestHead {
             content_type: Some("Application/JSON ; charset=utf-8"),
             ..post
         };
-        assert_eq!(status(&route(&json, token).1), Some(413));
+        assert_eq!(status(&routed(&json, token).1), Some(413));
         let small = RequestHead {
             content_length: Some("150"),
             ..json
         };
-        assert_eq!(route(&small, token), (Route::Session, Next::ReadPing));
+        assert_eq!(routed(&small, token), (Route::Session, Next::ReadPing));
+    }
+
+    #[test]
+    fn wrong_tokens_count_against_the_client_s_limit_and_then_even_the_right_one_waits() {
+        let tokens = tokens(true, true);
+        let mut limiter = AbuseLimiter::new(5);
+        let from = |client, authorization| RequestHead {
+            client: Some(client),
+            authorization,
+            ..head("GET", "/v1/wau/2026-W48")
+        };
+        let guess = from("203.0.113.5", Some("Bearer a-guess-of-the-token"));
+        let statuses: Vec<_> = (0..8)
+            .map(|_| status(&route(&guess, &tokens, &mut limiter, 100).1))
+            .collect();
+        assert_eq!(statuses, [401, 401, 401, 401, 401, 429, 429, 429].map(Some));
+        // The right token from the same client is refused as well, so that it reads like
+        // every other guess; from another client it is served.
+        let right = from("203.0.113.5", Some(READ_BEARER));
+        assert_eq!(
+            status(&route(&right, &tokens, &mut limiter, 101).1),
+            Some(429)
+        );
+        let operator = from("198.51.100.7", Some(READ_BEARER));
+        assert_eq!(
+            status(&route(&operator, &tokens, &mut limiter, 101).1),
+            None
+        );
+        // A right token counts nothing: the operator is never limited by reading.
+        for _ in 0..20 {
+            assert_eq!(
+                status(&route(&operator, &tokens, &mut limiter, 102).1),
+                None
+            );
+        }
+        // Deletions count the same way, with the admin token.
+        let deletion = RequestHead {
+            method: "DELETE",
+            path: "/v1/session/relay-install-01",
+            ..from("192.0.2.9", Some(READ_BEARER))
+        };
+        let statuses: Vec<_> = (0..6)
+            .map(|_| status(&route(&deletion, &tokens, &mut limiter, 100).1))
+            .collect();
+        assert_eq!(statuses, [401, 401, 401, 401, 401, 429].map(Some));
+        // The window ends and the right token is served again.
+        assert_eq!(status(&route(&right, &tokens, &mut limiter, 160).1), None);
     }
 
     #[test]
     fn readout_without_a_token_does_not_exist() {
         for method in ["GET", "POST", "DELETE"] {
-            let (route_taken, next) = route(&head(method, "/v1/wau/2026-W48"), None);
+            let no_read_token = tokens(false, true);
+            let (route_taken, next) = routed(&head(method, "/v1/wau/2026-W48"), &no_read_token);
             assert_eq!((route_taken, status(&next)), (Route::Unknown, Some(404)));
         }
     }
 
     #[test]
     fn readout_authenticates_before_it_reads_the_week() {
-        let token = ReadToken::from_configured(Some("t0ken")).unwrap();
+        let token = tokens(true, true);
         let anonymous = head("GET", "/v1/wau/not-a-week");
-        assert_eq!(status(&route(&anonymous, Some(&token)).1), Some(401));
+        assert_eq!(status(&routed(&anonymous, &token).1), Some(401));
         let authorised = RequestHead {
-            authorization: Some("Bearer t0ken"),
+            authorization: Some(READ_BEARER),
             ..anonymous
         };
-        assert_eq!(status(&route(&authorised, Some(&token)).1), Some(400));
+        let with_the_admin_token = RequestHead {
+            authorization: Some(ADMIN_BEARER),
+            ..anonymous
+        };
+        assert_eq!(
+            status(&routed(&with_the_admin_token, &token).1),
+            Some(401),
+            "the admin token does not read"
+        );
+        assert_eq!(status(&routed(&authorised, &token).1), Some(400));
         let good = RequestHead {
             path: "/v1/wau/2026-W53",
             ..authorised
@@ -500,24 +635,24 @@ mod tests {
             by: None,
             format: Format::Json,
         };
-        assert_eq!(route(&good, Some(&token)).1, Next::Readout(readout));
+        assert_eq!(routed(&good, &token).1, Next::Readout(readout));
         let bad_query = RequestHead {
             query: Some("by=nothing"),
             ..good
         };
-        assert_eq!(status(&route(&bad_query, Some(&token)).1), Some(400));
+        assert_eq!(status(&routed(&bad_query, &token).1), Some(400));
         let anonymous_series = RequestHead {
             path: "/v1/wau",
             query: Some("from=x"),
             authorization: None,
             ..good
         };
-        assert_eq!(status(&route(&anonymous_series, Some(&token)).1), Some(401));
+        assert_eq!(status(&routed(&anonymous_series, &token).1), Some(401));
         let post = RequestHead {
             method: "POST",
             ..good
         };
-        let next = route(&post, Some(&token)).1;
+        let next = routed(&post, &token).1;
         let Next::Respond(response) = next else {
             panic!("POST must be answered from the head")
         };
@@ -602,30 +737,30 @@ mod tests {
 
     #[test]
     fn a_backfill_page_is_decided_by_the_readout_s_rules() {
-        let token = ReadToken::from_configured(Some("backfill-token"));
+        let token = tokens(true, true).admin;
         let head = |method, authorization, query| RequestHead {
             method,
             authorization,
             query,
             ..RequestHead::default()
         };
-        let ok = head(
-            "POST",
-            Some("bearer backfill-token"),
-            Some("week=2026-W48&cursor=c1"),
-        );
-        let page = backfill_page(&ok, token.as_ref()).unwrap();
+        let ok = head("POST", Some(ADMIN_BEARER), Some("week=2026-W48&cursor=c1"));
+        let page_of_ok = backfill_page(&ok, token.as_ref(), &mut AbuseLimiter::new(0), 0).unwrap();
         assert_eq!(
-            (page.week.to_string(), page.cursor),
+            (page_of_ok.week.to_string(), page_of_ok.cursor),
             ("2026-W48".into(), Some("c1"))
         );
-        let first = head(
-            "POST",
-            Some("Bearer backfill-token"),
-            Some("cursor=&week=2026-W53"),
+        let first = head("POST", Some(ADMIN_BEARER), Some("cursor=&week=2026-W53"));
+        assert_eq!(
+            backfill_page(&first, token.as_ref(), &mut AbuseLimiter::new(0), 0)
+                .unwrap()
+                .cursor,
+            None
         );
-        assert_eq!(backfill_page(&first, token.as_ref()).unwrap().cursor, None);
-        let bearer = Some("Bearer backfill-token");
+        let bearer = Some(ADMIN_BEARER);
+        let page = |request: &RequestHead<'static>, token: Option<&Token>| {
+            backfill_page(request, token, &mut AbuseLimiter::new(0), 0)
+        };
         for (request, refused) in [
             (
                 head("GET", bearer, Some("week=2026-W48")),
@@ -633,6 +768,10 @@ mod tests {
             ),
             (
                 head("POST", Some("Bearer wrong"), Some("week=2026-W99")),
+                Rejection::Unauthorized,
+            ),
+            (
+                head("POST", Some(READ_BEARER), Some("week=2026-W48")),
                 Rejection::Unauthorized,
             ),
             (
@@ -657,12 +796,8 @@ mod tests {
             ),
             (head("POST", bearer, None), Rejection::InvalidQuery),
         ] {
-            assert_eq!(
-                backfill_page(&request, token.as_ref()),
-                Err(refused),
-                "{request:?}"
-            );
+            assert_eq!(page(&request, token.as_ref()), Err(refused), "{request:?}");
         }
-        assert_eq!(backfill_page(&ok, None), Err(Rejection::NotFound));
+        assert_eq!(page(&ok, None), Err(Rejection::NotFound));
     }
 }

@@ -6,16 +6,18 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use telemetry_core::ReadToken;
+use telemetry_core::Token;
+use telemetry_core::limits::MIN_TOKEN_CHARS;
 
 fuzz_target!(|input: &[u8]| {
     let Ok(text) = std::str::from_utf8(input) else {
         return;
     };
     let (configured, header) = text.split_once('\n').unwrap_or((text, ""));
-    let Some(token) = ReadToken::from_configured(Some(configured)) else {
-        assert!(configured.is_empty());
-        return;
+    let token = match Token::from_configured(Some(configured)) {
+        Ok(Some(token)) => token,
+        Ok(None) => return assert!(configured.is_empty()),
+        Err(_) => return assert!(configured.chars().count() < MIN_TOKEN_CHARS),
     };
     if token.admits(Some(header)) {
         let header = header.trim();

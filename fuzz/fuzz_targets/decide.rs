@@ -8,7 +8,7 @@
 use libfuzzer_sys::fuzz_target;
 use telemetry_core::limits::MAX_BODY_BYTES;
 use telemetry_core::{
-    AbuseLimiter, Breakdown, CappedBody, Next, ReadToken, Readout, RequestHead, StoredRecord,
+    AbuseLimiter, Breakdown, CappedBody, Next, Readout, RequestHead, StoredRecord, Token, Tokens,
     decide_ping, path_of_url, query_of_url, route, series_response, utc_from_unix_millis,
     weekly_active_response,
 };
@@ -38,8 +38,12 @@ fuzz_target!(|input: &[u8]| {
         query: query_of_url(path),
         accept: header("accept"),
     };
-    let token = ReadToken::from_configured(Some("fuzz-token"));
-    let (_, next) = route(&head, token.as_ref());
+    let token = |secret| Token::from_configured(Some(secret)).ok().flatten();
+    let tokens = Tokens {
+        read: token("fuzz-read-token-of-thirty-two-characters"),
+        admin: token("fuzz-admin-token-of-thirty-two-characters"),
+    };
+    let (_, next) = route(&head, &tokens, &mut AbuseLimiter::new(3), 0);
     let response = match next {
         Next::Respond(response) => response,
         // Only a well-formed session id reaches a store's deletion.

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const TOKEN: &str = "harness-token";
+const TOKEN: &str = "harness-token-0123456789abcdef0123456789abcdef";
 
 /// The real `rollback` binary, built by the same cargo next to `loadtest`.
 fn rollback_binary() -> PathBuf {

@@ -63,7 +63,13 @@ async fn decide(state: &AppState, request: Request) -> Handled {
         query: parts.uri.query(),
         accept: header("accept"),
     };
-    let (route_taken, next) = route(&head, state.config.read_token.as_ref());
+    let now_seconds = u64::try_from(unix_now()).unwrap_or(0);
+    let (route_taken, next) = route(
+        &head,
+        &state.config.tokens,
+        &mut &state.limiter,
+        now_seconds,
+    );
     match next {
         Next::Respond(response) => Handled::new(route_taken, response),
         Next::ReadPing => ping(state, &parts, body, &head).await,
@@ -204,9 +210,12 @@ mod tests {
         (Store::Sqlite(store), path)
     }
 
+    const UNIT_TOKEN: &str = "unit-test-read-token-0123456789abcdef";
+
     fn state(store: Store, queue: Queue) -> Arc<AppState> {
+        let token = UNIT_TOKEN;
         let config =
-            Config::from_lookup(|name| (name == "WAU_READ_TOKEN").then(|| "t".into())).unwrap();
+            Config::from_lookup(|name| (name == "WAU_READ_TOKEN").then(|| token.into())).unwrap();
         Arc::new(AppState {
             config,
             client_address_header: None,
@@ -228,7 +237,7 @@ mod tests {
     async fn readout(app: &Router) -> axum::response::Response {
         let week = telemetry_core::IsoWeek::containing(utc_from_unix_millis(unix_now() * 1000));
         let request = HttpRequest::get(format!("/v1/wau/{week}"))
-            .header("authorization", "Bearer t")
+            .header("authorization", format!("Bearer {UNIT_TOKEN}"))
             .body(Body::empty())
             .unwrap();
         app.clone().oneshot(request).await.unwrap()

@@ -22,10 +22,13 @@ use tokio::net::TcpListener;
     after_help = "Environment (the same as the Worker's; each may instead be a systemd credential,\n\
         the file of its name in $CREDENTIALS_DIRECTORY):\n  \
         WAU_READ_TOKEN          the operator's token for the readout (GET /v1/wau/<week>, GET\n                          \
-        /v1/wau?from=&to=) and deletions (DELETE /v1/session/<id>);\n                          \
-        unset or empty: those routes answer 404\n  \
+        /v1/wau?from=&to=); unset or empty: those routes answer 404\n  \
+        ADMIN_TOKEN             the operator's token for deletions (DELETE /v1/session/<id>);\n                          \
+        unset or empty: that route answers 404. Each token: at least 32\n                          \
+        characters (openssl rand -hex 32), the two different\n  \
         SESSION_TTL_SECONDS     how long records are kept (default 7257600, 12 weeks; at least 60)\n  \
-        ABUSE_LIMIT_PER_MINUTE  valid pings per client address and minute (default 120; 0: off)\n  \
+        ABUSE_LIMIT_PER_MINUTE  valid pings and wrong tokens per client address (IPv6: /64) and\n                          \
+        minute (default 120; 0: off); 4 times that per IPv4 /24 or IPv6 /48\n  \
         BREAKDOWN_MIN_SESSIONS  the privacy floor of a breakdown (?by=): rarer values are summed\n                          \
         into withheld_sessions (default 5; at least 1)\n  \
         ROLLBACK_STORE, ROLLBACK_*_TIMEOUT_SECONDS, ROLLBACK_MAX_CONNECTIONS: the options above"
@@ -183,7 +186,8 @@ async fn main() -> ExitCode {
     };
     tracing::info!(
         listen = %options.listen,
-        readout = config.read_token.is_some(),
+        readout = config.tokens.read.is_some(),
+        deletion = config.tokens.admin.is_some(),
         "rollback listening"
     );
     let shutdown = async move {

@@ -20,7 +20,10 @@ fn rollback(args: &[&str], env: &[(&str, &str)]) -> Output {
 
 /// Settings, each holding a value that must never be printed back.
 const SECRETS: [(&str, &str); 5] = [
-    ("WAU_READ_TOKEN", "token-never-shown"),
+    (
+        "WAU_READ_TOKEN",
+        "token-never-shown-0123456789abcdef0123456789abcdef",
+    ),
     (
         "ROLLBACK_STORE",
         "rediss://:password-never-shown@example.net:6380",
@@ -58,7 +61,13 @@ fn no_help_or_error_output_shows_a_configured_value() {
     for (name, bad) in &SECRETS[2..] {
         let output = rollback(
             &["--store", "sqlite://unused.db"],
-            &[(name, bad), ("WAU_READ_TOKEN", "secret-token-x")],
+            &[
+                (name, bad),
+                (
+                    "WAU_READ_TOKEN",
+                    "secret-token-x-0123456789abcdef0123456789abcdef",
+                ),
+            ],
         );
         assert_eq!(output.status.code(), Some(1), "{name}");
         assert!(String::from_utf8_lossy(&output.stderr).contains(&format!("{name} must be")));
@@ -82,7 +91,13 @@ fn no_help_or_error_output_shows_a_configured_value() {
             "bad header never-shown",
         ],
     ] {
-        let output = rollback(args, &[("WAU_READ_TOKEN", "secret-token-x")]);
+        let output = rollback(
+            args,
+            &[(
+                "WAU_READ_TOKEN",
+                "secret-token-x-0123456789abcdef0123456789abcdef",
+            )],
+        );
         assert!(!output.status.success(), "{args:?}");
         assert_shows_no_configured_value(&output, &format!("{args:?}"));
     }
@@ -93,7 +108,10 @@ fn help_names_the_options_and_never_a_secret() {
     let output = rollback(
         &["--help"],
         &[
-            ("WAU_READ_TOKEN", "token-never-shown"),
+            (
+                "WAU_READ_TOKEN",
+                "token-never-shown-0123456789abcdef0123456789abcdef",
+            ),
             (
                 "ROLLBACK_STORE",
                 "rediss://:password-never-shown@example.net:6380",
@@ -108,6 +126,7 @@ fn help_names_the_options_and_never_a_secret() {
         "--client-address-header",
         "--drain-timeout-seconds",
         "WAU_READ_TOKEN",
+        "ADMIN_TOKEN",
         "import-kv",
         "export-kv",
     ] {
@@ -134,7 +153,10 @@ fn a_bad_or_unreachable_store_stops_the_start_with_a_clear_error() {
     ] {
         let output = rollback(
             &["--listen", &listen, "--store", store],
-            &[("WAU_READ_TOKEN", "secret-token-x")],
+            &[(
+                "WAU_READ_TOKEN",
+                "secret-token-x-0123456789abcdef0123456789abcdef",
+            )],
         );
         assert_eq!(output.status.code(), Some(1), "{store}");
         let stderr = String::from_utf8_lossy(&output.stderr);
@@ -154,6 +176,34 @@ fn a_bad_setting_is_named_without_its_value() {
     assert!(stderr.contains("SESSION_TTL_SECONDS must be"), "{stderr}");
 }
 
+#[test]
+fn a_short_or_shared_token_stops_the_start_named_without_its_value() {
+    let long = "a-secret-long-enough-0123456789abcdef";
+    for (vars, says) in [
+        (
+            vec![("WAU_READ_TOKEN", "short-secret-7f")],
+            "WAU_READ_TOKEN must be a random secret of at least 32 characters",
+        ),
+        (
+            vec![("ADMIN_TOKEN", "short-secret-7f")],
+            "ADMIN_TOKEN must be a random secret of at least 32 characters",
+        ),
+        (
+            vec![("WAU_READ_TOKEN", long), ("ADMIN_TOKEN", long)],
+            "ADMIN_TOKEN must be a different secret from WAU_READ_TOKEN",
+        ),
+    ] {
+        let output = rollback(&["--store", "sqlite://unused.db"], &vars);
+        assert_eq!(output.status.code(), Some(1), "{vars:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(says), "{stderr}");
+        assert!(
+            !stderr.contains("short-secret") && !stderr.contains(long),
+            "{stderr}"
+        );
+    }
+}
+
 /// Secrets from systemd's credentials (the unit's `LoadCredential=`): the read token and the
 /// store's URL each read from the file of its name in `$CREDENTIALS_DIRECTORY`.
 #[test]
@@ -161,7 +211,11 @@ fn settings_are_read_from_systemd_credentials_when_the_environment_has_none() {
     let dir = scratch_dir("credentials");
     let credentials = dir.join("credentials");
     std::fs::create_dir_all(&credentials).unwrap();
-    std::fs::write(credentials.join("WAU_READ_TOKEN"), "credential-token-7c1\n").unwrap();
+    std::fs::write(
+        credentials.join("WAU_READ_TOKEN"),
+        "credential-token-7c1-0123456789abcdef0123456789\n",
+    )
+    .unwrap();
     let db = dir.join("from-credential.db");
     let store = format!("sqlite://{}", db.display());
     std::fs::write(credentials.join("ROLLBACK_STORE"), &store).unwrap();
@@ -179,7 +233,7 @@ fn settings_are_read_from_systemd_credentials_when_the_environment_has_none() {
             .status
     };
     assert_eq!(
-        readout("credential-token-7c1"),
+        readout("credential-token-7c1-0123456789abcdef0123456789"),
         200,
         "the token without its line break"
     );

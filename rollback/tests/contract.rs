@@ -10,6 +10,7 @@
 
 mod support;
 
+use contract_suite::ADMIN_TOKEN;
 use std::collections::HashMap;
 
 use contract_suite::population::check_readouts;
@@ -17,7 +18,7 @@ use contract_suite::privacy::{expiry_problems, log_problems, record_problems};
 use contract_suite::{Run, Target, current_iso_week, run, run_without_token};
 use support::{RedisServer, Rollback, scratch_dir};
 
-const TOKEN: &str = "rollback-contract-token-77";
+const TOKEN: &str = "rollback-contract-token-77-0123456789abcdef0123456789abcdef";
 const ABUSE_LIMIT: u32 = 60;
 const TTL_SECONDS: i64 = 7_257_600;
 
@@ -29,12 +30,14 @@ fn run_contract(store: &str, dir: &std::path::Path) -> Run {
         dir,
         &[
             ("WAU_READ_TOKEN", TOKEN),
+            ("ADMIN_TOKEN", ADMIN_TOKEN),
             ("ABUSE_LIMIT_PER_MINUTE", &limit),
         ],
     );
     let target = Target {
         addr: server.addr,
         token: TOKEN.into(),
+        admin_token: Some(ADMIN_TOKEN.into()),
         abuse_limit: Some(ABUSE_LIMIT),
     };
     let run = run(&target);
@@ -171,11 +174,16 @@ fn check_population(store: &str, dir: &std::path::Path) {
     let server = Rollback::start(
         store,
         dir,
-        &[("WAU_READ_TOKEN", TOKEN), ("ABUSE_LIMIT_PER_MINUTE", "0")],
+        &[
+            ("WAU_READ_TOKEN", TOKEN),
+            ("ADMIN_TOKEN", ADMIN_TOKEN),
+            ("ABUSE_LIMIT_PER_MINUTE", "0"),
+        ],
     );
     let target = Target {
         addr: server.addr,
         token: TOKEN.into(),
+        admin_token: Some(ADMIN_TOKEN.into()),
         abuse_limit: None,
     };
     let failures = check_readouts(&target, "rollback");

@@ -6,12 +6,13 @@
 
 mod support;
 
+use contract_suite::ADMIN_TOKEN;
 use std::time::{Duration, Instant};
 
 use contract_suite::{Target, ping_request, send};
 use support::{Rollback, scratch_dir};
 
-const TOKEN: &str = "expiry-token";
+const TOKEN: &str = "expiry-token-0123456789abcdef0123456789abcdef";
 
 #[test]
 fn a_session_leaves_the_count_at_its_expiry_and_its_row_leaves_the_file() {
@@ -19,6 +20,7 @@ fn a_session_leaves_the_count_at_its_expiry_and_its_row_leaves_the_file() {
     let db = dir.join("telemetry.db");
     let vars = [
         ("WAU_READ_TOKEN", TOKEN),
+        ("ADMIN_TOKEN", ADMIN_TOKEN),
         ("ABUSE_LIMIT_PER_MINUTE", "0"),
         ("SESSION_TTL_SECONDS", "60"),
     ];
@@ -26,6 +28,7 @@ fn a_session_leaves_the_count_at_its_expiry_and_its_row_leaves_the_file() {
     let target = Target {
         addr: server.addr,
         token: TOKEN.into(),
+        admin_token: Some(ADMIN_TOKEN.into()),
         abuse_limit: None,
     };
     let sent = Instant::now();

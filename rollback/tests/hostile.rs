@@ -13,6 +13,7 @@
 
 mod support;
 
+use contract_suite::ADMIN_TOKEN;
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
@@ -23,7 +24,7 @@ use contract_suite::{
 use rollback::connection::{DEFAULT_BODY_TIMEOUT, DEFAULT_HEAD_TIMEOUT, DEFAULT_IDLE_TIMEOUT};
 use support::{Rollback, scratch_dir};
 
-const TOKEN: &str = "hostile-token";
+const TOKEN: &str = "hostile-token-0123456789abcdef0123456789abcdef";
 
 /// A ping's head declaring its whole body, with `part` of the body after it.
 fn partial_ping(id: &str, part: usize) -> Vec<u8> {
@@ -68,6 +69,7 @@ fn target(addr: SocketAddr) -> Target {
     Target {
         addr,
         token: TOKEN.into(),
+        admin_token: Some(ADMIN_TOKEN.into()),
         abuse_limit: None,
     }
 }
@@ -78,7 +80,11 @@ fn count_settled(addr: SocketAddr, expected: u64) -> u64 {
 
 fn start(dir: &std::path::Path, args: &[&str]) -> Rollback {
     let store = format!("sqlite://{}", dir.join("telemetry.db").display());
-    let vars = [("WAU_READ_TOKEN", TOKEN), ("ABUSE_LIMIT_PER_MINUTE", "0")];
+    let vars = [
+        ("WAU_READ_TOKEN", TOKEN),
+        ("ADMIN_TOKEN", ADMIN_TOKEN),
+        ("ABUSE_LIMIT_PER_MINUTE", "0"),
+    ];
     Rollback::start_with_args(&store, dir, &vars, args)
 }
 
@@ -211,7 +217,11 @@ fn a_flood_of_stalled_connections_neither_locks_out_a_client_nor_exhausts_descri
 fn a_ping_flood_from_one_address_is_limited_while_another_address_is_served() {
     let dir = scratch_dir("hostile-ping-flood");
     let store = format!("sqlite://{}", dir.join("telemetry.db").display());
-    let vars = [("WAU_READ_TOKEN", TOKEN), ("ABUSE_LIMIT_PER_MINUTE", "5")];
+    let vars = [
+        ("WAU_READ_TOKEN", TOKEN),
+        ("ADMIN_TOKEN", ADMIN_TOKEN),
+        ("ABUSE_LIMIT_PER_MINUTE", "5"),
+    ];
     let server = Rollback::start(&store, &dir, &vars);
     let addr = server.addr;
     let flooder: IpAddr = "127.0.0.3".parse().unwrap();
@@ -333,13 +343,17 @@ fn a_body_that_ends_in_a_framing_error_or_an_abort_is_refused_and_never_stored()
         &store,
         &dir,
         &[
-            ("WAU_READ_TOKEN", "framing-token"),
+            (
+                "WAU_READ_TOKEN",
+                "framing-token-0123456789abcdef0123456789abcdef",
+            ),
             ("ABUSE_LIMIT_PER_MINUTE", "0"),
         ],
     );
     let target = contract_suite::Target {
         addr: server.addr,
-        token: "framing-token".into(),
+        token: "framing-token-0123456789abcdef0123456789abcdef".into(),
+        admin_token: Some(ADMIN_TOKEN.into()),
         abuse_limit: None,
     };
     let ping = contract_suite::ping_json("framing-relay-01");

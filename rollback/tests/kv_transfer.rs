@@ -38,6 +38,7 @@ fn rollback_with_input(store: &str, args: &[&str], input: &str) -> std::process:
         .args(args)
         .args(["--store", store])
         .env_remove("WAU_READ_TOKEN")
+        .env_remove("ADMIN_TOKEN")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -86,10 +87,17 @@ fn a_week_moves_from_kv_into_the_store_and_back_keeping_each_records_expiry() {
     );
 
     // The server counts them with its own.
-    let server = Rollback::start(&store, &dir, &[("WAU_READ_TOKEN", "tok")]);
+    let server = Rollback::start(
+        &store,
+        &dir,
+        &[("WAU_READ_TOKEN", "tok-0123456789abcdef0123456789abcdef")],
+    );
     let response = send(
         server.addr,
-        &RawRequest::new("GET", "/v1/wau/2026-W47").header("authorization", "Bearer tok"),
+        &RawRequest::new("GET", "/v1/wau/2026-W47").header(
+            "authorization",
+            "Bearer tok-0123456789abcdef0123456789abcdef",
+        ),
     )
     .unwrap();
     assert_eq!(

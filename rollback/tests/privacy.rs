@@ -13,13 +13,14 @@
 
 mod support;
 
+use contract_suite::ADMIN_TOKEN;
 use std::time::{Duration, Instant};
 
 use contract_suite::privacy::{address_problems, holds_an_address, send_address_bearing_pings};
 use contract_suite::{RawRequest, Target, send};
 use support::{Caddy, Rollback, scratch_dir};
 
-const TOKEN: &str = "privacy-token-5d1e";
+const TOKEN: &str = "privacy-token-5d1e-0123456789abcdef0123456789abcdef";
 
 #[test]
 fn no_client_address_reaches_the_rollbacks_or_caddys_log() {
@@ -28,7 +29,7 @@ fn no_client_address_reaches_the_rollbacks_or_caddys_log() {
     let server = Rollback::start_with_args(
         &store,
         &dir,
-        &[("WAU_READ_TOKEN", TOKEN)],
+        &[("WAU_READ_TOKEN", TOKEN), ("ADMIN_TOKEN", ADMIN_TOKEN)],
         &["--client-address-header", "X-Forwarded-For"],
     );
     let caddy = Caddy::start(server.addr, &dir);
@@ -48,6 +49,7 @@ fn no_client_address_reaches_the_rollbacks_or_caddys_log() {
     let through_caddy_target = Target {
         addr: caddy.addr,
         token: TOKEN.into(),
+        admin_token: Some(ADMIN_TOKEN.into()),
         abuse_limit: None,
     };
     assert_eq!(through_caddy_target.count_settled(expected), Ok(expected));
@@ -72,7 +74,7 @@ fn no_client_address_reaches_the_rollbacks_or_caddys_log() {
     // mistake, while the rollback is down: Caddy logs an error for each, with no URI.
     let errors_before = caddy.log().matches("\"status\":502").count();
     let deletion = RawRequest::new("DELETE", "/v1/session/forgotten-relay-77")
-        .header("authorization", &format!("Bearer {TOKEN}"));
+        .header("authorization", &format!("Bearer {ADMIN_TOKEN}"));
     let in_query = RawRequest::new("GET", "/v1/wau/2026-W48?token=token-in-a-query-55");
     for request in [&deletion, &in_query] {
         assert_eq!(send(caddy.addr, request).unwrap().status, 502);

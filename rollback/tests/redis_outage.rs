@@ -10,6 +10,7 @@
 
 mod support;
 
+use contract_suite::ADMIN_TOKEN;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -18,7 +19,7 @@ use std::time::{Duration, Instant};
 use contract_suite::{current_iso_week, ping_request, readout_request, send};
 use support::{RedisServer, Rollback, scratch_dir};
 
-const TOKEN: &str = "outage-token";
+const TOKEN: &str = "outage-token-0123456789abcdef0123456789abcdef";
 const CLIENTS: usize = 4;
 
 fn readout_status(server: &Rollback) -> (u16, Option<u64>) {
@@ -36,7 +37,11 @@ fn a_redis_restart_under_load_loses_nothing_acknowledged() {
     let server = Rollback::start(
         &redis_server.url(),
         &dir,
-        &[("WAU_READ_TOKEN", TOKEN), ("ABUSE_LIMIT_PER_MINUTE", "0")],
+        &[
+            ("WAU_READ_TOKEN", TOKEN),
+            ("ADMIN_TOKEN", ADMIN_TOKEN),
+            ("ABUSE_LIMIT_PER_MINUTE", "0"),
+        ],
     );
     let addr = server.addr;
     let acknowledged = Arc::new(Mutex::new(HashSet::new()));

@@ -136,13 +136,13 @@ fn rediss_stores_over_tls_and_refuses_an_untrusted_server() {
         &url,
         &dir,
         &[
-            ("WAU_READ_TOKEN", "tls"),
+            ("WAU_READ_TOKEN", "tls-0123456789abcdef0123456789abcdef"),
             ("SSL_CERT_FILE", ca.to_str().unwrap()),
         ],
     );
     let ping = ping_request("tls-session-1");
     assert_eq!(send(server.addr, &ping).unwrap().status, 204);
-    let readout = readout_request(&current_iso_week(), "tls");
+    let readout = readout_request(&current_iso_week(), "tls-0123456789abcdef0123456789abcdef");
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let body = send(server.addr, &readout).unwrap().text();

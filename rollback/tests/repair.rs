@@ -12,13 +12,14 @@
 
 mod support;
 
+use contract_suite::ADMIN_TOKEN;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use contract_suite::{RawRequest, current_iso_week, ping_json, send};
 use support::{RedisServer, Rollback, scratch_dir};
 
-const TOKEN: &str = "repair-token";
+const TOKEN: &str = "repair-token-0123456789abcdef0123456789abcdef";
 
 /// A valid ping of `session_id` on daemon `version`.
 fn ping(session_id: &str, version: &str) -> RawRequest {
@@ -76,6 +77,7 @@ fn assert_readout_is_the_truth(server: &Rollback, truth: &BTreeMap<String, Strin
 fn heals(store: &str, dir: &std::path::Path, damage: impl Fn(Damage)) {
     let vars = [
         ("WAU_READ_TOKEN", TOKEN),
+        ("ADMIN_TOKEN", ADMIN_TOKEN),
         ("ABUSE_LIMIT_PER_MINUTE", "0"),
         ("BREAKDOWN_MIN_SESSIONS", "1"),
     ];

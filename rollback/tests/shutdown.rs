@@ -10,6 +10,7 @@
 
 mod support;
 
+use contract_suite::ADMIN_TOKEN;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -18,7 +19,7 @@ use std::time::Duration;
 use contract_suite::{Target, ping_request, send};
 use support::{Rollback, scratch_dir};
 
-const TOKEN: &str = "shutdown-token";
+const TOKEN: &str = "shutdown-token-0123456789abcdef0123456789abcdef";
 const CLIENTS: usize = 8;
 const MAX_PINGS_PER_CLIENT: usize = 2_000;
 
@@ -26,6 +27,7 @@ fn weekly_count(server: &Rollback) -> u64 {
     let target = Target {
         addr: server.addr,
         token: TOKEN.into(),
+        admin_token: Some(ADMIN_TOKEN.into()),
         abuse_limit: None,
     };
     target.weekly_count().unwrap()
@@ -36,7 +38,11 @@ fn every_ping_answered_204_before_sigterm_is_stored() {
     let dir = scratch_dir("sigterm");
     let db = dir.join("telemetry.db");
     let store = format!("sqlite://{}", db.display());
-    let vars = [("WAU_READ_TOKEN", TOKEN), ("ABUSE_LIMIT_PER_MINUTE", "0")];
+    let vars = [
+        ("WAU_READ_TOKEN", TOKEN),
+        ("ADMIN_TOKEN", ADMIN_TOKEN),
+        ("ABUSE_LIMIT_PER_MINUTE", "0"),
+    ];
     let mut server = Rollback::start(&store, &dir, &vars);
     let addr = server.addr;
     let acknowledged = Arc::new(Mutex::new(HashSet::new()));

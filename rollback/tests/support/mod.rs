@@ -46,6 +46,7 @@ impl Rollback {
             .args(args)
             .env_remove("ROLLBACK_STORE")
             .env_remove("WAU_READ_TOKEN")
+            .env_remove("ADMIN_TOKEN")
             .env_remove("ABUSE_LIMIT_PER_MINUTE")
             .env_remove("SESSION_TTL_SECONDS")
             .envs(vars.iter().copied())

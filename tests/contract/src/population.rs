@@ -144,9 +144,9 @@ pub fn check_readouts(target: &Target, tag: &str) -> Vec<String> {
     failures
 }
 
-/// A deletion request: refused whole without the token or with a malformed id; with both,
-/// the session leaves the count and every breakdown at once, and a second request finds
-/// nothing.
+/// A deletion request: refused whole without the admin token (the read token is not it) or
+/// with a malformed id; with both, the session leaves the count and every breakdown at once,
+/// and a second request finds nothing.
 fn check_deletion(target: &Target, week: &str, sessions: &mut Vec<Session>) -> Vec<String> {
     let mut failures = Vec::new();
     let forgotten = sessions.remove(0);
@@ -158,10 +158,14 @@ fn check_deletion(target: &Target, week: &str, sessions: &mut Vec<Session>) -> V
         };
         send(target.addr, &request).map(|response| (response.status, response.json()))
     };
+    let Some(admin_token) = target.admin_token.as_deref() else {
+        return vec!["the target has no ADMIN_TOKEN: deletion cannot be checked".into()];
+    };
     for (id, token, status) in [
         (forgotten.id.as_str(), None, 401),
         (forgotten.id.as_str(), Some("wrong-token"), 401),
-        ("no!", Some(target.token.as_str()), 400),
+        (forgotten.id.as_str(), Some(target.token.as_str()), 401),
+        ("no!", Some(admin_token), 400),
     ] {
         match delete(id, token) {
             Ok((got, _)) if got == status => {}
@@ -169,7 +173,7 @@ fn check_deletion(target: &Target, week: &str, sessions: &mut Vec<Session>) -> V
         }
     }
     for deleted in [1, 0] {
-        match delete(&forgotten.id, Some(&target.token)) {
+        match delete(&forgotten.id, Some(admin_token)) {
             Ok((200, Some(body))) if body == json!({ "deleted_records": deleted }) => {}
             other => failures.push(format!("DELETE, expecting {deleted} deleted: {other:?}")),
         }

@@ -13,7 +13,7 @@ fn repository_root() -> PathBuf {
 }
 
 /// Runs the check; `Err` holds schemathesis's report.
-pub fn run_schemathesis(addr: SocketAddr, token: &str) -> Result<(), String> {
+pub fn run_schemathesis(addr: SocketAddr, token: &str, admin_token: &str) -> Result<(), String> {
     let root = repository_root();
     let st = root.join(".venv/bin/st");
     if !st.exists() {
@@ -33,7 +33,8 @@ pub fn run_schemathesis(addr: SocketAddr, token: &str) -> Result<(), String> {
             "openapi.yaml",
         ])
         .args(["--url", &format!("http://{addr}")])
-        .args(["--header", &format!("Authorization: Bearer {token}")])
+        .env("SCHEMATHESIS_READ_TOKEN", token)
+        .env("SCHEMATHESIS_ADMIN_TOKEN", admin_token)
         .args([
             "--checks",
             "all",
