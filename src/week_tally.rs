@@ -7,10 +7,16 @@
 //! The Worker reaches it at [`Weeks`](crate::weeks::Weeks) through the paths and headers
 //! named there.
 
+use std::cell::Cell;
+use std::rc::Rc;
+
 use telemetry_core::event::{StoreInconsistentEvent, StoreOperation, to_line};
-use telemetry_core::stored_week::{self, Inconsistent};
+use telemetry_core::limits::MAX_TALLIED_VALUES;
+use telemetry_core::stored_week::{
+    self, Inconsistent, KeepError, OTHER_VALUE, TalliedValues, Vocabulary,
+};
 use telemetry_core::tally::moved_row;
-use telemetry_core::{IsoWeek, TallyMoves};
+use telemetry_core::{Dimension, IsoWeek, TallyMoves};
 use worker::console_log;
 use worker::js_sys::{Array, Date, Function, Object};
 use worker::wasm_bindgen;
@@ -64,6 +70,10 @@ pub struct WeekTally {
     sql: SqlStorage,
     /// The week this object keeps, from its name, for the events it logs.
     week: Option<IsoWeek>,
+    /// The dimensions (bits, in the order of `Dimension::ALL`) whose tally names the most
+    /// values it may, as last counted: a flood's every ping would otherwise count a thousand
+    /// rows. A bit goes whenever a row of its dimension is added or dropped.
+    full: Rc<Cell<u8>>,
 }
 
 #[wasm_bindgen(wasm_bindgen = ::worker::wasm_bindgen)]
@@ -75,7 +85,13 @@ impl WeekTally {
         sql.exec(SCHEMA, Array::new())?;
         let week = state.id().ok().and_then(|id| id.name());
         let week = week.as_deref().and_then(IsoWeek::parse);
-        Ok(Self { storage, sql, week })
+        let full = Rc::default();
+        Ok(Self {
+            storage,
+            sql,
+            week,
+            full,
+        })
     }
 
     /// The Worker's requests (the paths of [`crate::weeks`]), answered at once: the object's
@@ -129,6 +145,7 @@ impl WeekTally {
             storage: self.storage.clone(),
             sql: self.sql.clone(),
             week: self.week,
+            full: Rc::clone(&self.full),
         }
     }
 }
@@ -137,6 +154,38 @@ impl WeekTally {
 type TransactionBody = dyn FnOnce(&Store) -> Result<JsValue, JsValue>;
 /// A statement that deletes records and returns each one's record.
 type Deletion = dyn Fn(&Store) -> Result<Array, JsValue>;
+/// The object's tally rows as the core's bound on a week's values asks about them, read in
+/// the request that writes (an object runs one at a time).
+struct Named<'a>(&'a Store);
+
+impl TalliedValues for Named<'_> {
+    type Error = JsValue;
+
+    fn names(&mut self, dimension: Dimension, value: &str) -> Result<bool, JsValue> {
+        let rows = self.0.exec(
+            "SELECT 1 FROM tallies WHERE dimension = ? AND value = ?",
+            &[dimension.name().into(), value.into()],
+        )?;
+        Ok(rows.length() > 0)
+    }
+
+    fn distinct(&mut self, dimension: Dimension) -> Result<u64, JsValue> {
+        let bit = 1 << dimension as u8;
+        if self.0.full.get() & bit != 0 {
+            return Ok(MAX_TALLIED_VALUES);
+        }
+        let rows = self.0.exec(
+            "SELECT count(*) AS n FROM tallies WHERE dimension = ? AND value <> ?",
+            &[dimension.name().into(), OTHER_VALUE.into()],
+        )?;
+        let counted = first_column(&rows).and_then(|n| n.as_f64()).unwrap_or(0.0) as u64;
+        if counted >= MAX_TALLIED_VALUES {
+            self.0.full.set(self.0.full.get() | bit);
+        }
+        Ok(counted)
+    }
+}
+
 /// The change a repair applies before it rebuilds the tallies.
 type FirstChange = dyn FnOnce(&Store) -> Result<(), JsValue>;
 
@@ -146,6 +195,7 @@ struct Store {
     storage: Storage,
     sql: SqlStorage,
     week: Option<IsoWeek>,
+    full: Rc<Cell<u8>>,
 }
 
 impl Store {
@@ -155,7 +205,8 @@ impl Store {
         Ok(self.sql.exec(query, bindings)?.to_array())
     }
 
-    /// Keeps a ping's record as the core decides ([`stored_week::keep`]) and moves the
+    /// Keeps a ping's record as the core decides ([`stored_week::keep_within`], its values
+    /// bounded by the tallies as this request reads them) and moves the
     /// tallies with it, in one transaction, at `now` (seconds since the epoch). Returns the record written, or `None` when the
     /// object held it already (the Worker puts its own in KV either way: it decided it from
     /// KV, the store of records).
@@ -174,12 +225,17 @@ impl Store {
             &[session_id.into()],
         )?;
         let stored = first_column(&stored).and_then(|record| record.as_string());
-        let (record, moves, found) = match stored_week::keep(stored.as_deref(), incoming) {
+        let mut vocabulary = Vocabulary::new(Named(self));
+        let kept = stored_week::keep_within(stored.as_deref(), incoming, &mut vocabulary);
+        let (record, moves, found) = match kept {
             Ok(None) => return Ok(None),
             Ok(Some(kept)) => (kept.record, kept.moves, None),
             // The stored record goes; the ping's is kept as a new session's, and the repair
             // below counts the week from its records.
-            Err(found) => (incoming.to_owned(), TallyMoves::default(), Some(found)),
+            Err(KeepError::Inconsistent(found)) => {
+                (incoming.to_owned(), TallyMoves::default(), Some(found))
+            }
+            Err(KeepError::Store(error)) => return Err(error),
         };
         let next_expiry = self.next_expiry()?;
         let row = [session_id.into(), record.as_str().into(), expires_at.into()];
@@ -328,6 +384,7 @@ impl Store {
                 )?;
             }
             week.exec("DELETE FROM tallies", &[])?;
+            week.full.set(0);
             week.apply(&rebuilt.tallies)?;
             Ok((rebuilt.invalid.len() as u32).into())
         }))?;
@@ -365,7 +422,12 @@ impl Store {
                 Some(_) => return Err(Inconsistent::TallyBelowZero.name().into()),
                 None => 0,
             };
-            match moved_row(held, sessions).map_err(|found| found.name())? {
+            let after = moved_row(held, sessions).map_err(|found| found.name())?;
+            if held == 0 || after.is_none() {
+                // A row added or dropped: the dimension is counted again when next asked.
+                self.full.set(self.full.get() & !(1 << dimension as u8));
+            }
+            match after {
                 Some(after) => self.exec(
                     "INSERT INTO tallies (dimension, value, sessions) VALUES (?, ?, ?) \
                      ON CONFLICT (dimension, value) DO UPDATE SET sessions = excluded.sessions",

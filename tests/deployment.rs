@@ -78,6 +78,32 @@ fn the_worker_is_served_only_where_the_zone_s_rules_apply() {
     }
 }
 
+#[test]
+fn the_shared_rate_limits_agree_with_the_configured_abuse_limit() {
+    let config: DocumentMut = read("wrangler.toml").parse().unwrap();
+    let per_minute: u32 = config["vars"]["ABUSE_LIMIT_PER_MINUTE"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let limits = config["ratelimits"].as_array_of_tables().unwrap();
+    let limit_of = |name: &str| {
+        let binding = limits
+            .iter()
+            .find(|binding| binding["name"].as_str() == Some(name))
+            .unwrap_or_else(|| panic!("no [[ratelimits]] named {name}"));
+        let simple = &binding["simple"];
+        assert_eq!(simple["period"].as_integer(), Some(60), "{name}: a minute");
+        simple["limit"].as_integer().unwrap()
+    };
+    assert_eq!(limit_of("ABUSE_LIMIT"), i64::from(per_minute));
+    assert_eq!(
+        limit_of("ABUSE_LIMIT_BLOCK"),
+        i64::from(per_minute * telemetry_core::abuse::PREFIX_LIMIT_FACTOR),
+        "a block may send PREFIX_LIMIT_FACTOR times a client's limit"
+    );
+}
+
 /// One `wrangler tail --format json` event, as wrangler prints it (pretty, four spaces).
 fn tail_event(message: &str) -> String {
     let event = serde_json::json!({
@@ -138,25 +164,42 @@ fn the_tail_filter_prints_the_wide_events_and_nothing_of_the_request() {
 /// them to their week's object, page by page, and a second run counts nothing twice.
 #[test]
 fn the_backfill_hands_kv_records_to_their_weeks_object_once() {
+    run_against_the_bundle("tests/backfill.mjs");
+}
+
+#[test]
+fn the_week_s_object_keeps_a_flood_of_distinct_values_to_the_bound() {
+    run_against_the_bundle("tests/distinct_values.mjs");
+}
+
+/// Builds the bundle as the other Worker tests run it, from the sources as they are (once for
+/// this file's tests, which run at the same time), and runs `script` (Node, Miniflare) on it.
+fn run_against_the_bundle(script: &str) {
+    static BUILT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    // The bundle as the other Worker tests run it, from the sources as they are.
-    let built = Command::new("sh")
-        .arg(root.join("scripts/build-worker.sh"))
-        .current_dir(root)
-        .status()
-        .expect("run scripts/build-worker.sh");
-    assert!(built.success(), "building the Worker failed");
+    let built = BUILT.get_or_init(|| {
+        Command::new("sh")
+            .arg(root.join("scripts/build-worker.sh"))
+            .current_dir(root)
+            .status()
+            .expect("run scripts/build-worker.sh")
+            .success()
+    });
+    assert!(built, "building the Worker failed");
     let output = Command::new("node")
-        .arg("tests/backfill.mjs")
+        .arg(script)
         .current_dir(root)
         .output()
-        .expect("node runs tests/backfill.mjs (scripts/setup.sh installs Node's packages)");
+        .unwrap_or_else(|e| {
+            panic!("node runs {script} (scripts/setup.sh installs Node's packages): {e}")
+        });
     assert!(
         output.status.success(),
         "{}{}",
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
+    eprintln!("{}", String::from_utf8_lossy(&output.stdout));
 }
 
 #[test]

@@ -41,7 +41,7 @@ impl Dimension {
     }
 
     /// The field of the record this dimension reads.
-    fn field(self) -> &'static str {
+    pub(crate) fn field(self) -> &'static str {
         match self {
             Self::NodeMajor => "node_version",
             other => other.name(),

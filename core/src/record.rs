@@ -84,8 +84,9 @@ impl SessionWrite {
 
 impl StoredRecord {
     /// Whether a valid ping could have produced this record: each of its five fields passes
-    /// the rule a ping's does (the same `parse_ping`, so the rules cannot drift). A record
-    /// from elsewhere (a KV import) that could not is refused rather than stored.
+    /// the rule a ping's does (the same `parse_ping`, so the rules cannot drift), or is
+    /// [`crate::stored_week::OTHER_VALUE`], as a store keeps a value past a week's bound. A
+    /// record from elsewhere (a KV import) that could not is refused rather than stored.
     pub fn could_come_from_a_ping(&self) -> bool {
         /// The ping that would have written the record, under a placeholder session id.
         #[derive(Serialize)]
@@ -97,13 +98,21 @@ impl StoredRecord {
             node_version: &'a str,
             primary_framework: &'a str,
         }
+        // A value counted as other passes as a valid one of its field would.
+        fn or<'a>(value: &'a str, valid: &'static str) -> &'a str {
+            if value == crate::stored_week::OTHER_VALUE {
+                valid
+            } else {
+                value
+            }
+        }
         let ping = AsPing {
-            protocol_version: &self.protocol_version,
-            daemon_version: &self.daemon_version,
+            protocol_version: or(&self.protocol_version, "1.0.0"),
+            daemon_version: or(&self.daemon_version, "1.0.0"),
             session_id: "record-check",
-            platform: &self.platform,
-            node_version: &self.node_version,
-            primary_framework: &self.primary_framework,
+            platform: or(&self.platform, "linux"),
+            node_version: or(&self.node_version, "v20.0.0"),
+            primary_framework: or(&self.primary_framework, "unknown"),
         };
         serde_json::to_string(&ping)
             .ok()
@@ -302,6 +311,10 @@ mod tests {
         assert!(!with(|r| &mut r.node_version, "v"));
         assert!(!with(|r| &mut r.protocol_version, "1.0"));
         assert!(with(|r| &mut r.daemon_version, "1.1.0-rc.1"));
+        // A value past a week's bound, as a store keeps it.
+        assert!(with(|r| &mut r.daemon_version, "other"));
+        assert!(with(|r| &mut r.node_version, "other"));
+        assert!(!with(|r| &mut r.node_version, "Other"));
     }
 
     #[test]

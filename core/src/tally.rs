@@ -25,6 +25,20 @@ impl Tally {
         }
     }
 
+    /// A tally from rows in any order (a Redis hash's), sorted once: linear in its values but
+    /// for the sort, where [`Tally::add`] row by row would move the list for each one.
+    pub fn from_rows(mut rows: Vec<(String, u64)>) -> Self {
+        rows.sort_unstable_by(|(a, _), (b, _)| a.cmp(b));
+        let mut merged: Vec<(String, u64)> = Vec::with_capacity(rows.len());
+        for (value, sessions) in rows {
+            match merged.last_mut() {
+                Some((last, count)) if *last == value => *count += sessions,
+                _ => merged.push((value, sessions)),
+            }
+        }
+        Self(merged)
+    }
+
     /// The values and their sessions, in order of value.
     pub fn iter(&self) -> impl Iterator<Item = (&str, u64)> {
         self.0
@@ -184,5 +198,11 @@ mod tests {
         }
         assert_eq!(tally.iter().collect::<Vec<_>>(), [("a", 1), ("b", 5)]);
         assert_eq!(tally.sessions(), 6);
+        let rows = [("b", 2), ("a", 1), ("b", 3)].map(|(v, n)| (v.to_owned(), n));
+        assert_eq!(
+            Tally::from_rows(rows.to_vec()),
+            tally,
+            "the same from rows in any order"
+        );
     }
 }

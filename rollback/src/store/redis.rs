@@ -11,7 +11,9 @@
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use telemetry_core::stored_week::{self, Inconsistent};
+use telemetry_core::stored_week::{
+    self, Inconsistent, KeepError, OTHER_VALUE, TalliedValues, Vocabulary,
+};
 use telemetry_core::{Dimension, IsoWeek, SessionId, SessionWrite, Tally, TallyMoves};
 
 use super::{LiveRecord, StoreError};
@@ -80,21 +82,26 @@ fn tally_field(dimension: Dimension, value: &str) -> String {
 const GENERATION: &str = "generation";
 
 /// Applies one week's changes if the records they were computed from are still there.
-/// `KEYS[1]` the week's records, `KEYS[2]` its tallies; `ARGV`: the number of records read,
-/// then that many (session id, record read, `""` for none); the number of writes, then that
-/// many (session id, record, `""` to delete); then (tally field, sessions moved) pairs. A
-/// record that changed since it was read (another instance wrote it) makes the script change
-/// nothing and return 0: the caller reads again and recomputes. A tally that would fall
-/// below zero, or a count that is not a count, makes it change nothing and return -1: the
-/// week is inconsistent. Every rule
-/// (which repeat is written, how tallies move) is the core's, computed in Rust; this only
-/// checks and applies.
+/// `KEYS[1]` the week's records, `KEYS[2]` its tallies; `ARGV`: the tallies' generation the
+/// changes were computed from when they name a value the tallies did not (`""`: no check);
+/// the number of records read, then that many (session id, record read, `""` for none); the
+/// number of writes, then that many (session id, record, `""` to delete); then (tally field,
+/// sessions moved) pairs. A record that changed since it was read (another instance wrote
+/// it), or a generation that moved (another instance may have named values, and the bound on
+/// them must hold), makes the script change nothing and return 0: the caller reads again and
+/// recomputes. A tally that would fall below zero, or a count that is not a count, makes it
+/// change nothing and return -1: the week is inconsistent. Every rule (which repeat is
+/// written, how tallies move, which values are named) is the core's, computed in Rust; this
+/// only checks and applies.
 const APPLY_WEEK: &str = r#"
-local read = tonumber(ARGV[1])
-for i = 2, 2 * read, 2 do
+if ARGV[1] ~= '' and (redis.call('HGET', KEYS[2], 'generation') or '0') ~= ARGV[1] then
+  return 0
+end
+local read = tonumber(ARGV[2])
+for i = 3, 2 * read + 1, 2 do
   if (redis.call('HGET', KEYS[1], ARGV[i]) or '') ~= ARGV[i + 1] then return 0 end
 end
-local at = 2 * read + 2
+local at = 2 * read + 3
 local writes = tonumber(ARGV[at])
 local moves = at + 2 * writes + 1
 -- Every count checked as HINCRBY will read it (digits only) before anything is written: a
@@ -150,12 +157,59 @@ return 1
 const CONFLICT_RETRIES: usize = 8;
 
 /// One week's changes, as [`APPLY_WEEK`] takes them: the records they were computed from,
-/// the records to write (`None`: to delete) and the tallies' moves.
+/// the records to write (`None`: to delete), the tallies' moves, and the tallies' generation
+/// when the changes name a value the tallies did not.
 #[derive(Default)]
 struct WeekChanges {
     read: Vec<(String, Option<String>)>,
     writes: Vec<(String, Option<String>)>,
     moves: TallyMoves,
+    named_new_values_at: Option<String>,
+}
+
+/// A week's tally fields and generation, read with its records, for the core's bound on the
+/// values a week names ([`stored_week::Vocabulary`]).
+#[derive(Default)]
+struct TallySnapshot {
+    /// `<dimension>:<value>` fields, sorted.
+    fields: Vec<String>,
+    generation: String,
+}
+
+impl TallySnapshot {
+    fn of(hash: Vec<(String, String)>) -> Self {
+        let mut snapshot = Self {
+            generation: "0".into(),
+            ..Self::default()
+        };
+        for (field, value) in hash {
+            if field == GENERATION {
+                snapshot.generation = value;
+            } else {
+                snapshot.fields.push(field);
+            }
+        }
+        snapshot.fields.sort_unstable();
+        snapshot
+    }
+}
+
+impl TalliedValues for &TallySnapshot {
+    type Error = StoreError;
+
+    fn names(&mut self, dimension: Dimension, value: &str) -> Result<bool, StoreError> {
+        let field = tally_field(dimension, value);
+        Ok(self.fields.binary_search(&field).is_ok())
+    }
+
+    fn distinct(&mut self, dimension: Dimension) -> Result<u64, StoreError> {
+        let prefix = tally_field(dimension, "");
+        let other = tally_field(dimension, OTHER_VALUE);
+        let named = (self.fields.iter())
+            .filter(|field| field.starts_with(&prefix) && **field != other)
+            .count();
+        Ok(named as u64)
+    }
 }
 
 impl WeekChanges {
@@ -166,8 +220,10 @@ impl WeekChanges {
         week: IsoWeek,
         run: &[SessionWrite],
         read: Vec<(String, Option<String>)>,
+        tallies: &TallySnapshot,
     ) -> Result<Self, StoreError> {
         let inconsistent = |found| StoreError::Inconsistent { week, found };
+        let mut vocabulary = Vocabulary::new(tallies);
         let mut latest = read.clone();
         let mut changed = vec![false; latest.len()];
         let mut moves = TallyMoves::default();
@@ -184,7 +240,11 @@ impl WeekChanges {
                 )));
             };
             let kept =
-                stored_week::keep(stored.as_deref(), &write.record_json).map_err(inconsistent)?;
+                stored_week::keep_within(stored.as_deref(), &write.record_json, &mut vocabulary)
+                    .map_err(|error| match error {
+                        KeepError::Inconsistent(found) => inconsistent(found),
+                        KeepError::Store(error) => error,
+                    })?;
             let Some(kept) = kept else { continue };
             moves.extend(&kept.moves);
             *stored = Some(kept.record);
@@ -196,6 +256,7 @@ impl WeekChanges {
             read,
             writes: latest,
             moves,
+            named_new_values_at: vocabulary.grew.then(|| tallies.generation.clone()),
         })
     }
 
@@ -207,12 +268,14 @@ impl WeekChanges {
             read: vec![(session_id.to_owned(), Some(record))],
             writes: vec![(session_id.to_owned(), None)],
             moves,
+            named_new_values_at: None,
         })
     }
 
     /// `EVAL APPLY_WEEK` with these changes.
     fn script(&self, week: IsoWeek) -> redis::Cmd {
         let mut eval = eval_on_week(APPLY_WEEK, week);
+        eval.arg(self.named_new_values_at.as_deref().unwrap_or(""));
         for pairs in [&self.read, &self.writes] {
             eval.arg(pairs.len());
             for (id, record) in pairs {
@@ -259,31 +322,45 @@ impl RedisStore {
             let mut ids: Vec<&str> = run.iter().map(|write| write.session_id.as_str()).collect();
             ids.sort_unstable();
             ids.dedup();
-            let changes = |read| WeekChanges::of_pings(first.week, run, read);
+            let changes = |read, tallies: &TallySnapshot| {
+                WeekChanges::of_pings(first.week, run, read, tallies)
+            };
             self.apply(first.week, &ids, Some(expires_at), changes)
                 .await?;
         }
         Ok(())
     }
 
-    /// Reads the week's records of `ids`, computes the changes from them, and applies those
-    /// unless another instance changed one of the records in between: then it reads again.
+    /// Reads the week's records of `ids` (and, for pings, its tallies), computes the changes
+    /// from them, and applies those unless another instance changed one of the records (or
+    /// named values the changes did not see) in between: then it reads again.
     async fn apply(
         &self,
         week: IsoWeek,
         ids: &[&str],
         expires_at: Option<i64>,
-        changes: impl Fn(Vec<(String, Option<String>)>) -> Result<WeekChanges, StoreError>,
+        changes: impl Fn(
+            Vec<(String, Option<String>)>,
+            &TallySnapshot,
+        ) -> Result<WeekChanges, StoreError>,
     ) -> Result<(), StoreError> {
         let mut connection = self.connection.clone();
+        // Pings (which have an expiry) may name new values; a deletion never does.
+        let pings = expires_at.is_some();
         for _ in 0..CONFLICT_RETRIES {
-            let stored: Vec<Option<String>> = redis::cmd("HMGET")
-                .arg(week_key(week))
-                .arg(ids)
-                .query_async(&mut connection)
-                .await?;
+            let mut read = redis::pipe();
+            read.atomic().cmd("HMGET").arg(week_key(week)).arg(ids);
+            if pings {
+                read.cmd("HGETALL").arg(tallies_key(week));
+            }
+            let (stored, tallies): (Vec<Option<String>>, Vec<(String, String)>) = if pings {
+                read.query_async(&mut connection).await?
+            } else {
+                let (stored,): (Vec<Option<String>>,) = read.query_async(&mut connection).await?;
+                (stored, Vec::new())
+            };
             let read = ids.iter().map(|id| (*id).to_owned()).zip(stored).collect();
-            let changes = changes(read)?;
+            let changes = changes(read, &TallySnapshot::of(tallies))?;
             if changes.writes.is_empty() {
                 return Ok(());
             }
@@ -326,17 +403,18 @@ impl RedisStore {
             .query_async(&mut connection)
             .await?;
         let prefix = tally_field(dimension, "");
-        let mut tally = Tally::default();
-        for (field, sessions) in &fields {
+        let mut rows = Vec::new();
+        for (field, sessions) in fields {
             if let Some(value) = field.strip_prefix(&prefix) {
                 let sessions = sessions.parse().map_err(|_| StoreError::Inconsistent {
                     week,
                     found: Inconsistent::TallyBelowZero,
                 })?;
-                tally.add(value, sessions);
+                rows.push((value.to_owned(), sessions));
             }
         }
-        Ok(tally)
+        // A hash's fields come in no order: sorted once, not inserted one by one.
+        Ok(Tally::from_rows(rows))
     }
 
     /// Rebuilds the week's tallies from its records, dropping the records that are not
@@ -400,7 +478,7 @@ impl RedisStore {
         for week in stored_weeks(&mut self.connection.clone()).await? {
             // Atomic rather than a `Cell`: the future is held across awaits by a server task.
             let found = std::sync::atomic::AtomicBool::new(false);
-            let changes = |read: Vec<(String, Option<String>)>| {
+            let changes = |read: Vec<(String, Option<String>)>, _: &TallySnapshot| {
                 let record = read.into_iter().next().and_then(|(_, record)| record);
                 found.store(record.is_some(), std::sync::atomic::Ordering::Relaxed);
                 record.map_or_else(

@@ -2,7 +2,7 @@
 //! records they count, by the core's rule for a tally row ([`telemetry_core::tally::moved_row`]).
 
 use rusqlite::{Connection, OptionalExtension, params};
-use telemetry_core::stored_week::Inconsistent;
+use telemetry_core::stored_week::{Inconsistent, OTHER_VALUE, TalliedValues};
 use telemetry_core::tally::moved_row;
 use telemetry_core::{Dimension, IsoWeek, Tally, TallyMoves};
 
@@ -78,4 +78,46 @@ pub(super) fn read(
         tally.add(&row.get::<_, String>(0)?, sessions);
     }
     Ok(tally)
+}
+
+/// The week's tally rows as a batch's [`telemetry_core::stored_week::Vocabulary`] asks about
+/// them, read in the batch's transaction: a value looked up once per batch, a dimension's
+/// count once.
+pub(super) struct Named<'a> {
+    connection: &'a Connection,
+    week: String,
+}
+
+impl<'a> Named<'a> {
+    pub(super) fn new(connection: &'a Connection, week: IsoWeek) -> Self {
+        Self {
+            connection,
+            week: week.to_string(),
+        }
+    }
+}
+
+impl TalliedValues for Named<'_> {
+    type Error = StoreError;
+
+    fn names(&mut self, dimension: Dimension, value: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .connection
+            .prepare_cached(
+                "SELECT 1 FROM tallies WHERE week = ?1 AND dimension = ?2 AND value = ?3",
+            )?
+            .exists(params![self.week, dimension.name(), value])?)
+    }
+
+    fn distinct(&mut self, dimension: Dimension) -> Result<u64, StoreError> {
+        let distinct: i64 = self
+            .connection
+            .prepare_cached(
+                "SELECT count(*) FROM tallies WHERE week = ?1 AND dimension = ?2 AND value <> ?3",
+            )?
+            .query_row(params![self.week, dimension.name(), OTHER_VALUE], |row| {
+                row.get(0)
+            })?;
+        Ok(u64::try_from(distinct).unwrap_or(0))
+    }
 }

@@ -3,7 +3,7 @@
 //! Each is all or nothing: an inconsistency rolls it back and is returned for a repair.
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
-use telemetry_core::stored_week::{self, Inconsistent};
+use telemetry_core::stored_week::{self, Inconsistent, KeepError, Vocabulary};
 use telemetry_core::{IsoWeek, SessionId, SessionWrite, TallyMoves};
 
 use super::{forget_wal, tallies};
@@ -25,7 +25,8 @@ fn inconsistent(week: IsoWeek) -> impl Fn(Inconsistent) -> StoreError {
 }
 
 /// Writes a batch of pings in one transaction: each session's record as
-/// [`stored_week::keep`] decides, expiring at `expires_at`, and its week's tallies.
+/// [`stored_week::keep_within`] decides (its values bounded by the week's tallies as this
+/// transaction reads them), expiring at `expires_at`, and its week's tallies.
 pub(super) fn pings(
     connection: &mut Connection,
     batch: &[SessionWrite],
@@ -50,6 +51,7 @@ pub(super) fn pings(
             };
             let week_text = week.to_string();
             let mut moves = TallyMoves::default();
+            let mut vocabulary = Vocabulary::new(tallies::Named::new(&transaction, week));
             for (index, write) in run.iter().enumerate() {
                 if index % ROWS_BETWEEN_YIELDS == ROWS_BETWEEN_YIELDS - 1 {
                     std::thread::yield_now();
@@ -58,8 +60,15 @@ pub(super) fn pings(
                 let before: Option<String> = stored
                     .query_row(params![week_text, session_id], |row| row.get(0))
                     .optional()?;
-                let kept = stored_week::keep(before.as_deref(), &write.record_json)
-                    .map_err(inconsistent(week))?;
+                let kept = stored_week::keep_within(
+                    before.as_deref(),
+                    &write.record_json,
+                    &mut vocabulary,
+                )
+                .map_err(|error| match error {
+                    KeepError::Inconsistent(found) => inconsistent(week)(found),
+                    KeepError::Store(error) => error,
+                })?;
                 let Some(kept) = kept else { continue };
                 keep.execute(params![week_text, session_id, kept.record, expires_at])?;
                 moves.extend(&kept.moves);
