@@ -15,7 +15,7 @@ import WebSocket from "ws";
 const [which, script, seconds = "5"] = process.argv.slice(2);
 const port = 18_790;
 const inspectorPort = 18_791;
-const bindings = { WAU_READ_TOKEN: "bench-token", ABUSE_LIMIT_PER_MINUTE: "0" };
+const bindings = { WAU_READ_TOKEN: "bench-token-0123456789abcdef0123456789", ABUSE_LIMIT_PER_MINUTE: "0" };
 const modules =
   which === "rust"
     ? [
@@ -65,7 +65,7 @@ await send("Profiler.enable");
 await send("Profiler.setSamplingInterval", { interval: 100 });
 if (process.env.PROFILE_OFF !== "1") await send("Profiler.start");
 const wrk = execFileSync("wrk", ["-t1", "-c16", `-d${seconds}s`, "-s", script, `http://127.0.0.1:${port}`], {
-  env: { ...process.env, READOUT_PATH: "/v1/wau/2001-W07", READOUT_TOKEN: "bench-token" },
+  env: { ...process.env, READOUT_PATH: "/v1/wau/2001-W07", READOUT_TOKEN: "bench-token-0123456789abcdef0123456789" },
 });
 console.log(wrk.toString().split("\n").filter((line) => /Requests\/sec|Non-2xx/.test(line)).join("\n"));
 if (process.env.PROFILE_OFF === "1") process.exit(0);

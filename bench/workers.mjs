@@ -13,7 +13,7 @@ import { Miniflare, Log, LogLevel } from "miniflare";
 
 const [stateDir, ...wanted] = process.argv.slice(2);
 const bindings = {
-  WAU_READ_TOKEN: process.env.BENCH_TOKEN ?? "bench-token",
+  WAU_READ_TOKEN: process.env.BENCH_TOKEN ?? "bench-token-0123456789abcdef0123456789",
   ABUSE_LIMIT_PER_MINUTE: "0",
   SESSION_TTL_SECONDS: "7257600",
 };

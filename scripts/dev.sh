@@ -18,8 +18,10 @@ fi
 for name in WAU_READ_TOKEN ADMIN_TOKEN; do
   value=$(sed -n "s/^$name=//p" .dev.vars | tail -n 1)
   if [ "${#value}" -lt 32 ]; then
-    sed -i "/^$name=/d" .dev.vars
-    echo "$name=$(new_token)" >>.dev.vars
+    # Without `sed -i`, which BSD and GNU sed spell differently.
+    grep -v "^$name=" .dev.vars >.dev.vars.new || true
+    echo "$name=$(new_token)" >>.dev.vars.new
+    mv .dev.vars.new .dev.vars
     echo "==> .dev.vars: a new $name (it was missing or shorter than 32 characters)"
   fi
 done

@@ -1,7 +1,7 @@
 //! Cloudflare's Rate Limiting bindings, called as the runtime exposes them: `limit({ key })`
 //! answers `{ success }`. Called directly rather than through workers-rs's wrapper, whose serde
 //! conversion of the answer brought serde_wasm_bindgen and the float formatting of its error
-//! messages into the bundle, and whose call starts only once awaited.
+//! messages into the bundle.
 
 use std::future::Future;
 
@@ -21,7 +21,7 @@ impl SharedLimit {
     }
 
     /// Counts one more under `key`. The call is made now; the future answers whether the key
-    /// is still within its limit, so that several counts run at once without a join.
+    /// is still within its limit.
     pub fn count(
         &self,
         key: &str,

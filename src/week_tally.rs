@@ -206,10 +206,9 @@ impl Store {
     }
 
     /// Keeps a ping's record as the core decides ([`stored_week::keep_within`], its values
-    /// bounded by the tallies as this request reads them) and moves the
-    /// tallies with it, in one transaction, at `now` (seconds since the epoch). Returns the record written, or `None` when the
-    /// object held it already (the Worker puts its own in KV either way: it decided it from
-    /// KV, the store of records).
+    /// bounded by the tallies as this request reads them) and moves the tallies with it, in
+    /// one transaction, at `now` (seconds since the epoch). Returns the record the object
+    /// holds afterwards (written now, or held already), which the Worker puts in KV.
     fn record(
         &self,
         session_id: &str,
@@ -228,12 +227,19 @@ impl Store {
         let mut vocabulary = Vocabulary::new(Named(self));
         let kept = stored_week::keep_within(stored.as_deref(), incoming, &mut vocabulary);
         let (record, moves, found) = match kept {
-            Ok(None) => return Ok(None),
+            // Held already: the record the object keeps is the one the Worker puts in KV.
+            Ok(None) => return Ok(stored),
             Ok(Some(kept)) => (kept.record, kept.moves, None),
             // The stored record goes; the ping's is kept as a new session's, and the repair
             // below counts the week from its records.
             Err(KeepError::Inconsistent(found)) => {
-                (incoming.to_owned(), TallyMoves::default(), Some(found))
+                // Kept within the week's bound as a new session's would be.
+                let as_new = stored_week::keep_within(None, incoming, &mut vocabulary);
+                let record = match as_new {
+                    Ok(Some(kept)) => kept.record,
+                    _ => incoming.to_owned(),
+                };
+                (record, TallyMoves::default(), Some(found))
             }
             Err(KeepError::Store(error)) => return Err(error),
         };

@@ -59,19 +59,22 @@ impl Weeks {
     }
 
     /// Hands a new or changed record to its week's object, which keeps it and moves the
-    /// tallies (or, if it holds that record already, does nothing).
+    /// tallies (or, if it holds that record already, does nothing). Answers the record the
+    /// object holds now: the one handed over, or with `other` in a field past the week's
+    /// bound on values (`telemetry_core::stored_week::keep_within`).
     pub async fn record(
         &self,
         write: &SessionWrite,
         record: &str,
         expires_at: i64,
-    ) -> Result<(), JsValue> {
+    ) -> Result<String, JsValue> {
         let headers = [
             (SESSION_HEADER, write.session_id.as_str()),
             (EXPIRES_AT_HEADER, &expires_at.to_string()),
             (RECORD_HEADER, record),
         ];
-        self.call(write.week, RECORD_PATH, &headers).await.map(drop)
+        let (_, held) = self.call(write.week, RECORD_PATH, &headers).await?;
+        Ok(held)
     }
 
     /// Deletes a session from a week (a deletion request): the request is sent at once, and

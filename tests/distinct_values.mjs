@@ -1,7 +1,9 @@
 // A flood of distinct values against the real bundle in one workerd through Miniflare (no dev
 // proxy in the way): each session sends a made-up daemon version of its own. The week's object keeps its tallies at the core's bound (1,000 values
-// and `other`), counts every session, and a breakdown answers from those 1,001 rows. Run by
-// tests/deployment.rs (needs build/ and npm ci). FLOOD_SESSIONS sets the size.
+// and `other`), counts every session, and a breakdown answers from those 1,001 rows. Then a
+// named session erases itself (POST /v1/erase) and the last flooded one pings again: it takes
+// the room under its own name, in the object and in KV alike. Run by tests/deployment.rs
+// (needs build/ and npm ci). FLOOD_SESSIONS sets the size.
 import { readdirSync } from "node:fs";
 import { join } from "node:path";
 import { Miniflare, Log, LogLevel } from "miniflare";
@@ -32,20 +34,28 @@ const mf = new Miniflare({
   compatibilityDate: "2026-04-01",
   modulesRoot: build,
   modules,
-  bindings: { WAU_READ_TOKEN: TOKEN, ABUSE_LIMIT_PER_MINUTE: "0", SESSION_TTL_SECONDS: "7257600" },
+  // A floor of one, so that the named values show one by one.
+  bindings: {
+    WAU_READ_TOKEN: TOKEN,
+    ABUSE_LIMIT_PER_MINUTE: "0",
+    SESSION_TTL_SECONDS: "7257600",
+    BREAKDOWN_MIN_SESSIONS: "1",
+  },
   kvNamespaces: { SESSIONS: "sessions" },
   durableObjects: { WEEKS: { className: "WeekTally", useSQLite: true } },
 });
 try {
   await mf.ready;
+  const version = (n) => `1.0.0-flood.${n}`;
+  const sessionId = (n) => `flooding-relay-${String(n).padStart(6, "0")}`;
   const ping = (n) =>
     mf.dispatchFetch("http://localhost/v1/session", {
       method: "POST",
       headers: { "content-type": "application/json" },
       body: JSON.stringify({
         protocol_version: "1.0.0",
-        daemon_version: `1.0.0-flood.${n}`,
-        session_id: `flooding-relay-${String(n).padStart(6, "0")}`,
+        daemon_version: version(n),
+        session_id: sessionId(n),
         platform: "linux",
         node_version: "v20.11.1",
         primary_framework: "react",
@@ -83,13 +93,37 @@ try {
   const read = Date.now();
   const byVersion = await readout("?by=daemon_version");
   const readMs = Date.now() - read;
-  // Each named version has one session, under the floor: withheld. `other` holds the rest.
-  const expected = { counts: { other: SESSIONS - BOUND }, withheld_sessions: BOUND };
+  const named = Object.keys(byVersion.counts).filter((value) => value !== "other");
+  if (named.length !== BOUND || byVersion.counts.other !== SESSIONS - BOUND || byVersion.withheld_sessions !== 0) {
+    fail(`by daemon_version: ${named.length} named, ${JSON.stringify({ ...byVersion, counts: undefined })}`);
+  }
+  if (!named.every((value) => byVersion.counts[value] === 1)) fail("a named value counts more than its session");
+  // One named session erases itself: its room goes to the next new value, here the last
+  // flooded session's own, when it pings again (it is new to KV too, which holds "other").
+  const erased = named[0].replace("1.0.0-flood.", "");
+  const erasure = await mf.dispatchFetch("http://localhost/v1/erase", {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ session_id: sessionId(Number(erased)) }),
+  });
+  await erasure.arrayBuffer();
+  if (erasure.status !== 204) fail(`erasure: ${erasure.status}`);
+  const last = SESSIONS - 1;
+  if (byVersion.counts[version(last)] !== undefined) fail(`${version(last)} was named before there was room`);
+  await (await ping(last)).arrayBuffer();
+  let moved;
+  for (let tries = 0; tries < 100; tries++) {
+    moved = await readout("?by=daemon_version");
+    if (moved.counts[version(last)] === 1) break;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
   if (
-    JSON.stringify(byVersion.counts) !== JSON.stringify(expected.counts) ||
-    byVersion.withheld_sessions !== expected.withheld_sessions
+    moved.counts[version(last)] !== 1 ||
+    moved.counts[version(Number(erased))] !== undefined ||
+    moved.counts.other !== SESSIONS - BOUND - 1 ||
+    moved.weekly_active_sessions !== SESSIONS - 1
   ) {
-    fail(`by daemon_version: ${JSON.stringify(byVersion)}`);
+    fail(`after the erasure and a repeat: ${JSON.stringify({ ...moved, counts: undefined })}, other ${moved.counts.other}`);
   }
   console.log(
     `distinct values: ok (${SESSIONS} sessions in ${sent.toFixed(1)} s, a breakdown of ${BOUND + 1} rows in ${readMs} ms)`,

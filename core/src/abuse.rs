@@ -185,9 +185,18 @@ impl AbuseLimiter {
             let Some((started_at, oldest)) = self.by_start.pop_front() else {
                 break;
             };
-            if self.is_current_entry(started_at, oldest) {
-                self.windows.remove(&oldest);
+            if !self.is_current_entry(started_at, oldest) {
+                continue;
             }
+            if counted.iter().any(|(key, _)| *key == oldest) {
+                // This ping's own window (its block's, say) stays: to the back of the queue.
+                self.by_start.push_back((started_at, oldest));
+                if self.by_start.len() <= counted.len() {
+                    break;
+                }
+                continue;
+            }
+            self.windows.remove(&oldest);
         }
         for (key, _) in &counted {
             self.open_window(*key, now_unix_seconds);

@@ -98,7 +98,8 @@ impl StoredRecord {
             node_version: &'a str,
             primary_framework: &'a str,
         }
-        // A value counted as other passes as a valid one of its field would.
+        // A version counted as other passes as a valid one would (only versions are ever
+        // folded: platforms and frameworks are fixed lists far shorter than the bound).
         fn or<'a>(value: &'a str, valid: &'static str) -> &'a str {
             if value == crate::stored_week::OTHER_VALUE {
                 valid
@@ -110,9 +111,9 @@ impl StoredRecord {
             protocol_version: or(&self.protocol_version, "1.0.0"),
             daemon_version: or(&self.daemon_version, "1.0.0"),
             session_id: "record-check",
-            platform: or(&self.platform, "linux"),
+            platform: &self.platform,
             node_version: or(&self.node_version, "v20.0.0"),
-            primary_framework: or(&self.primary_framework, "unknown"),
+            primary_framework: &self.primary_framework,
         };
         serde_json::to_string(&ping)
             .ok()
@@ -315,6 +316,10 @@ mod tests {
         assert!(with(|r| &mut r.daemon_version, "other"));
         assert!(with(|r| &mut r.node_version, "other"));
         assert!(!with(|r| &mut r.node_version, "Other"));
+        assert!(
+            !with(|r| &mut r.platform, "other"),
+            "platforms are never folded"
+        );
     }
 
     #[test]

@@ -19,10 +19,14 @@ fn rollback(args: &[&str], env: &[(&str, &str)]) -> Output {
 }
 
 /// Settings, each holding a value that must never be printed back.
-const SECRETS: [(&str, &str); 5] = [
+const SECRETS: [(&str, &str); 6] = [
     (
         "WAU_READ_TOKEN",
         "token-never-shown-0123456789abcdef0123456789abcdef",
+    ),
+    (
+        "ADMIN_TOKEN",
+        "admin-never-shown-0123456789abcdef0123456789abcdef",
     ),
     (
         "ROLLBACK_STORE",
@@ -58,7 +62,7 @@ fn no_help_or_error_output_shows_a_configured_value() {
         assert_shows_no_configured_value(&output, &format!("{args:?}"));
     }
     // Each bad setting stops the start with its name alone.
-    for (name, bad) in &SECRETS[2..] {
+    for (name, bad) in &SECRETS[3..] {
         let output = rollback(
             &["--store", "sqlite://unused.db"],
             &[

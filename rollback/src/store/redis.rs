@@ -194,6 +194,17 @@ impl TallySnapshot {
     }
 }
 
+/// Whether `moves` add sessions to a tally row `tallies` does not hold.
+fn adds_a_row(moves: &TallyMoves, tallies: &TallySnapshot) -> bool {
+    moves.iter().any(|(dimension, value, sessions)| {
+        sessions > 0
+            && tallies
+                .fields
+                .binary_search(&tally_field(dimension, value))
+                .is_err()
+    })
+}
+
 impl TalliedValues for &TallySnapshot {
     type Error = StoreError;
 
@@ -252,11 +263,16 @@ impl WeekChanges {
         }
         let mut changed = changed.into_iter();
         latest.retain(|_| changed.next().unwrap_or(false));
+        // Checked whenever a row the snapshot lacks gains sessions, not only when the
+        // vocabulary named a new value: another instance may have freed and refilled the
+        // room the snapshot saw.
+        let named_new_values_at =
+            (vocabulary.grew || adds_a_row(&moves, tallies)).then(|| tallies.generation.clone());
         Ok(Self {
             read,
             writes: latest,
             moves,
-            named_new_values_at: vocabulary.grew.then(|| tallies.generation.clone()),
+            named_new_values_at,
         })
     }
 

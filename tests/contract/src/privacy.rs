@@ -218,6 +218,9 @@ pub fn log_problems(log: &str, run: &Run, token: &str) -> Vec<String> {
     if log.contains(token) {
         problems.push("the log holds the read token".into());
     }
+    if log.contains(crate::ADMIN_TOKEN) {
+        problems.push("the log holds the admin token".into());
+    }
     if run
         .sent
         .iter()
