@@ -2,8 +2,9 @@
 # Installs what building, running and testing need, and skips what is already there:
 # the wasm32 target, worker-build and wasm-bindgen-cli at the versions in Cargo.lock, cargo-fuzz,
 # the npm packages (wrangler, workerd, esbuild) from package-lock.json, and redis-server,
-# openssl and caddy (Debian's packages) for the rollback's Redis and proxy tests, and
-# schemathesis (PyPI, into .venv) for the checks against openapi.yaml.
+# openssl and caddy (Debian's packages) for the rollback's Redis and proxy tests, chromium
+# and its driver (Debian's) for the dashboard's browser tests, and schemathesis and
+# selenium (PyPI, into .venv) for the checks against openapi.yaml and the browser.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -66,19 +67,20 @@ if [ ! -x .venv/bin/st ] || [ "$(cat "$venv_stamp" 2>/dev/null)" != "$requiremen
 fi
 
 # The rollback's tests start their own redis-server (plain and TLS, with certificates made
-# by openssl) and their own caddy with the deployment's Caddyfile.
+# by openssl) and their own caddy with the deployment's Caddyfile; the dashboard's tests
+# drive Debian's chromium through its chromedriver (no browser download works here).
 missing=""
-for tool in redis-server openssl caddy; do
-  command -v "$tool" >/dev/null 2>&1 || missing="$missing $tool"
+for tool in redis-server:redis-server openssl:openssl caddy:caddy chromium:chromium chromedriver:chromium-driver; do
+  command -v "${tool%%:*}" >/dev/null 2>&1 || missing="$missing ${tool##*:}"
 done
 if [ -n "$missing" ]; then
-  say "installing$missing (Debian packages) for the rollback's tests"
+  say "installing$missing (Debian packages) for the tests"
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     apt-get update -qq
     # shellcheck disable=SC2086 # one word per package
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
   else
-    echo "missing:$missing. Install (Debian/Ubuntu: sudo apt-get install$missing; macOS: brew install redis openssl caddy)" >&2
+    echo "missing:$missing. Install (Debian/Ubuntu: sudo apt-get install$missing; macOS: brew install redis openssl caddy chromium chromedriver)" >&2
     exit 1
   fi
 fi

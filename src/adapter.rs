@@ -18,8 +18,9 @@ use telemetry_core::event::{
 use telemetry_core::limits::MAX_DISCARDED_BYTES;
 use telemetry_core::{
     AbuseLimiter, CappedBody, Config, Next, Readout, Rejection, RequestHead, Response, Route,
-    SessionId, SessionWrite, decide_ping, expires_at, forgotten_response, path_of_url,
-    query_of_url, record_to_write, retained_weeks, route, session_key, utc_from_unix_millis,
+    SessionId, SessionWrite, decide_erasure, decide_ping, erased_response, expires_at,
+    forgotten_response, path_of_url, query_of_url, record_to_write, retained_weeks, route,
+    session_key, utc_from_unix_millis,
 };
 use time::OffsetDateTime;
 use worker::js_sys::{Date, Uint8Array};
@@ -90,18 +91,22 @@ pub fn fetch(req: web_sys::Request, env: Env, ctx: JsContext) -> Result<JsValue,
         return Ok(future_to_promise(answer).into());
     }
     let head = OwnedHead::read(&req);
+    let config = &isolate.config;
     let (route_taken, next) = route(
         &head.borrow(),
-        &isolate.config.tokens,
+        &config.tokens,
+        config.public_readout,
         &mut *isolate.limiter.borrow_mut(),
         now_seconds,
     );
-    let wrong_token = matches!(&next, Next::Respond(response) if response.status == 401);
+    // With the limit counted across isolates, every request that carries a token counts
+    // there too, right or wrong: the isolate's limiter alone would let a client over the
+    // shared limit tell a right guess (served) from a wrong one (429).
+    let tokened = head.authorization.is_some()
+        && matches!(route_taken, Route::WeeklyActive | Route::Forget)
+        && counted_across_isolates(&env, isolate, head.client.as_deref());
     let next = match next {
-        // A wrong token counts across isolates too, when that limit is on.
-        Next::Respond(response)
-            if !(wrong_token && counted_across_isolates(&env, isolate, head.client.as_deref())) =>
-        {
+        Next::Respond(response) if !(tokened && response.status == 401) => {
             let handled = Handled::new(route_taken, response);
             return finish(&req, &head.method, started_ms, handled).map(JsValue::from);
         }
@@ -109,18 +114,21 @@ pub fn fetch(req: web_sys::Request, env: Env, ctx: JsContext) -> Result<JsValue,
     };
     let ctx = Context::new(ctx);
     let answer = async move {
-        let handled = match next {
-            Next::Respond(response) if wrong_token => {
-                let now = utc_from_unix_millis(started_ms as i64);
-                match count_shared(&env, isolate, head.client.as_deref(), now).await {
-                    Ok(()) => Handled::new(route_taken, response),
-                    Err((limited, by)) => Handled {
-                        limited_by: Some(by),
-                        ..Handled::new(route_taken, limited.into_response())
-                    },
-                }
+        if tokened {
+            let now = utc_from_unix_millis(started_ms as i64);
+            // The isolate counted a wrong token already: a failing binding counts nothing more.
+            let counted = count_shared(&env, isolate, head.client.as_deref(), now, false).await;
+            if let Err((limited, by)) = counted {
+                let handled = Handled {
+                    limited_by: Some(by),
+                    ..Handled::new(route_taken, limited.into_response())
+                };
+                return finish(&req, &head.method, started_ms, handled).map(JsValue::from);
             }
+        }
+        let handled = match next {
             Next::ReadPing => ping(&req, &head.borrow(), &env, &ctx, isolate, started_ms).await,
+            Next::ReadErasure => erase(&req, &head.borrow(), &env, isolate, started_ms).await,
             Next::Readout(readout) => answer_readout(&env, isolate, readout).await,
             Next::Forget(session_id) => forget(&env, isolate, &session_id, started_ms).await,
             Next::Respond(response) => Handled::new(route_taken, response),
@@ -215,9 +223,10 @@ impl OwnedHead {
         };
         // The routes that count against the abuse limit: pings, and wrong tokens.
         let client = match (&headers, path_route) {
-            (Some(headers), Route::Session | Route::WeeklyActive | Route::Forget) => {
-                headers.get(CLIENT_ADDRESS_HEADER).ok().flatten()
-            }
+            (
+                Some(headers),
+                Route::Session | Route::Erase | Route::WeeklyActive | Route::Forget,
+            ) => headers.get(CLIENT_ADDRESS_HEADER).ok().flatten(),
             _ => None,
         };
         Self {
@@ -260,7 +269,8 @@ async fn ping(
         Err(rejection) => return Handled::new(Route::Session, rejection.into_response()),
     };
     let now = utc_from_unix_millis(now_ms as i64);
-    let (decided, limited_by) = decide_counted(env, isolate, head, &body, now).await;
+    let decide = |limiter: &mut AbuseLimiter| decide_ping(head, body.as_bytes(), now, limiter);
+    let (decided, limited_by) = decide_counted(env, isolate, head, now, decide).await;
     let (response, week) = match (decided, Sessions::bind(env), Weeks::bind(env)) {
         (Ok(write), Some(sessions), Some(weeks)) => {
             let week = write.week;
@@ -283,7 +293,7 @@ async fn ping(
 
 /// Keeps an accepted ping, inside `waitUntil`. KV is read first: a repeat that changed
 /// nothing writes nothing (the core's `record_to_write`); a new or changed record goes to its
-/// week's object, which moves the tallies, and then to KV. When the object fails, KV is not
+/// week's object, which moves the tallies, and then what the object kept goes to KV. When the object fails, KV is not
 /// written and a `store_failure` is logged: KV and the tallies hold the same sessions, and the
 /// session's next ping, still new or changed to KV, is counted then.
 async fn keep(sessions: Sessions, weeks: Weeks, write: SessionWrite, expires_at: i64) {
@@ -292,8 +302,13 @@ async fn keep(sessions: Sessions, weeks: Weeks, write: SessionWrite, expires_at:
         let Some(record) = record_to_write(stored.as_deref(), &write.record_json) else {
             return Ok(());
         };
-        weeks.record(&write, &record, expires_at).await?;
-        sessions.put_record(&write, &record, expires_at).await
+        // KV keeps what the object keeps (a value past the week's bound as `other`), so
+        // that the session's next ping is new to KV exactly when it is to the object.
+        let held = weeks.record(&write, &record, expires_at).await?;
+        if stored.as_deref() == Some(held.as_str()) {
+            return Ok(());
+        }
+        sessions.put_record(&write, &held, expires_at).await
     };
     if let Err(error) = kept.await {
         let session_id = Some(write.session_id.as_str());
@@ -324,7 +339,10 @@ async fn answer_readout(env: &Env, isolate: &Isolate, readout: Readout) -> Handl
         }
     };
     let response = match fetched {
-        Ok(tallies) => readout.answer(tallies, isolate.config.breakdown_min_sessions),
+        Ok(tallies) => {
+            let config = &isolate.config;
+            readout.answer(tallies, config.breakdown_min_sessions, &config.published)
+        }
         Err(error) => {
             log_failure(StoreOperation::Read, week, None, &error);
             Rejection::StoreUnavailable.into_response()
@@ -336,11 +354,55 @@ async fn answer_readout(env: &Env, isolate: &Isolate, readout: Readout) -> Handl
     }
 }
 
-/// A deletion request the head admitted: the session's record goes from each week that may
-/// hold one, all weeks at once, from its week's object (and so its tallies) first, then
-/// from KV.
+/// A deletion request the head admitted: the session's records go ([`delete_everywhere`]),
+/// and the answer says how many there were.
 async fn forget(env: &Env, isolate: &Isolate, session_id: &SessionId, now_ms: f64) -> Handled {
     let now = utc_from_unix_millis(now_ms as i64);
+    let response = match delete_everywhere(env, isolate, session_id, now).await {
+        Ok(deleted) => forgotten_response(deleted),
+        Err(rejection) => rejection.into_response(),
+    };
+    Handled::new(Route::Forget, response)
+}
+
+/// An erasure request the head admitted: read and decided as a ping is, then the session's
+/// records go ([`delete_everywhere`]), with the same answer whether there were any.
+async fn erase(
+    req: &web_sys::Request,
+    head: &RequestHead<'_>,
+    env: &Env,
+    isolate: &Isolate,
+    now_ms: f64,
+) -> Handled {
+    let body = match read_capped(req, head.content_length.is_some()).await {
+        Ok(body) => body,
+        Err(rejection) => return Handled::new(Route::Erase, rejection.into_response()),
+    };
+    let now = utc_from_unix_millis(now_ms as i64);
+    let decide = |limiter: &mut AbuseLimiter| decide_erasure(head, body.as_bytes(), now, limiter);
+    let (decided, limited_by) = decide_counted(env, isolate, head, now, decide).await;
+    let response = match decided {
+        Ok(session_id) => match delete_everywhere(env, isolate, &session_id, now).await {
+            Ok(_) => erased_response(),
+            Err(rejection) => rejection.into_response(),
+        },
+        Err(rejection) => rejection.into_response(),
+    };
+    Handled {
+        body_bytes: body.len(),
+        limited_by,
+        ..Handled::new(Route::Erase, response)
+    }
+}
+
+/// Deletes a session's records from each week that may hold one, all weeks at once, from
+/// its week's object (and so its tallies) first, then from KV. Returns how many there were.
+async fn delete_everywhere(
+    env: &Env,
+    isolate: &Isolate,
+    session_id: &SessionId,
+    now: OffsetDateTime,
+) -> Result<u64, Rejection> {
     let id = session_id.as_str();
     let forgotten = async {
         let (sessions, weeks) = match (Sessions::bind(env), Weeks::bind(env)) {
@@ -374,14 +436,10 @@ async fn forget(env: &Env, isolate: &Isolate, session_id: &SessionId, now_ms: f6
         }
         failed.map_or(Ok(deleted), Err)
     };
-    let response = match forgotten.await {
-        Ok(deleted) => forgotten_response(deleted),
-        Err(error) => {
-            log_failure(StoreOperation::Delete, None, Some(id), &error);
-            Rejection::StoreUnavailable.into_response()
-        }
-    };
-    Handled::new(Route::Forget, response)
+    forgotten.await.map_err(|error| {
+        log_failure(StoreOperation::Delete, None, Some(id), &error);
+        Rejection::StoreUnavailable
+    })
 }
 
 /// The bindings of Cloudflare's Rate Limiting, which count across isolates: a client, and
@@ -389,30 +447,26 @@ async fn forget(env: &Env, isolate: &Isolate, session_id: &SessionId, now_ms: f6
 const SHARED_LIMIT_BINDING: &str = "ABUSE_LIMIT";
 const SHARED_BLOCK_LIMIT_BINDING: &str = "ABUSE_LIMIT_BLOCK";
 
-/// Decides a ping and counts it against the abuse limit: the Rate Limiting bindings when they
-/// and `ABUSE_LIMIT_KEY` are configured (they see keyed hashes of the client and its block,
-/// never the address), else, or when a binding fails, the isolate's own limiter. Only a
-/// valid ping counts. Returns which limit refused it, if one did.
-async fn decide_counted(
+/// Decides a request's body (a ping, an erasure) with `decide` and counts it against the
+/// abuse limit: the Rate Limiting bindings when they and `ABUSE_LIMIT_KEY` are configured
+/// (they see keyed hashes of the client and its block, never the address), else, or when a
+/// binding fails, the isolate's own limiter. Only a valid body counts. Returns which limit
+/// refused it, if one did.
+async fn decide_counted<Decided>(
     env: &Env,
     isolate: &Isolate,
     head: &RequestHead<'_>,
-    body: &CappedBody,
     now: OffsetDateTime,
-) -> (Result<SessionWrite, Rejection>, Option<&'static str>) {
+    decide: impl FnOnce(&mut AbuseLimiter) -> Result<Decided, Rejection>,
+) -> (Result<Decided, Rejection>, Option<&'static str>) {
     if !counted_across_isolates(env, isolate, head.client) {
-        let decided = decide_ping(
-            head,
-            body.as_bytes(),
-            now,
-            &mut *isolate.limiter.borrow_mut(),
-        );
+        let decided = decide(&mut isolate.limiter.borrow_mut());
         let limited = matches!(decided, Err(Rejection::TooManyRequests { .. }));
         return (decided, limited.then_some(LIMITED_BY_PROCESS));
     }
-    match decide_ping(head, body.as_bytes(), now, &mut AbuseLimiter::new(0)) {
-        Ok(write) => match count_shared(env, isolate, head.client, now).await {
-            Ok(()) => (Ok(write), None),
+    match decide(&mut AbuseLimiter::new(0)) {
+        Ok(decided) => match count_shared(env, isolate, head.client, now, true).await {
+            Ok(()) => (Ok(decided), None),
             Err(limited) => (Err(limited.0), Some(limited.1)),
         },
         Err(rejection) => (Err(rejection), None),
@@ -428,49 +482,48 @@ fn counted_across_isolates(env: &Env, isolate: &Isolate, client: Option<&str>) -
         && SharedLimit::bind(env, SHARED_LIMIT_BINDING).is_some()
 }
 
-/// Counts one more (a valid ping, a wrong token) from `client` across isolates: against the
-/// client and its block, both asked at once. A binding that fails leaves the count to the
-/// isolate's own limiter. The refusal and which limit made it.
+/// Counts one more (a valid ping, a request with a token) from `client` across isolates:
+/// against the client, then, if it is within its limit, its block, so that one address over
+/// its own limit does not use up its neighbours'. A binding that fails leaves the count to the
+/// isolate's own limiter when `fall_back` (else it counted already). The refusal and which
+/// limit made it.
 async fn count_shared(
     env: &Env,
     isolate: &Isolate,
     client: Option<&str>,
     now: OffsetDateTime,
+    fall_back: bool,
 ) -> Result<(), (Rejection, &'static str)> {
     let client = client.unwrap_or_default();
+    let in_isolate = || {
+        if fall_back {
+            count_in_isolate(isolate, client, now)
+        } else {
+            Ok(())
+        }
+    };
     let (Some(key), Some(binding)) = (
         isolate.config.shared_limit_key.as_ref(),
         SharedLimit::bind(env, SHARED_LIMIT_BINDING),
     ) else {
-        return count_in_isolate(isolate, client, now);
+        return in_isolate();
     };
-    let block = key
-        .block_key(client)
-        .zip(SharedLimit::bind(env, SHARED_BLOCK_LIMIT_BINDING));
-    // Both counts are under way before either is awaited.
-    let counted = binding
-        .count(&key.client_key(client))
-        .and_then(|client_count| {
-            let block_count = block
-                .map(|(block_key, block_binding)| block_binding.count(&block_key))
-                .transpose()?;
-            Ok((client_count, block_count))
-        });
-    let within = match counted {
-        Ok((client_count, block_count)) => {
-            let client_within = client_count.await;
-            let block_within = match block_count {
-                Some(block_count) => block_count.await,
-                None => Ok(true),
-            };
-            client_within.and_then(|client| Ok(client && block_within?))
+    let within = async {
+        if !binding.count(&key.client_key(client))?.await? {
+            return Ok(false);
         }
-        Err(error) => Err(error),
+        let block = key
+            .block_key(client)
+            .zip(SharedLimit::bind(env, SHARED_BLOCK_LIMIT_BINDING));
+        match block {
+            Some((block_key, block_binding)) => block_binding.count(&block_key)?.await,
+            None => Ok(true),
+        }
     };
-    match within {
+    match within.await {
         Ok(true) => Ok(()),
         Ok(false) => Err((refused_by_shared_limit(), LIMITED_BY_SHARED)),
-        Err(_) => count_in_isolate(isolate, client, now),
+        Err::<_, JsValue>(_) => in_isolate(),
     }
 }
 

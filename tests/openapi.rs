@@ -18,8 +18,8 @@ use telemetry_core::limits::{MAX_VERSION_CHARS, SESSION_ID_CHARS};
 use telemetry_core::ping::{FIELDS, Framework, Platform};
 use telemetry_core::{
     AbuseLimiter, Breakdown, Dimension, Format, IsoWeek, Next, Rejection, RequestHead, Token,
-    Tokens, decide_ping, forgotten_response, parse_ping, route, series_response,
-    utc_from_unix_millis, weekly_active_response,
+    Tokens, decide_erasure, decide_ping, erased_response, forgotten_response, parse_ping, route,
+    series_response, utc_from_unix_millis, weekly_active_response,
 };
 
 fn document() -> Value {
@@ -191,10 +191,10 @@ fn documented_statuses(document: &Value, path: &str, method: &str) -> BTreeSet<u
 fn decided_from_head(head: &RequestHead<'_>, tokens: &Tokens) -> Option<u16> {
     // A limit of one: a client's second wrong token is a 429.
     let mut limiter = AbuseLimiter::new(1);
-    let _ = route(head, tokens, &mut limiter, 0);
-    match route(head, tokens, &mut limiter, 0).1 {
+    let _ = route(head, tokens, false, &mut limiter, 0);
+    match route(head, tokens, false, &mut limiter, 0).1 {
         Next::Respond(response) => Some(response.status),
-        Next::ReadPing | Next::Readout(_) | Next::Forget(_) => None,
+        Next::ReadPing | Next::ReadErasure | Next::Readout(_) | Next::Forget(_) => None,
     }
 }
 
@@ -266,6 +266,44 @@ fn every_status_the_core_decides_on_a_route_is_documented() {
         BTreeSet::from([204, 400, 408, 413, 415, 429, 500, 503])
     );
     assert!(session.is_subset(&documented_statuses(&document, "/v1/session", "post")));
+
+    let mut erase = BTreeSet::from([erased_response().status]);
+    for refused in [
+        RequestHead {
+            content_type: Some("text/plain"),
+            ..head("POST", "/v1/erase")
+        },
+        RequestHead {
+            content_length: Some("5000"),
+            ..head("POST", "/v1/erase")
+        },
+    ] {
+        erase.extend(decided_from_head(&refused, token));
+    }
+    let mut limiter = AbuseLimiter::new(1);
+    let client = RequestHead {
+        client: Some("192.0.2.1"),
+        ..head("POST", "/v1/erase")
+    };
+    let erasure = br#"{"session_id":"relay-install-01"}"#;
+    for body in [&erasure[..], &erasure[..], b"{}", br#"{"session_id":"x"}"#] {
+        erase.insert(match decide_erasure(&client, body, now, &mut limiter) {
+            Ok(_) => erased_response().status,
+            Err(rejection) => rejection.status(),
+        });
+    }
+    for rejection in [
+        Rejection::BodyTimeout,
+        Rejection::StoreUnavailable,
+        Rejection::Internal,
+    ] {
+        erase.insert(rejection.status());
+    }
+    assert_eq!(
+        erase,
+        BTreeSet::from([204, 400, 408, 413, 415, 429, 500, 503])
+    );
+    assert!(erase.is_subset(&documented_statuses(&document, "/v1/erase", "post")));
 
     let week = IsoWeek::parse("2026-W48").unwrap();
     let mut answers = BTreeSet::from([
@@ -376,6 +414,7 @@ fn each_path_documents_the_method_its_405_allows() {
     let token = tokens(true);
     for (template, path) in [
         ("/v1/session", "/v1/session"),
+        ("/v1/erase", "/v1/erase"),
         ("/v1/wau/{week}", "/v1/wau/2026-W48"),
         ("/v1/wau", "/v1/wau"),
         ("/healthz", "/healthz"),
@@ -392,7 +431,8 @@ fn each_path_documents_the_method_its_405_allows() {
             path,
             ..RequestHead::default()
         };
-        let Next::Respond(refused) = route(&head, &token, &mut AbuseLimiter::new(0), 0).1 else {
+        let Next::Respond(refused) = route(&head, &token, false, &mut AbuseLimiter::new(0), 0).1
+        else {
             panic!("PUT {path} was not refused from its head");
         };
         assert_eq!(refused.status, 405, "PUT {path}");

@@ -12,10 +12,12 @@
 mod support;
 
 use contract_suite::ADMIN_TOKEN;
-use contract_suite::population::check_readouts;
+use contract_suite::dashboard::{run_browser, screenshots_dir};
+use contract_suite::population::{check_readouts, seed_for_dashboard};
 use contract_suite::privacy::{
     address_problems, expiry_problems, log_problems, record_problems, send_address_bearing_pings,
 };
+use contract_suite::public_view::{GUESS, PUBLIC_BY_VERSION, seed_and_pad, stranger_reads};
 use contract_suite::schemathesis::run_schemathesis;
 use contract_suite::{
     RawRequest, Target, current_iso_week, ping_json, ping_request, readout_request, run,
@@ -160,6 +162,36 @@ fn guessing_a_token_is_limited_as_pinging_is_and_the_right_one_then_waits_too() 
     );
     assert!(
         worker.log_shows(r#""route":"wau","method":"GET","status":429"#),
+        "{}",
+        worker.log()
+    );
+}
+
+/// With the limit counted across isolates (the Rate Limiting bindings, whose limit under
+/// `wrangler dev` is wrangler.toml's 120 a minute), a client over it gets 429 for the right
+/// token as for a wrong one.
+#[test]
+fn over_the_shared_limit_the_right_token_waits_like_a_guess() {
+    let worker = Wrangler::start(&[
+        ("WAU_READ_TOKEN", TOKEN),
+        ("ADMIN_TOKEN", ADMIN_TOKEN),
+        ("ABUSE_LIMIT_KEY", SHARED_LIMIT_KEY),
+    ]);
+    let limited = (0..400).any(|n| {
+        let ping = ping_request(&format!("shared-limit-relay-{n:03}"));
+        send(worker.addr, &ping).unwrap().status == 429
+    });
+    assert!(limited, "no 429 after 400 pings");
+    let week = current_iso_week();
+    let right = send(worker.addr, &readout_request(&week, TOKEN)).unwrap();
+    let wrong = send(
+        worker.addr,
+        &readout_request(&week, "a-wrong-guess-0123456789abcdef0123"),
+    )
+    .unwrap();
+    assert_eq!((right.status, wrong.status), (429, 429));
+    assert!(
+        worker.log_shows(r#""limited_by":"shared""#),
         "{}",
         worker.log()
     );
@@ -465,6 +497,79 @@ fn worker_forgets_a_session_on_request() {
         .header("authorization", &format!("Bearer {TOKEN}"));
     let by_platform = send(worker.addr, &by_platform).unwrap().json().unwrap();
     assert_eq!(by_platform["withheld_sessions"], 1, "{by_platform}");
+}
+
+/// The dashboard as the Worker serves it (static assets under `wrangler dev`), in headless
+/// Chromium: the same checks as the rollback's (`rollback/tests/dashboard.rs`).
+/// Screenshots: target/dashboard-screenshots/worker/.
+#[test]
+fn worker_dashboard_shows_the_truth_in_a_real_browser() {
+    let worker = Wrangler::start(&[
+        ("WAU_READ_TOKEN", TOKEN),
+        ("ADMIN_TOKEN", ADMIN_TOKEN),
+        ("ABUSE_LIMIT_PER_MINUTE", "0"),
+    ]);
+    let target = Target {
+        addr: worker.addr,
+        token: TOKEN.into(),
+        admin_token: Some(ADMIN_TOKEN.into()),
+        abuse_limit: None,
+    };
+    let expect = seed_for_dashboard(&target, "worker-dashboard").unwrap();
+    let page = send(worker.addr, &RawRequest::new("GET", "/dashboard/")).unwrap();
+    assert_eq!(page.status, 200);
+    for (name, value) in telemetry_core::dashboard::HEADERS {
+        assert_eq!(page.header(name), Some(value), "{name}: public/_headers");
+    }
+    let disabled = Wrangler::start(&[("WAU_READ_TOKEN", "")]);
+    let url = |worker: &Wrangler| format!("http://{}", worker.addr);
+    let scenarios = serde_json::json!([
+        {"name": "operator", "url": url(&worker), "token": TOKEN, "expect": expect, "sign_out": true},
+        {"name": "wrong-token", "url": url(&worker), "token": "not-the-token-0123456789abcdef0123",
+         "expect": {"status": "That token was not accepted"}},
+        {"name": "disabled", "url": url(&disabled), "token": null,
+         "expect": {"status": "The readout is disabled"}},
+    ]);
+    if let Err(problems) = run_browser(&scenarios, &screenshots_dir("worker")) {
+        panic!("{problems}\n\nwrangler log:\n{}", worker.log());
+    }
+}
+
+/// The padding attack on the Worker's public view learns nothing, as on the rollback
+/// (`rollback/tests/public_view.rs`): two instances that differ only in one install's rare
+/// version answer a stranger alike after the stranger's fakes.
+#[test]
+fn worker_public_view_tells_a_padding_stranger_nothing() {
+    let mut seen = Vec::new();
+    for (tag, real_rare) in [("worker-acme", GUESS), ("worker-zeta", "0.9.0-zeta.3")] {
+        let worker = Wrangler::start(&[
+            ("WAU_READ_TOKEN", TOKEN),
+            ("ADMIN_TOKEN", ADMIN_TOKEN),
+            ("ABUSE_LIMIT_PER_MINUTE", "0"),
+            ("PUBLIC_READOUT", "1"),
+            ("PUBLIC_DAEMON_VERSIONS", "1.0.0,1.1.0"),
+        ]);
+        let target = Target {
+            addr: worker.addr,
+            token: TOKEN.into(),
+            admin_token: Some(ADMIN_TOKEN.into()),
+            abuse_limit: None,
+        };
+        assert_eq!(
+            seed_and_pad(&target, tag, real_rare).unwrap(),
+            real_rare == GUESS
+        );
+        seen.push(stranger_reads(&target).unwrap());
+        let deletion = RawRequest::new("DELETE", &format!("/v1/session/{tag}-real-00"));
+        assert_eq!(send(worker.addr, &deletion).unwrap().status, 401);
+    }
+    assert_eq!(seen[0], seen[1], "the public view told the two weeks apart");
+    assert!(
+        seen[0]
+            .iter()
+            .any(|answer| answer.ends_with(PUBLIC_BY_VERSION)),
+        "{seen:?}"
+    );
 }
 
 #[test]

@@ -7,6 +7,7 @@ use crate::auth::{Token, Tokens};
 use crate::limits::{
     DEFAULT_ABUSE_LIMIT_PER_WINDOW, DEFAULT_SESSION_TTL_SECONDS, MIN_SESSION_TTL_SECONDS,
 };
+use crate::readout::PublishedValues;
 
 pub const READ_TOKEN_VAR: &str = "WAU_READ_TOKEN";
 pub const ADMIN_TOKEN_VAR: &str = "ADMIN_TOKEN";
@@ -14,6 +15,10 @@ pub const SESSION_TTL_VAR: &str = "SESSION_TTL_SECONDS";
 pub const ABUSE_LIMIT_VAR: &str = "ABUSE_LIMIT_PER_MINUTE";
 pub const SHARED_LIMIT_KEY_VAR: &str = "ABUSE_LIMIT_KEY";
 pub const BREAKDOWN_MIN_VAR: &str = "BREAKDOWN_MIN_SESSIONS";
+pub const PUBLIC_READOUT_VAR: &str = "PUBLIC_READOUT";
+pub const PUBLIC_DAEMON_VERSIONS_VAR: &str = "PUBLIC_DAEMON_VERSIONS";
+pub const PUBLIC_PROTOCOL_VERSIONS_VAR: &str = "PUBLIC_PROTOCOL_VERSIONS";
+pub const PUBLIC_NODE_MAJORS_VAR: &str = "PUBLIC_NODE_MAJORS";
 
 /// A breakdown shows a value only when at least this many sessions hold it.
 pub const DEFAULT_BREAKDOWN_MIN_SESSIONS: u64 = 5;
@@ -30,6 +35,10 @@ pub struct Config {
     pub shared_limit_key: Option<SharedLimitKey>,
     /// The privacy floor of a breakdown: rarer values are summed into `withheld_sessions`.
     pub breakdown_min_sessions: u64,
+    /// `PUBLIC_READOUT=1`: counts, breakdowns and series are readable without a token.
+    pub public_readout: bool,
+    /// What a public breakdown names besides platforms and frameworks.
+    pub published: PublishedValues,
 }
 
 /// A setting that cannot be used; it names the variable, never its value.
@@ -116,7 +125,52 @@ impl Config {
                 expected: "a different secret from WAU_READ_TOKEN",
             });
         }
+        let public_readout = match lookup(PUBLIC_READOUT_VAR).as_deref().map(str::trim) {
+            None | Some("" | "0") => false,
+            Some("1") => true,
+            Some(_) => {
+                return Err(ConfigError {
+                    variable: PUBLIC_READOUT_VAR,
+                    expected: "1 (the readout is public) or 0 (it needs the read token)",
+                });
+            }
+        };
+        let list = |variable: &'static str, rule: fn(&str) -> bool, expected: &'static str| {
+            let raw = lookup(variable).unwrap_or_default();
+            let values: Vec<String> = (raw.split([',', ' ']))
+                .filter(|value| !value.is_empty())
+                .map(str::to_owned)
+                .collect();
+            if values.iter().all(|value| rule(value)) {
+                Ok(values)
+            } else {
+                Err(ConfigError { variable, expected })
+            }
+        };
+        let published = PublishedValues {
+            daemon_versions: list(
+                PUBLIC_DAEMON_VERSIONS_VAR,
+                crate::ping::is_semver,
+                "versions such as 1.4.0, separated by commas",
+            )?,
+            protocol_versions: list(
+                PUBLIC_PROTOCOL_VERSIONS_VAR,
+                crate::ping::is_semver,
+                "versions such as 1.0.0, separated by commas",
+            )?,
+            node_majors: list(
+                PUBLIC_NODE_MAJORS_VAR,
+                |major| {
+                    (1..=9).contains(&major.len())
+                        && major.bytes().all(|b| b.is_ascii_digit())
+                        && (major == "0" || !major.starts_with('0'))
+                },
+                "Node majors such as 20, separated by commas",
+            )?,
+        };
         Ok(Self {
+            public_readout,
+            published,
             tokens,
             breakdown_min_sessions,
             shared_limit_key,
@@ -226,6 +280,34 @@ mod tests {
             .unwrap();
         assert_eq!(same.variable, ADMIN_TOKEN_VAR);
         assert!(!same.to_string().contains(&read), "{same}");
+    }
+
+    #[test]
+    fn a_public_readout_is_asked_for_with_one_and_publishes_only_valid_values() {
+        let off = config(&[]).unwrap();
+        assert!(!off.public_readout);
+        assert_eq!(off.published, PublishedValues::default());
+        let on = config(&[
+            (PUBLIC_READOUT_VAR, "1"),
+            (PUBLIC_DAEMON_VERSIONS_VAR, "1.0.0, 1.1.0,1.2.0-rc.1"),
+            (PUBLIC_NODE_MAJORS_VAR, "18 20,22"),
+        ])
+        .unwrap();
+        assert!(on.public_readout);
+        assert_eq!(
+            on.published.daemon_versions,
+            ["1.0.0", "1.1.0", "1.2.0-rc.1"]
+        );
+        assert_eq!(on.published.node_majors, ["18", "20", "22"]);
+        for (variable, bad) in [
+            (PUBLIC_READOUT_VAR, "yes"),
+            (PUBLIC_DAEMON_VERSIONS_VAR, "1.0"),
+            (PUBLIC_PROTOCOL_VERSIONS_VAR, "01.0.0"),
+            (PUBLIC_NODE_MAJORS_VAR, "v20"),
+        ] {
+            let error = config(&[(variable, bad)]).err().unwrap();
+            assert_eq!(error.variable, variable, "{bad}");
+        }
     }
 
     #[test]

@@ -22,6 +22,7 @@ pub mod abuse;
 pub mod auth;
 pub mod body;
 pub mod config;
+pub mod dashboard;
 pub mod dimension;
 pub mod event;
 pub mod limits;
@@ -41,7 +42,9 @@ pub use body::CappedBody;
 pub use config::Config;
 pub use dimension::Dimension;
 pub use ping::{SessionId, SessionPing, parse_ping};
-pub use readout::{Breakdown, Format, Readout, Series, series_response, weekly_active_response};
+pub use readout::{
+    Breakdown, Format, PublishedValues, Readout, Series, series_response, weekly_active_response,
+};
 pub use record::{
     SessionWrite, StoredRecord, day_start, expires_at, parse_session_key, record_to_write,
     session_key, week_key_prefix,
@@ -49,8 +52,9 @@ pub use record::{
 pub use rejection::Rejection;
 pub use response::Response;
 pub use service::{
-    BackfillPage, Next, RequestHead, Route, backfill_page, decide_ping, forgotten_response,
-    path_of_url, query_of_url, retained_weeks, route, utc_from_unix_millis,
+    BackfillPage, Next, RequestHead, Route, backfill_page, decide_erasure, decide_ping,
+    erased_response, forgotten_response, path_of_url, query_of_url, retained_weeks, route,
+    utc_from_unix_millis,
 };
 pub use tally::{Tally, TallyMoves};
 pub use week::IsoWeek;

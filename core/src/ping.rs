@@ -10,7 +10,7 @@ use std::borrow::Cow;
 use std::fmt;
 
 use garde::Validate;
-use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 
 use crate::limits::{MAX_VERSION_CHARS, SESSION_ID_CHARS};
 use crate::rejection::Rejection;
@@ -65,7 +65,7 @@ fn rule(field: &str) -> &'static str {
 /// separated pre-release identifiers, each non-empty `[0-9A-Za-z-]`, a numeric one without a
 /// leading zero. ASCII only. openapi.yaml's pattern says the same (tests/openapi.rs holds the
 /// two equal).
-fn is_semver(text: &str) -> bool {
+pub(crate) fn is_semver(text: &str) -> bool {
     let (release, pre_release) = match text.split_once('-') {
         Some((release, pre)) => (release, Some(pre)),
         None => (text, None),
@@ -257,19 +257,48 @@ fn invalid_value(field: &'static str) -> Rejection {
 
 /// Parses a request body into a valid ping, or the first reason it is not one.
 pub fn parse_ping(body: &[u8]) -> Result<SessionPing<'_>, Rejection> {
+    let [
+        protocol_version,
+        daemon_version,
+        session_id,
+        platform,
+        node_version,
+        primary_framework,
+    ] = parse_entries(body)?.strings(FIELDS)?;
+    SessionPing::try_from(SessionPingWire {
+        protocol_version,
+        daemon_version,
+        session_id,
+        platform,
+        node_version,
+        primary_framework,
+    })
+}
+
+/// The one field of an erasure request (`POST /v1/erase`): the session to forget.
+pub const ERASURE_FIELDS: [&str; 1] = ["session_id"];
+
+/// Parses an erasure request's body, `{"session_id":"<id>"}` and nothing else, by the ping's
+/// rules for a JSON body and for a session id; the first reason it is not one.
+pub fn parse_erasure(body: &[u8]) -> Result<SessionId, Rejection> {
+    let [session_id] = parse_entries(body)?.strings(ERASURE_FIELDS)?;
+    SessionId::parse(&session_id).ok_or(invalid_value("session_id"))
+}
+
+/// A body's top-level entries, or why it is not a JSON object.
+fn parse_entries(body: &[u8]) -> Result<TopLevelEntries<'_>, Rejection> {
     if body.is_empty() {
         return Err(Rejection::EmptyBody);
     }
     let text = std::str::from_utf8(body).map_err(|_| Rejection::InvalidUtf8)?;
-    let entries = serde_json::from_str::<TopLevelEntries>(text).map_err(|error| {
+    serde_json::from_str::<TopLevelEntries>(text).map_err(|error| {
         // Only the top-level visitor raises data errors: the value was not an object.
         if error.is_data() {
             Rejection::NotAnObject
         } else {
             Rejection::InvalidJson
         }
-    })?;
-    SessionPing::try_from(entries.into_wire()?)
+    })
 }
 
 /// The top-level keys and values of a JSON object in the order sent, duplicates kept.
@@ -299,9 +328,45 @@ impl<'de> Deserialize<'de> for TopLevelEntries<'de> {
                 }
                 Ok(TopLevelEntries(entries))
             }
+
+            // Anything but an object is refused with a fixed error, not serde's, whose
+            // message prints the value (and brings float formatting into the Worker's bundle).
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+                Err(not_an_object())
+            }
+
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+                Err(not_an_object())
+            }
+
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+                Err(not_an_object())
+            }
+
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+                Err(not_an_object())
+            }
+
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+                Err(not_an_object())
+            }
+
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Err(not_an_object())
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                // Read to its end, so that a syntax error inside still reads as one.
+                while seq.next_element::<JsonText>()?.is_some() {}
+                Err(not_an_object())
+            }
         }
 
-        deserializer.deserialize_map(EntriesVisitor)
+        fn not_an_object<E: de::Error>() -> E {
+            E::custom("not an object")
+        }
+
+        deserializer.deserialize_any(EntriesVisitor)
     }
 }
 
@@ -366,8 +431,12 @@ impl<'de> Deserialize<'de> for JsonText<'de> {
 }
 
 impl<'de> TopLevelEntries<'de> {
-    /// Checks the keys in the contract's order: duplicates, unknown, missing, then types.
-    fn into_wire(self) -> Result<SessionPingWire<'de>, Rejection> {
+    /// The string value of each of `fields`, checked in the contract's order: duplicates,
+    /// unknown keys, missing keys, then types.
+    fn strings<const N: usize>(
+        self,
+        fields: [&'static str; N],
+    ) -> Result<[Cow<'de, str>; N], Rejection> {
         let entries = self.0;
         for (index, (key, _)) in entries.iter().enumerate() {
             if entries
@@ -375,46 +444,39 @@ impl<'de> TopLevelEntries<'de> {
                 .skip(index + 1)
                 .any(|(other, _)| other.0 == key.0)
             {
-                let field = FIELDS.into_iter().find(|f| key.0.as_deref() == Some(*f));
+                let field = fields.into_iter().find(|f| key.0.as_deref() == Some(*f));
                 return Err(Rejection::DuplicateKey { field });
             }
         }
         if let Some((key, _)) = entries
             .iter()
-            .find(|(key, _)| !key.0.as_deref().is_some_and(|key| FIELDS.contains(&key)))
+            .find(|(key, _)| !key.0.as_deref().is_some_and(|key| fields.contains(&key)))
         {
             return Err(Rejection::UnknownField {
                 // JSON object keys are always strings: a `None` key cannot be parsed.
                 name: printable_key(key.0.as_deref().unwrap_or_default()),
             });
         }
-        let mut values: [Option<JsonText<'de>>; 6] = Default::default();
+        let mut values: [Option<JsonText<'de>>; N] = std::array::from_fn(|_| None);
         for (key, value) in entries {
-            let slot = FIELDS.iter().position(|f| key.0.as_deref() == Some(*f));
+            let slot = fields.iter().position(|f| key.0.as_deref() == Some(*f));
             if let Some(place) = slot.and_then(|index| values.get_mut(index)) {
                 *place = Some(value);
             }
         }
-        if let Some((field, _)) = FIELDS.into_iter().zip(&values).find(|(_, v)| v.is_none()) {
+        if let Some((field, _)) = fields.into_iter().zip(&values).find(|(_, v)| v.is_none()) {
             return Err(Rejection::MissingField { field });
         }
-        let mut strings = FIELDS
-            .into_iter()
-            .zip(values)
-            .map(|(field, value)| match value {
-                Some(JsonText(Some(text))) => Ok(text),
-                _ => Err(Rejection::InvalidType { field }),
-            });
-        // Fields are initialised in FIELDS order, so each takes its own string.
-        let mut next = || strings.next().unwrap_or(Err(Rejection::Internal));
-        Ok(SessionPingWire {
-            protocol_version: next()?,
-            daemon_version: next()?,
-            session_id: next()?,
-            platform: next()?,
-            node_version: next()?,
-            primary_framework: next()?,
-        })
+        if let Some((field, _)) = (fields.into_iter().zip(&values))
+            .find(|(_, value)| !matches!(value, Some(JsonText(Some(_)))))
+        {
+            return Err(Rejection::InvalidType { field });
+        }
+        Ok(values.map(|value| match value {
+            Some(JsonText(Some(text))) => text,
+            // Checked just above: every value is a string.
+            _ => Cow::Borrowed(""),
+        }))
     }
 }
 

@@ -6,7 +6,7 @@ use time::OffsetDateTime;
 use crate::abuse::Admission;
 use crate::auth::{Token, Tokens};
 use crate::body::{check_declared_length, check_received_length};
-use crate::ping::{SessionId, parse_ping};
+use crate::ping::{SessionId, parse_erasure, parse_ping};
 use crate::readout::{Format, Readout};
 use crate::record::SessionWrite;
 use crate::rejection::Rejection;
@@ -14,6 +14,8 @@ use crate::response::Response;
 use crate::week::IsoWeek;
 
 pub const SESSION_PATH: &str = "/v1/session";
+/// A relay's own erasure request: `POST /v1/erase` with `{"session_id":"<id>"}`, no token.
+pub const ERASE_PATH: &str = "/v1/erase";
 /// A deletion request: `DELETE /v1/session/<session_id>`, behind the admin token.
 pub const FORGET_PREFIX: &str = "/v1/session/";
 pub const WEEKLY_ACTIVE_PREFIX: &str = "/v1/wau/";
@@ -41,9 +43,13 @@ pub struct RequestHead<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
     Session,
+    Erase,
     WeeklyActive,
     Forget,
     Health,
+    /// `/dashboard` and below: static files, served by the adapter before it routes (the
+    /// Worker's assets, the rollback's embedded copy); anything else there is a 404.
+    Dashboard,
     Unknown,
 }
 
@@ -53,8 +59,11 @@ impl Route {
     pub fn of_path(path: &str) -> Self {
         match path {
             SESSION_PATH => Self::Session,
+            ERASE_PATH => Self::Erase,
             HEALTH_PATH => Self::Health,
             SERIES_PATH => Self::WeeklyActive,
+            "/dashboard" => Self::Dashboard,
+            _ if path.starts_with(crate::dashboard::DASHBOARD_PATH) => Self::Dashboard,
             _ if path.starts_with(WEEKLY_ACTIVE_PREFIX) => Self::WeeklyActive,
             // `/v1/session/` alone stays another path, as any trailing slash is.
             _ if path.len() > FORGET_PREFIX.len() && path.starts_with(FORGET_PREFIX) => {
@@ -69,10 +78,10 @@ impl Route {
     /// only these, and leaves the others `None` in its [`RequestHead`].
     pub fn headers_read(self) -> &'static [&'static str] {
         match self {
-            Self::Session => &["content-type", "content-length"],
+            Self::Session | Self::Erase => &["content-type", "content-length"],
             Self::WeeklyActive => &["authorization", "accept"],
             Self::Forget => &["authorization"],
-            Self::Health | Self::Unknown => &[],
+            Self::Health | Self::Dashboard | Self::Unknown => &[],
         }
     }
 
@@ -80,9 +89,11 @@ impl Route {
     pub fn label(self) -> &'static str {
         match self {
             Self::Session => "session",
+            Self::Erase => "erase",
             Self::WeeklyActive => "wau",
             Self::Forget => "forget",
             Self::Health => "healthz",
+            Self::Dashboard => "dashboard",
             Self::Unknown => "unknown",
         }
     }
@@ -95,6 +106,10 @@ pub enum Next {
     Respond(Response),
     /// Stream the body under the cap (`CappedBody`), then call [`decide_ping`].
     ReadPing,
+    /// Stream the body under the cap, then call [`decide_erasure`]; delete the session's
+    /// records in every week the store holds, and answer [`erased_response`] whatever was
+    /// found.
+    ReadErasure,
     /// Fetch what the readout asks for from the store, then answer with
     /// [`crate::readout`]'s types.
     Readout(Readout),
@@ -104,16 +119,31 @@ pub enum Next {
 }
 
 /// Routes a request from its head alone, deciding everything that needs no body or store.
-/// A readout needs the read token, a deletion the admin token; a wrong one counts against the
-/// client's abuse limit in `limiter` ([`authenticate`]).
+/// A readout needs the read token (unless `public_readout`, when a request without an
+/// `Authorization` header gets the public view), a deletion the admin token; a wrong one
+/// counts against the client's abuse limit in `limiter` ([`authenticate`]).
 pub fn route(
     head: &RequestHead<'_>,
     tokens: &Tokens,
+    public_readout: bool,
     limiter: &mut impl Admission,
     now_seconds: u64,
 ) -> (Route, Next) {
+    if public_readout
+        && head.authorization.is_none()
+        && Route::of_path(head.path) == Route::WeeklyActive
+    {
+        return (Route::WeeklyActive, public_readout_head(head));
+    }
     match (Route::of_path(head.path), tokens) {
         (Route::Session, _) => (Route::Session, session_head(head)),
+        (Route::Erase, _) => {
+            let next = match session_head(head) {
+                Next::ReadPing => Next::ReadErasure,
+                refused => refused,
+            };
+            (Route::Erase, next)
+        }
         (Route::Health, _) => {
             let next = if head.method == "GET" {
                 Next::Respond(Response::text("ok"))
@@ -141,6 +171,7 @@ pub fn route(
             Route::Forget,
             forget_head(head, token, limiter, now_seconds),
         ),
+        (Route::Dashboard, _) => (Route::Dashboard, reject(Rejection::NotFound)),
         (Route::WeeklyActive | Route::Forget | Route::Unknown, _) => {
             (Route::Unknown, reject(Rejection::NotFound))
         }
@@ -228,14 +259,37 @@ fn readout_head(
     if let Err(refused) = authenticate(head, token, limiter, now_seconds) {
         return reject(refused);
     }
-    let format = Format::from_accept(head.accept);
-    let readout = match head.path.strip_prefix(WEEKLY_ACTIVE_PREFIX) {
-        Some(week) => Readout::for_week(week, head.query, format),
-        None => Readout::for_series(head.query, format),
-    };
-    match readout {
+    match readout_of(head) {
         Ok(readout) => Next::Readout(readout),
         Err(rejection) => reject(rejection),
+    }
+}
+
+/// A readout asked for without a token of a service whose readout is public.
+fn public_readout_head(head: &RequestHead<'_>) -> Next {
+    if head.method != "GET" {
+        return reject(Rejection::MethodNotAllowed { allow: "GET" });
+    }
+    match readout_of(head) {
+        Ok(Readout::Week {
+            week, by, format, ..
+        }) => Next::Readout(Readout::Week {
+            week,
+            by,
+            format,
+            public: true,
+        }),
+        Ok(series) => Next::Readout(series),
+        Err(rejection) => reject(rejection),
+    }
+}
+
+/// The readout a request's path and query ask for.
+fn readout_of(head: &RequestHead<'_>) -> Result<Readout, Rejection> {
+    let format = Format::from_accept(head.accept);
+    match head.path.strip_prefix(WEEKLY_ACTIVE_PREFIX) {
+        Some(week) => Readout::for_week(week, head.query, format),
+        None => Readout::for_series(head.query, format),
     }
 }
 
@@ -342,6 +396,30 @@ pub fn decide_ping(
         limiter.admit(client, now_seconds)?;
     }
     Ok(SessionWrite::new(ping, now))
+}
+
+/// Decides an erasure request from its whole body, read under the cap: the session to forget.
+/// It counts against the client's abuse limit as a valid ping does, so that ids cannot be
+/// tried at speed.
+pub fn decide_erasure(
+    head: &RequestHead<'_>,
+    body: &[u8],
+    now: OffsetDateTime,
+    limiter: &mut impl Admission,
+) -> Result<SessionId, Rejection> {
+    check_received_length(head.content_length, body.len())?;
+    let session_id = parse_erasure(body)?;
+    if let Some(client) = head.client {
+        let now_seconds = u64::try_from(now.unix_timestamp()).unwrap_or(0);
+        limiter.admit(client, now_seconds)?;
+    }
+    Ok(session_id)
+}
+
+/// The answer to an erasure request once the store has done it: the same whether the session
+/// had records or not, so that it tells no one who is in the data.
+pub fn erased_response() -> Response {
+    Response::no_content()
 }
 
 /// The instant `unix_millis` after the epoch; out-of-range clocks read as the epoch.
@@ -501,9 +579,9 @@ mod tests {
         }
     }
 
-    /// Routes with the abuse limit off.
+    /// Routes with the abuse limit off and the readout not public.
     fn routed(head: &RequestHead<'_>, tokens: &Tokens) -> (Route, Next) {
-        route(head, tokens, &mut AbuseLimiter::new(0), 0)
+        route(head, tokens, false, &mut AbuseLimiter::new(0), 0)
     }
 
     const PING: &[u8] = br#"{"protocol_version":"1.0.0","daemon_version":"1.0.0","session_id":"abcdefgh","platform":"linux","node_version":"20.0.0","primary_framework":"vue"}"#;
@@ -561,25 +639,25 @@ mod tests {
         };
         let guess = from("203.0.113.5", Some("Bearer a-guess-of-the-token"));
         let statuses: Vec<_> = (0..8)
-            .map(|_| status(&route(&guess, &tokens, &mut limiter, 100).1))
+            .map(|_| status(&route(&guess, &tokens, false, &mut limiter, 100).1))
             .collect();
         assert_eq!(statuses, [401, 401, 401, 401, 401, 429, 429, 429].map(Some));
         // The right token from the same client is refused as well, so that it reads like
         // every other guess; from another client it is served.
         let right = from("203.0.113.5", Some(READ_BEARER));
         assert_eq!(
-            status(&route(&right, &tokens, &mut limiter, 101).1),
+            status(&route(&right, &tokens, false, &mut limiter, 101).1),
             Some(429)
         );
         let operator = from("198.51.100.7", Some(READ_BEARER));
         assert_eq!(
-            status(&route(&operator, &tokens, &mut limiter, 101).1),
+            status(&route(&operator, &tokens, false, &mut limiter, 101).1),
             None
         );
         // A right token counts nothing: the operator is never limited by reading.
         for _ in 0..20 {
             assert_eq!(
-                status(&route(&operator, &tokens, &mut limiter, 102).1),
+                status(&route(&operator, &tokens, false, &mut limiter, 102).1),
                 None
             );
         }
@@ -590,11 +668,14 @@ mod tests {
             ..from("192.0.2.9", Some(READ_BEARER))
         };
         let statuses: Vec<_> = (0..6)
-            .map(|_| status(&route(&deletion, &tokens, &mut limiter, 100).1))
+            .map(|_| status(&route(&deletion, &tokens, false, &mut limiter, 100).1))
             .collect();
         assert_eq!(statuses, [401, 401, 401, 401, 401, 429].map(Some));
         // The window ends and the right token is served again.
-        assert_eq!(status(&route(&right, &tokens, &mut limiter, 160).1), None);
+        assert_eq!(
+            status(&route(&right, &tokens, false, &mut limiter, 160).1),
+            None
+        );
     }
 
     #[test]
@@ -634,6 +715,7 @@ mod tests {
             week,
             by: None,
             format: Format::Json,
+            public: false,
         };
         assert_eq!(routed(&good, &token).1, Next::Readout(readout));
         let bad_query = RequestHead {

@@ -51,7 +51,7 @@ impl Tally {
         self.0.iter().map(|(_, sessions)| sessions).sum()
     }
 
-    pub(crate) fn into_values(self) -> Vec<(String, u64)> {
+    pub fn into_values(self) -> Vec<(String, u64)> {
         self.0
     }
 }

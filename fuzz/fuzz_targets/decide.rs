@@ -9,8 +9,8 @@ use libfuzzer_sys::fuzz_target;
 use telemetry_core::limits::MAX_BODY_BYTES;
 use telemetry_core::{
     AbuseLimiter, Breakdown, CappedBody, Next, Readout, RequestHead, StoredRecord, Token, Tokens,
-    decide_ping, path_of_url, query_of_url, route, series_response, utc_from_unix_millis,
-    weekly_active_response,
+    decide_erasure, decide_ping, erased_response, path_of_url, query_of_url, route,
+    series_response, utc_from_unix_millis, weekly_active_response,
 };
 
 fuzz_target!(|input: &[u8]| {
@@ -43,7 +43,8 @@ fuzz_target!(|input: &[u8]| {
         read: token("fuzz-read-token-of-thirty-two-characters"),
         admin: token("fuzz-admin-token-of-thirty-two-characters"),
     };
-    let (_, next) = route(&head, &tokens, &mut AbuseLimiter::new(3), 0);
+    let public = head.path.len() % 2 == 0;
+    let (_, next) = route(&head, &tokens, public, &mut AbuseLimiter::new(3), 0);
     let response = match next {
         Next::Respond(response) => response,
         // Only a well-formed session id reaches a store's deletion.
@@ -59,15 +60,28 @@ fuzz_target!(|input: &[u8]| {
                     week,
                     by: None,
                     format,
+                    ..
                 } => weekly_active_response(week, sessions, format),
                 Readout::Week {
                     week,
                     by: Some(by),
                     format,
+                    public,
                 } => {
                     let mut tally = telemetry_core::readout::Tally::default();
                     for byte in body {
                         tally.add(&format!("v{}", byte % 7), u64::from(*byte));
+                    }
+                    if public {
+                        // A public view names published values only: here, none.
+                        let published = telemetry_core::PublishedValues::default();
+                        tally = published.shown(by, tally);
+                        let fixed_list = matches!(
+                            by,
+                            telemetry_core::Dimension::Platform
+                                | telemetry_core::Dimension::PrimaryFramework
+                        );
+                        assert!(fixed_list || tally.iter().all(|(value, _)| value == "other"));
                     }
                     let breakdown = Breakdown::new(week, by, tally, 5);
                     let shown: u64 = breakdown.counts.iter().map(|(_, n)| n).sum();
@@ -92,6 +106,22 @@ fuzz_target!(|input: &[u8]| {
             };
             assert_eq!(response.status, 200);
             return;
+        }
+        Next::ReadErasure => {
+            let mut capped = CappedBody::new();
+            if let Err(too_large) = capped.push(body) {
+                assert_eq!(too_large.into_response().status, 413);
+                return;
+            }
+            let now = utc_from_unix_millis(1_795_000_000_000);
+            match decide_erasure(&head, capped.as_bytes(), now, &mut AbuseLimiter::new(3)) {
+                // Only a well-formed session id reaches a store's deletion.
+                Ok(session_id) => {
+                    assert!(telemetry_core::SessionId::parse(session_id.as_str()).is_some());
+                    erased_response()
+                }
+                Err(rejection) => rejection.into_response(),
+            }
         }
         Next::ReadPing => {
             // As both adapters do: the body is read under the cap, then decided.

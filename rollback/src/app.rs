@@ -14,7 +14,8 @@ use futures_util::StreamExt;
 use telemetry_core::event::{Handled, LIMITED_BY_PROCESS, StoreOperation, method_label, to_line};
 use telemetry_core::{
     AbuseLimiter, CappedBody, Config, Next, Readout, Rejection, RequestHead, Response, Route,
-    SessionId, decide_ping, forgotten_response, route, utc_from_unix_millis,
+    SessionId, decide_erasure, decide_ping, erased_response, forgotten_response, route,
+    utc_from_unix_millis,
 };
 
 use crate::connection::Slot;
@@ -63,33 +64,44 @@ async fn decide(state: &AppState, request: Request) -> Handled {
         query: parts.uri.query(),
         accept: header("accept"),
     };
+    // The dashboard's files are static: served before the core routes what is left.
+    if let Some(page) = crate::dashboard::answer(head.method, head.path) {
+        return Handled::new(Route::Dashboard, page);
+    }
     let now_seconds = u64::try_from(unix_now()).unwrap_or(0);
+    let config = &state.config;
     let (route_taken, next) = route(
         &head,
-        &state.config.tokens,
+        &config.tokens,
+        config.public_readout,
         &mut &state.limiter,
         now_seconds,
     );
     match next {
         Next::Respond(response) => Handled::new(route_taken, response),
         Next::ReadPing => ping(state, &parts, body, &head).await,
+        Next::ReadErasure => erase(state, &parts, body, &head).await,
         Next::Readout(readout) => answer_readout(state, readout).await,
         Next::Forget(session_id) => forget(state, session_id).await,
     }
 }
 
-/// A ping the head admitted: reads the body under the cap and in time, decides it, and
-/// queues the write; 204 only once it is queued (a full queue is a 503, never a loss).
-async fn ping(state: &AppState, parts: &Parts, body: Body, head: &RequestHead<'_>) -> Handled {
-    // The connection's watchdog knows the client is sending now (absent in unit tests).
+/// Reads a body under the cap and in time, telling the connection's watchdog (absent in
+/// unit tests) that the client is sending meanwhile.
+async fn read_body(state: &AppState, parts: &Parts, body: Body) -> Result<CappedBody, Rejection> {
     let slot = parts.extensions.get::<Arc<Slot>>();
     slot.inspect(|slot| slot.reading_body());
     let body = tokio::time::timeout(state.body_timeout, read_capped(body)).await;
     slot.inspect(|slot| slot.handling());
-    let body = match body {
-        Ok(Ok(body)) => body,
-        Ok(Err(rejection)) => return Handled::new(Route::Session, rejection.into_response()),
-        Err(_) => return Handled::new(Route::Session, Rejection::BodyTimeout.into_response()),
+    body.unwrap_or(Err(Rejection::BodyTimeout))
+}
+
+/// A ping the head admitted: reads the body under the cap and in time, decides it, and
+/// queues the write; 204 only once it is queued (a full queue is a 503, never a loss).
+async fn ping(state: &AppState, parts: &Parts, body: Body, head: &RequestHead<'_>) -> Handled {
+    let body = match read_body(state, parts, body).await {
+        Ok(body) => body,
+        Err(rejection) => return Handled::new(Route::Session, rejection.into_response()),
     };
     let now = utc_from_unix_millis(unix_now().saturating_mul(1000));
     let decided = decide_ping(head, body.as_bytes(), now, &mut &state.limiter);
@@ -122,9 +134,10 @@ async fn answer_readout(state: &AppState, readout: Readout) -> Handled {
         }
         Ok::<_, crate::store::StoreError>(tallies)
     };
-    let answered = fetched
-        .await
-        .map(|tallies| readout.answer(tallies, state.config.breakdown_min_sessions));
+    let answered = fetched.await.map(|tallies| {
+        let config = &state.config;
+        readout.answer(tallies, config.breakdown_min_sessions, &config.published)
+    });
     let response = answered.unwrap_or_else(|error| {
         crate::log_store_failure(StoreOperation::Read, week, &error.text());
         Rejection::StoreUnavailable.into_response()
@@ -132,6 +145,32 @@ async fn answer_readout(state: &AppState, readout: Readout) -> Handled {
     Handled {
         week,
         ..Handled::new(Route::WeeklyActive, response)
+    }
+}
+
+/// An erasure request the head admitted: read and decided as a ping is, then the session's
+/// records go from every week as an operator's deletion takes them, and the answer is the
+/// same whether there were any.
+async fn erase(state: &AppState, parts: &Parts, body: Body, head: &RequestHead<'_>) -> Handled {
+    let body = match read_body(state, parts, body).await {
+        Ok(body) => body,
+        Err(rejection) => return Handled::new(Route::Erase, rejection.into_response()),
+    };
+    let now = utc_from_unix_millis(unix_now().saturating_mul(1000));
+    let response = match decide_erasure(head, body.as_bytes(), now, &mut &state.limiter) {
+        Ok(session_id) => match state.store.delete_session(session_id).await {
+            Ok(_) => erased_response(),
+            Err(error) => {
+                crate::log_store_failure(StoreOperation::Delete, None, &error.text());
+                Rejection::StoreUnavailable.into_response()
+            }
+        },
+        Err(rejection) => rejection.into_response(),
+    };
+    Handled {
+        body_bytes: body.len(),
+        limited_by: (response.status == 429).then_some(LIMITED_BY_PROCESS),
+        ..Handled::new(Route::Erase, response)
     }
 }
 

@@ -18,6 +18,7 @@
 
 pub mod app;
 pub mod connection;
+pub mod dashboard;
 pub mod kv_transfer;
 pub mod log;
 pub mod server;

@@ -8,7 +8,7 @@ mod render;
 use crate::dimension::Dimension;
 use crate::rejection::Rejection;
 use crate::response::Response;
-use crate::stored_week::{COUNTED_BY, count};
+use crate::stored_week::{COUNTED_BY, OTHER_VALUE, count};
 use crate::week::IsoWeek;
 
 pub use self::render::{
@@ -25,6 +25,9 @@ pub enum Readout {
         week: IsoWeek,
         by: Option<Dimension>,
         format: Format,
+        /// Asked without a token of a service whose readout is public (`PUBLIC_READOUT=1`):
+        /// a breakdown then names only published values ([`PublishedValues`]).
+        public: bool,
     },
     /// `GET /v1/wau?from=<week>&to=<week>`: each week of the span, in order.
     Series { weeks: Vec<IsoWeek>, format: Format },
@@ -42,7 +45,12 @@ impl Readout {
             }
         }
         let by = by.map(|by| by.ok_or(Rejection::InvalidQuery)).transpose()?;
-        Ok(Self::Week { week, by, format })
+        Ok(Self::Week {
+            week,
+            by,
+            format,
+            public: false,
+        })
     }
 
     /// A series from `from` and `to`, each exactly once and nothing else.
@@ -75,16 +83,34 @@ impl Readout {
     }
 
     /// The answer from the tallies of [`Readout::fetches`], in the same order, under the
-    /// privacy floor `min_sessions`; a 500 if they do not match (an adapter's mistake).
-    pub fn answer(self, fetched: Vec<Tally>, min_sessions: u64) -> Response {
+    /// privacy floor `min_sessions` (and, for a public one, naming only `published` values);
+    /// a 500 if they do not match (an adapter's mistake).
+    pub fn answer(
+        self,
+        fetched: Vec<Tally>,
+        min_sessions: u64,
+        published: &PublishedValues,
+    ) -> Response {
         match self {
-            Self::Week { week, by, format } => {
+            Self::Week {
+                week,
+                by,
+                format,
+                public,
+            } => {
                 let Ok([tally]) = <[Tally; 1]>::try_from(fetched) else {
                     return Rejection::Internal.into_response();
                 };
                 match by {
                     None => weekly_active_response(week, count(&tally), format),
-                    Some(by) => Breakdown::new(week, by, tally, min_sessions).into_response(format),
+                    Some(by) => {
+                        let tally = if public {
+                            published.shown(by, tally)
+                        } else {
+                            tally
+                        };
+                        Breakdown::new(week, by, tally, min_sessions).into_response(format)
+                    }
                 }
             }
             Self::Series { weeks, format } => {
@@ -100,6 +126,47 @@ impl Readout {
             Self::Week { week, .. } => Some(*week),
             Self::Series { weeks, .. } => weeks.last().copied(),
         }
+    }
+}
+
+/// The values a public breakdown names: every platform and framework (fixed lists), and the
+/// versions and Node majors the operator publishes (`PUBLIC_DAEMON_VERSIONS`,
+/// `PUBLIC_PROTOCOL_VERSIONS`, `PUBLIC_NODE_MAJORS`); every other value is counted as
+/// [`OTHER_VALUE`]. The floor alone cannot keep a public view from telling whether a guessed
+/// rare value is in the data: whoever can send pings adds floor − 1 sessions with it and
+/// watches it appear. A value no one published never appears, however many hold it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PublishedValues {
+    pub daemon_versions: Vec<String>,
+    pub protocol_versions: Vec<String>,
+    pub node_majors: Vec<String>,
+}
+
+impl PublishedValues {
+    /// Whether a public breakdown along `dimension` may name `value`.
+    pub fn names(&self, dimension: Dimension, value: &str) -> bool {
+        let published = match dimension {
+            Dimension::Platform | Dimension::PrimaryFramework => return true,
+            Dimension::DaemonVersion => &self.daemon_versions,
+            Dimension::ProtocolVersion => &self.protocol_versions,
+            Dimension::NodeMajor => &self.node_majors,
+        };
+        published.iter().any(|known| known == value)
+    }
+
+    /// A week's tally along `dimension` as a public breakdown counts it: the values it may
+    /// name, and all the others as one [`OTHER_VALUE`].
+    pub fn shown(&self, dimension: Dimension, tally: Tally) -> Tally {
+        let mut shown = Tally::default();
+        for (value, sessions) in tally.into_values() {
+            let value = if self.names(dimension, &value) {
+                value.as_str()
+            } else {
+                OTHER_VALUE
+            };
+            shown.add(value, sessions);
+        }
+        shown
     }
 }
 
@@ -148,6 +215,7 @@ mod tests {
                 week: w48,
                 by,
                 format: json,
+                public: false,
             })
         };
         assert_eq!(Readout::for_week("2026-W48", None, json), ok(None));
@@ -222,7 +290,9 @@ mod tests {
         let count = Readout::for_week("2026-W48", None, Format::Json).unwrap();
         assert_eq!(count.fetches(), [(week("2026-W48"), COUNTED_BY)]);
         assert_eq!(
-            count.answer(vec![by_platform.clone()], 5).body,
+            count
+                .answer(vec![by_platform.clone()], 5, &PublishedValues::default())
+                .body,
             r#"{"week":"2026-W48","weekly_active_sessions":8}"#
         );
         let breakdown = Readout::for_week("2026-W48", Some("by=node_major"), Format::Json).unwrap();
@@ -230,24 +300,91 @@ mod tests {
             breakdown.fetches(),
             [(week("2026-W48"), Dimension::NodeMajor)]
         );
-        let answered = breakdown
-            .clone()
-            .answer(vec![tally(&[("20", 7), ("18", 1)])], 5);
+        let answered = breakdown.clone().answer(
+            vec![tally(&[("20", 7), ("18", 1)])],
+            5,
+            &PublishedValues::default(),
+        );
         assert_eq!(
             answered.body,
             r#"{"week":"2026-W48","weekly_active_sessions":8,"by":"node_major","counts":{"20":7},"withheld_sessions":1}"#
         );
-        assert_eq!(breakdown.answer(vec![], 5).status, 500, "a tally missing");
+        assert_eq!(
+            breakdown
+                .answer(vec![], 5, &PublishedValues::default())
+                .status,
+            500,
+            "a tally missing"
+        );
         let series = Readout::for_series(Some("from=2026-W47&to=2026-W48"), Format::Csv).unwrap();
         assert_eq!(series.fetches().len(), 2);
         assert_eq!(
             series
                 .clone()
-                .answer(vec![Tally::default(), by_platform], 5)
+                .answer(
+                    vec![Tally::default(), by_platform],
+                    5,
+                    &PublishedValues::default()
+                )
                 .body,
             "week,weekly_active_sessions\r\n2026-W47,0\r\n2026-W48,8\r\n"
         );
-        assert_eq!(series.answer(vec![Tally::default()], 5).status, 500);
+        assert_eq!(
+            series
+                .answer(vec![Tally::default()], 5, &PublishedValues::default())
+                .status,
+            500
+        );
+    }
+
+    /// The review's attack on a public view: whoever can send pings adds floor − 1 sessions
+    /// with a guessed rare value and reads the breakdown, to learn whether one real install
+    /// holds it. Two weeks that differ only in that install's value answer alike.
+    #[test]
+    fn padding_a_guessed_value_tells_a_public_reader_nothing() {
+        let published = PublishedValues {
+            daemon_versions: vec!["1.0.0".into(), "1.1.0".into()],
+            ..PublishedValues::default()
+        };
+        let public = Readout::Week {
+            week: week("2026-W48"),
+            by: Some(Dimension::DaemonVersion),
+            format: Format::Json,
+            public: true,
+        };
+        let week_with = |real_rare: &str| {
+            let mut tally = Tally::default();
+            for (value, sessions) in [("1.0.0", 40), ("1.1.0", 9), (real_rare, 1)] {
+                tally.add(value, sessions);
+            }
+            // The attacker's floor − 1 fakes with the guessed value.
+            tally.add("0.9.0-acme.1", 4);
+            tally
+        };
+        let guessed_right = public
+            .clone()
+            .answer(vec![week_with("0.9.0-acme.1")], 5, &published);
+        let guessed_wrong = public
+            .clone()
+            .answer(vec![week_with("0.9.0-zeta.3")], 5, &published);
+        assert_eq!(guessed_right.body, guessed_wrong.body);
+        assert_eq!(
+            guessed_right.body,
+            r#"{"week":"2026-W48","weekly_active_sessions":54,"by":"daemon_version","counts":{"1.0.0":40,"1.1.0":9,"other":5},"withheld_sessions":0}"#
+        );
+        // The operator, with the token, sees the guessed value once it reaches the floor: the
+        // attack's premise, and why the public view differs.
+        let operator = Readout::Week {
+            week: week("2026-W48"),
+            by: Some(Dimension::DaemonVersion),
+            format: Format::Json,
+            public: false,
+        };
+        let seen = operator.answer(vec![week_with("0.9.0-acme.1")], 5, &published);
+        assert!(seen.body.contains(r#""0.9.0-acme.1":5"#), "{}", seen.body);
+        // Platforms and frameworks are fixed lists: all published.
+        assert!(published.names(Dimension::Platform, "openbsd"));
+        assert!(!published.names(Dimension::NodeMajor, "20"));
     }
 
     #[test]

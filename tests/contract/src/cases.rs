@@ -222,6 +222,12 @@ fn get(path: &str) -> RawRequest {
     RawRequest::new("GET", path)
 }
 
+fn erase(body: &str) -> RawRequest {
+    RawRequest::new("POST", "/v1/erase")
+        .header("content-type", "application/json")
+        .body(body.as_bytes().to_vec())
+}
+
 /// The main table, in order. `tag` makes session ids unique to the run.
 pub fn table(tag: &str, token: &str) -> Vec<Case> {
     let id = |n: &str| format!("{tag}-{n}");
@@ -554,6 +560,54 @@ pub fn table(tag: &str, token: &str) -> Vec<Case> {
             204,
         )
         .session(&id("pre")),
+        // A relay's erasure request: no token, the id in the body, the ping's rules.
+        Case::new("GET on the erasure route", get("/v1/erase"), 405).header("allow", "POST"),
+        Case::new(
+            "an erasure of a session never seen",
+            erase(&format!(r#"{{"session_id":"{}"}}"#, id("never-seen"))),
+            204,
+        )
+        .body_is(""),
+        Case::new(
+            "an erasure without content-type",
+            erase(&format!(r#"{{"session_id":"{}"}}"#, id("erase-noct")))
+                .replace_header("content-type", "text/plain"),
+            415,
+        ),
+        Case::new(
+            "an erasure with another field",
+            erase(&format!(
+                r#"{{"session_id":"{}","platform":"linux"}}"#,
+                id("erase-more")
+            )),
+            400,
+        )
+        .code("unknown_field"),
+        Case::new(
+            "an erasure with the id twice",
+            erase(&format!(
+                r#"{{"session_id":"{0}","session_id":"{0}"}}"#,
+                id("erase-twice")
+            )),
+            400,
+        )
+        .code("duplicate_key"),
+        Case::new(
+            "an erasure of an id no ping could send",
+            erase(r#"{"session_id":"short"}"#),
+            400,
+        )
+        .code("invalid_value"),
+        Case::new("an erasure without an id", erase("{}"), 400).code("missing_field"),
+        Case::new(
+            "an erasure past the cap",
+            erase(&format!(
+                r#"{{"session_id":"{}","x":"{}"}}"#,
+                id("erase-big"),
+                "x".repeat(1100)
+            )),
+            413,
+        ),
         // Readout.
         Case::new(
             "readout without a token",

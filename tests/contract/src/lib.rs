@@ -15,9 +15,11 @@
 )]
 
 mod cases;
+pub mod dashboard;
 pub mod http;
 pub mod population;
 pub mod privacy;
+pub mod public_view;
 pub mod schemathesis;
 mod week;
 

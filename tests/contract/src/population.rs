@@ -91,22 +91,13 @@ fn population(tag: &str) -> Vec<Session> {
         .collect()
 }
 
-/// Sends the population into the current week of a target that holds nothing else in it,
-/// then checks every readout query against the truth. Returns one line per problem.
-pub fn check_readouts(target: &Target, tag: &str) -> Vec<String> {
+/// Sends the population (and the two upgrades) into the current week of `target`; the
+/// sessions as they stand, and one line per ping that was not accepted.
+fn seed(target: &Target, tag: &str) -> (Vec<Session>, Vec<String>) {
     let mut failures = Vec::new();
-    match target.weekly_count() {
-        Ok(0) => {}
-        other => {
-            return vec![format!(
-                "needs a target with an empty week, found {other:?}"
-            )];
-        }
-    }
     let mut sessions = population(tag);
     for session in &sessions {
-        let ping = ping(session);
-        match send(target.addr, &ping) {
+        match send(target.addr, &ping(session)) {
             Ok(response) if response.status == 204 => {}
             other => failures.push(format!("ping {}: {other:?}", session.id)),
         }
@@ -121,6 +112,54 @@ pub fn check_readouts(target: &Target, tag: &str) -> Vec<String> {
             failures.push(format!("repeat {n}: {error}"));
         }
     }
+    (sessions, failures)
+}
+
+/// Seeds the population into a target whose week is empty and returns what its dashboard
+/// must show, in the form `tests/dashboard.py` checks: this week's count, two weeks of the
+/// series, and each breakdown with the withheld sessions as their own row.
+pub fn seed_for_dashboard(target: &Target, tag: &str) -> Result<Value, String> {
+    let (sessions, failures) = seed(target, tag);
+    if !failures.is_empty() {
+        return Err(failures.join("; "));
+    }
+    let total = sessions.len() as u64;
+    target.count_settled(total)?;
+    let week = current_iso_week();
+    let mut breakdowns = serde_json::Map::new();
+    for dimension in DIMENSIONS {
+        let expected = expected_breakdown(&week, &sessions, dimension, DEFAULT_FLOOR);
+        let mut rows = expected["counts"].as_object().cloned().unwrap_or_default();
+        let withheld = expected["withheld_sessions"].as_u64().unwrap_or(0);
+        if withheld > 0 {
+            rows.insert("withheld".into(), withheld.into());
+        }
+        // The upgrades are writes too: wait for them to show before the browser looks.
+        settled_json(target, &format!("/v1/wau/{week}?by={dimension}"), &expected)?;
+        breakdowns.insert(dimension.into(), Value::Object(rows));
+    }
+    Ok(json!({
+        "week": week,
+        "count": total,
+        "series": { week.clone(): total, iso_week_weeks_ago(4): 0 },
+        "breakdowns": breakdowns,
+    }))
+}
+
+/// Sends the population into the current week of a target that holds nothing else in it,
+/// then checks every readout query against the truth. Returns one line per problem.
+pub fn check_readouts(target: &Target, tag: &str) -> Vec<String> {
+    let mut failures = Vec::new();
+    match target.weekly_count() {
+        Ok(0) => {}
+        other => {
+            return vec![format!(
+                "needs a target with an empty week, found {other:?}"
+            )];
+        }
+    }
+    let (mut sessions, seeded) = seed(target, tag);
+    failures.extend(seeded);
     let total = sessions.len() as u64;
     match target.count_settled(total) {
         Ok(count) if count == total => {}
@@ -141,6 +180,39 @@ pub fn check_readouts(target: &Target, tag: &str) -> Vec<String> {
     failures.extend(check_series(target, total));
     failures.extend(check_refusals(target, &week));
     failures.extend(check_deletion(target, &week, &mut sessions));
+    failures.extend(check_erasure(target, &week, &mut sessions));
+    failures
+}
+
+/// A relay's own erasure request: with no token, the session leaves the count and every
+/// breakdown at once; a second request, and one for an id never seen, get the very same
+/// answer (it tells no one who is in the data).
+fn check_erasure(target: &Target, week: &str, sessions: &mut Vec<Session>) -> Vec<String> {
+    let mut failures = Vec::new();
+    let erased = sessions.remove(0);
+    let erase = |id: &str| {
+        let request = RawRequest::new("POST", "/v1/erase")
+            .header("content-type", "application/json")
+            .body(json!({ "session_id": id }).to_string().into_bytes());
+        send(target.addr, &request).map(|response| (response.status, response.text()))
+    };
+    let answers = [
+        erase(&erased.id),
+        erase(&erased.id),
+        erase("never-a-session-of-this-week"),
+    ];
+    for answer in &answers {
+        if answer != &Ok((204, String::new())) {
+            failures.push(format!("POST /v1/erase: {answer:?}"));
+        }
+    }
+    for dimension in DIMENSIONS {
+        let expected = expected_breakdown(week, sessions, dimension, DEFAULT_FLOOR);
+        let got = settled_json(target, &format!("/v1/wau/{week}?by={dimension}"), &expected);
+        if got.as_ref() != Ok(&expected) {
+            failures.push(format!("after the erasure, by={dimension}: {got:?}"));
+        }
+    }
     failures
 }
 
