@@ -100,13 +100,15 @@ pub fn fetch(req: web_sys::Request, env: Env, ctx: JsContext) -> Result<JsValue,
         now_seconds,
     );
     // With the limit counted across isolates, every request that carries a token counts
-    // there too, right or wrong: the isolate's limiter alone would let a client over the
+    // there too, right or wrong (and, in public mode, every readout): the isolate's limiter alone would let a client over the
     // shared limit tell a right guess (served) from a wrong one (429).
-    let tokened = head.authorization.is_some()
+    // So does a public readout, which anyone may ask for.
+    let public_read = config.public_readout && route_taken == Route::WeeklyActive;
+    let shared_count = (head.authorization.is_some() || public_read)
         && matches!(route_taken, Route::WeeklyActive | Route::Forget)
         && counted_across_isolates(&env, isolate, head.client.as_deref());
     let next = match next {
-        Next::Respond(response) if !(tokened && response.status == 401) => {
+        Next::Respond(response) if !(shared_count && response.status == 401) => {
             let handled = Handled::new(route_taken, response);
             return finish(&req, &head.method, started_ms, handled).map(JsValue::from);
         }
@@ -114,7 +116,7 @@ pub fn fetch(req: web_sys::Request, env: Env, ctx: JsContext) -> Result<JsValue,
     };
     let ctx = Context::new(ctx);
     let answer = async move {
-        if tokened {
+        if shared_count {
             let now = utc_from_unix_millis(started_ms as i64);
             // The isolate counted a wrong token already: a failing binding counts nothing more.
             let counted = count_shared(&env, isolate, head.client.as_deref(), now, false).await;
@@ -414,18 +416,31 @@ async fn delete_everywhere(
         let sent = (weeks_held.iter())
             .map(|&week| weeks.delete(week, id))
             .collect::<Result<Vec<_>, JsValue>>()?;
-        // A week whose object failed stops nothing: every week whose object deleted is
-        // deleted from KV too, so KV never holds a record its week no longer counts (its
-        // next ping would look unchanged to KV and never be counted again).
+        // A week whose object failed stops nothing: every week whose object answered is
+        // cleared from KV too, so KV never holds a record its week no longer counts (its
+        // next ping would look unchanged to KV and never be counted again). Where the object
+        // held nothing, KV is read first and deleted only if it holds the key: a read costs
+        // a tenth of a delete, so an erasure of an id no week holds (which anyone may send)
+        // costs no writes.
         let mut deleted = 0;
         let mut failed = None;
         let mut kv_deletes = Vec::with_capacity(sent.len());
+        let mut kv_reads = Vec::new();
         for (&week, in_object) in weeks_held.iter().zip(sent) {
+            let key = session_key(week, id);
             match in_object.await {
+                Ok(0) => kv_reads.push((sessions.lookup(&key), key)),
                 Ok(in_week) => {
                     deleted += in_week;
-                    kv_deletes.push(sessions.delete(&session_key(week, id)));
+                    kv_deletes.push(sessions.delete(&key));
                 }
+                Err(error) => failed = Some(error),
+            }
+        }
+        for (read, key) in kv_reads {
+            match async { read?.await }.await {
+                Ok(held) if held.as_string().is_some() => kv_deletes.push(sessions.delete(&key)),
+                Ok(_) => {}
                 Err(error) => failed = Some(error),
             }
         }

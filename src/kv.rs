@@ -92,8 +92,13 @@ impl Sessions {
 
     /// The record stored for a ping's week and session, if any.
     pub async fn get(&self, write: &SessionWrite) -> Result<Option<String>, JsValue> {
-        let stored = JsFuture::from(self.namespace.get(&write.key())?).await?;
+        let stored = self.lookup(&write.key())?.await?;
         Ok(stored.as_string())
+    }
+
+    /// Reads a key: sent at once; the future answers its value (a string) or null.
+    pub fn lookup(&self, key: &str) -> Result<JsFuture, JsValue> {
+        Ok(JsFuture::from(self.namespace.get(key)?))
     }
 }
 

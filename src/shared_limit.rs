@@ -16,8 +16,7 @@ pub struct SharedLimit(JsValue);
 impl SharedLimit {
     /// The binding named `name`, if the deployment has one.
     pub fn bind(env: &Env, name: &str) -> Option<Self> {
-        let binding = Reflect::get(env, &JsValue::from(name)).ok()?;
-        binding.is_object().then_some(Self(binding))
+        crate::kv::binding(env, name).map(Self)
     }
 
     /// Counts one more under `key`. The call is made now; the future answers whether the key

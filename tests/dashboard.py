@@ -89,6 +89,12 @@ def run(scenario, screenshots):
     driver = browser(downloads)
     try:
         driver.get(f"{origin}/dashboard/")
+        stored_token = scenario.get("stored_token")
+        if stored_token is not None:
+            # A token left in the tab from before (say, before the readout became public).
+            driver.execute_script(
+                "sessionStorage.setItem('relay-telemetry-read-token', arguments[0])", stored_token)
+            driver.refresh()
         token = scenario.get("token")
         if token is not None:
             field = wait_for(lambda: driver.find_element(By.ID, "token"), "the token field")
@@ -101,6 +107,10 @@ def run(scenario, screenshots):
                             and driver.find_element(By.ID, "status").text, "the status")
             if driver.find_element(By.ID, "numbers").is_displayed():
                 problems.append(f"{name}: numbers shown with {said!r}")
+            if token is not None and "That token was not accepted" in said:
+                left = driver.execute_script("return sessionStorage.length")
+                if left != 0:
+                    problems.append(f"{name}: a refused token was kept ({left} items)")
         else:
             wait_for(lambda: driver.find_element(By.ID, "numbers").is_displayed()
                      and len(driver.find_elements(By.CSS_SELECTOR, "#breakdowns .breakdown")) == 5,
@@ -127,7 +137,14 @@ def run(scenario, screenshots):
             note = driver.find_element(By.ID, "week-note").text
             if "note" in expect and expect["note"] not in note:
                 problems.append(f"{name}: the week's note says {note!r}, expected {expect['note']!r}")
-            # The token is in this tab's session storage only.
+            mode = driver.find_element(By.ID, "mode").text
+            if "mode" in expect and expect["mode"] not in mode:
+                problems.append(f"{name}: the page says {mode!r}, expected {expect['mode']!r}")
+            if "status" in scenario:
+                said = driver.find_element(By.ID, "status").text
+                if scenario["status"] not in said:
+                    problems.append(f"{name}: the status says {said!r}, expected {scenario['status']!r}")
+            # The token is in this tab's session storage only (and a refused one nowhere).
             stored = driver.execute_script("return sessionStorage.getItem('relay-telemetry-read-token')")
             if stored != token:
                 problems.append(f"{name}: session storage holds {stored!r}")

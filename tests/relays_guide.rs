@@ -23,8 +23,20 @@ fn curl_bodies(guide: &str) -> Vec<String> {
 
 #[test]
 fn the_guide_s_curl_calls_send_what_the_service_accepts() {
-    let bodies = curl_bodies(&guide());
+    let guide = guide();
+    let bodies = curl_bodies(&guide);
     assert_eq!(bodies.len(), 2, "a ping and an erasure");
+    // Each call as a relay makes it: two seconds at most, JSON, to the two paths.
+    let calls: Vec<&str> = guide.split("curl ").skip(1).collect();
+    assert_eq!(calls.len(), 2);
+    for (call, path) in calls.iter().zip(["/v1/session", "/v1/erase"]) {
+        assert!(call.starts_with("-sS -m 2 -X POST "), "{call}");
+        assert!(call.contains(&format!("{path} \\")), "{call}");
+        assert!(
+            call.contains("-H 'content-type: application/json'"),
+            "{call}"
+        );
+    }
     let ping = parse_ping(bodies[0].as_bytes()).unwrap();
     let erased = parse_erasure(bodies[1].as_bytes()).unwrap();
     assert_eq!(
@@ -86,15 +98,20 @@ fn the_guide_s_node_example_in_debug_mode_prints_accepted_bodies_and_sends_nothi
     let erased = parse_erasure(body(lines[1], "/v1/erase").as_bytes()).unwrap();
     assert_eq!(ping.session_id, erased);
     assert_eq!(ping.session_id.as_str().len(), 32);
-    // DO_NOT_TRACK=1 sends (and prints) nothing.
-    let output = Command::new("node")
-        .args(["--input-type=module", "-e", script])
-        .current_dir(&dir)
-        .env("RELAY_TELEMETRY_DEBUG", "1")
-        .env("DO_NOT_TRACK", "1")
-        .output()
-        .unwrap();
-    assert!(output.status.success());
-    assert_eq!(String::from_utf8_lossy(&output.stdout), "");
+    // DO_NOT_TRACK=1 and the product's own variable each stop the pings; the opt-out's
+    // erasure is still sent (it asks for less data, not more).
+    for (variable, value) in [("DO_NOT_TRACK", "1"), ("RELAY_TELEMETRY", "0")] {
+        let output = Command::new("node")
+            .args(["--input-type=module", "-e", script])
+            .current_dir(&dir)
+            .env("RELAY_TELEMETRY_DEBUG", "1")
+            .env(variable, value)
+            .output()
+            .unwrap();
+        assert!(output.status.success());
+        let printed = String::from_utf8_lossy(&output.stdout);
+        assert_eq!(printed.lines().count(), 1, "{variable}={value}: {printed}");
+        assert!(printed.contains("POST /v1/erase "), "{printed}");
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -33,6 +33,16 @@ const TTL_SECONDS: i64 = 7_257_600;
 /// The secret that lets the Worker use the Rate Limiting binding (wrangler dev simulates it).
 const SHARED_LIMIT_KEY: &str = "contract-shared-limit-key-0123456789";
 
+/// The suite's view of a Worker started with [`TOKEN`] and [`ADMIN_TOKEN`].
+fn operator_of(worker: &Wrangler, abuse_limit: Option<u32>) -> Target {
+    Target {
+        addr: worker.addr,
+        token: TOKEN.into(),
+        admin_token: Some(ADMIN_TOKEN.into()),
+        abuse_limit,
+    }
+}
+
 #[test]
 fn worker_keeps_the_contract_and_stores_and_logs_nothing_more() {
     let worker = Wrangler::start(&[
@@ -41,12 +51,7 @@ fn worker_keeps_the_contract_and_stores_and_logs_nothing_more() {
         ("ABUSE_LIMIT_PER_MINUTE", &ABUSE_LIMIT.to_string()),
         ("ABUSE_LIMIT_KEY", SHARED_LIMIT_KEY),
     ]);
-    let target = Target {
-        addr: worker.addr,
-        token: TOKEN.into(),
-        admin_token: Some(ADMIN_TOKEN.into()),
-        abuse_limit: Some(ABUSE_LIMIT),
-    };
+    let target = operator_of(&worker, Some(ABUSE_LIMIT));
     let started = unix_now();
     // Before the table (whose last case spends the abuse limit): pings from 127.0.0.2 that
     // carry client addresses in every header that may hold one.
@@ -282,12 +287,7 @@ fn worker_answers_every_readout_query_for_a_known_population() {
         ("ADMIN_TOKEN", ADMIN_TOKEN),
         ("ABUSE_LIMIT_PER_MINUTE", "0"),
     ]);
-    let target = Target {
-        addr: worker.addr,
-        token: TOKEN.into(),
-        admin_token: Some(ADMIN_TOKEN.into()),
-        abuse_limit: None,
-    };
+    let target = operator_of(&worker, None);
     let failures = check_readouts(&target, "worker");
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
@@ -509,17 +509,25 @@ fn worker_dashboard_shows_the_truth_in_a_real_browser() {
         ("ADMIN_TOKEN", ADMIN_TOKEN),
         ("ABUSE_LIMIT_PER_MINUTE", "0"),
     ]);
-    let target = Target {
-        addr: worker.addr,
-        token: TOKEN.into(),
-        admin_token: Some(ADMIN_TOKEN.into()),
-        abuse_limit: None,
-    };
+    let target = operator_of(&worker, None);
     let expect = seed_for_dashboard(&target, "worker-dashboard").unwrap();
-    let page = send(worker.addr, &RawRequest::new("GET", "/dashboard/")).unwrap();
-    assert_eq!(page.status, 200);
-    for (name, value) in telemetry_core::dashboard::HEADERS {
-        assert_eq!(page.header(name), Some(value), "{name}: public/_headers");
+    for (served_at, _, content_type) in telemetry_core::dashboard::FILES {
+        let path = format!("/dashboard/{served_at}");
+        let file = send(worker.addr, &RawRequest::new("GET", &path)).unwrap();
+        assert_eq!(file.status, 200, "{path}");
+        for (name, value) in telemetry_core::dashboard::HEADERS {
+            assert_eq!(
+                file.header(name),
+                Some(value),
+                "{path} {name}: public/_headers"
+            );
+        }
+        let served_type = file.header("content-type").unwrap_or_default();
+        assert_eq!(
+            served_type.split(';').next(),
+            content_type.split(';').next(),
+            "{path}"
+        );
     }
     let disabled = Wrangler::start(&[("WAU_READ_TOKEN", "")]);
     let url = |worker: &Wrangler| format!("http://{}", worker.addr);
@@ -549,12 +557,7 @@ fn worker_public_view_tells_a_padding_stranger_nothing() {
             ("PUBLIC_READOUT", "1"),
             ("PUBLIC_DAEMON_VERSIONS", "1.0.0,1.1.0"),
         ]);
-        let target = Target {
-            addr: worker.addr,
-            token: TOKEN.into(),
-            admin_token: Some(ADMIN_TOKEN.into()),
-            abuse_limit: None,
-        };
+        let target = operator_of(&worker, None);
         assert_eq!(
             seed_and_pad(&target, tag, real_rare).unwrap(),
             real_rare == GUESS
@@ -592,12 +595,7 @@ fn worker_drops_an_expired_session_from_the_weeks_count_and_breakdowns() {
         ("ADMIN_TOKEN", ADMIN_TOKEN),
         ("SESSION_TTL_SECONDS", "60"),
     ]);
-    let target = Target {
-        addr: worker.addr,
-        token: TOKEN.into(),
-        admin_token: Some(ADMIN_TOKEN.into()),
-        abuse_limit: None,
-    };
+    let target = operator_of(&worker, None);
     assert_eq!(
         send(worker.addr, &ping_request("expiring-relay-01"))
             .unwrap()

@@ -1,6 +1,6 @@
 //! The dashboard's pages as both targets serve them: the files under `public/dashboard/` (the
 //! Worker's static assets, the rollback's embedded copy) and the headers every one carries.
-//! `public/_headers` says the same for the Worker; `tests/dashboard.rs` holds the two equal.
+//! `public/_headers` says the same for the Worker (`rollback/tests/dashboard.rs` compares).
 
 /// Where the dashboard lives; `/dashboard` alone is sent here.
 pub const DASHBOARD_PATH: &str = "/dashboard/";

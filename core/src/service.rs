@@ -133,7 +133,10 @@ pub fn route(
         && head.authorization.is_none()
         && Route::of_path(head.path) == Route::WeeklyActive
     {
-        return (Route::WeeklyActive, public_readout_head(head));
+        return (
+            Route::WeeklyActive,
+            public_readout_head(head, limiter, now_seconds),
+        );
     }
     match (Route::of_path(head.path), tokens) {
         (Route::Session, _) => (Route::Session, session_head(head)),
@@ -265,10 +268,21 @@ fn readout_head(
     }
 }
 
-/// A readout asked for without a token of a service whose readout is public.
-fn public_readout_head(head: &RequestHead<'_>) -> Next {
+/// A readout asked for without a token of a service whose readout is public. It counts
+/// against the client's abuse limit as a ping does: anyone may ask, and a series is a
+/// store read per week.
+fn public_readout_head(
+    head: &RequestHead<'_>,
+    limiter: &mut impl Admission,
+    now_seconds: u64,
+) -> Next {
     if head.method != "GET" {
         return reject(Rejection::MethodNotAllowed { allow: "GET" });
+    }
+    if let Some(client) = head.client
+        && let Err(refused) = limiter.admit(client, now_seconds)
+    {
+        return reject(refused);
     }
     match readout_of(head) {
         Ok(Readout::Week {

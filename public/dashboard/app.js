@@ -198,11 +198,17 @@ async function show() {
   say("");
 }
 
+/** Forgets the token and everything it showed, and offers the sign-in form. */
 function signedOut(message, isProblem) {
   token = null;
   sessionStorage.removeItem(TOKEN_KEY);
   $("numbers").hidden = true;
+  for (const id of ["breakdowns", "series-chart"]) $(id).replaceChildren();
+  $("series-table").tBodies[0].replaceChildren();
+  $("week").replaceChildren();
+  $("current-count").textContent = "–";
   $("sign-out").hidden = true;
+  $("sign-in-instead").hidden = true;
   $("mode").textContent = "";
   $("sign-in").hidden = false;
   $("token").value = "";
@@ -211,20 +217,40 @@ function signedOut(message, isProblem) {
 }
 
 async function start() {
+  // A stored token can always be forgotten, whatever the service answers.
+  $("sign-out").hidden = !token;
+  let notice = null;
   try {
     await api(`/v1/wau/${isoWeek(new Date())}`);
   } catch (error) {
-    if (error.status === 401) return signedOut(error.message, Boolean(token));
-    $("sign-in").hidden = true;
-    return say(error.message, true);
+    if (error.status === 401 && token) {
+      // Not (or no longer) the read token: forget it, and show the public view if there is one.
+      const refused = error.message;
+      token = null;
+      sessionStorage.removeItem(TOKEN_KEY);
+      $("sign-out").hidden = true;
+      try {
+        await api(`/v1/wau/${isoWeek(new Date())}`);
+      } catch {
+        return signedOut(refused, true);
+      }
+      notice = `${refused} Showing the public view.`;
+    } else if (error.status === 401) {
+      return signedOut(error.message, false);
+    } else {
+      $("sign-in").hidden = true;
+      return say(error.message, true);
+    }
   }
   $("sign-in").hidden = true;
   $("sign-out").hidden = !token;
+  $("sign-in-instead").hidden = Boolean(token);
   $("mode").textContent = token
     ? "Signed in with the read token."
     : "Public view: anyone can read these numbers. Rare values are shown only as “other”.";
   try {
     await show();
+    if (notice) say(notice, true);
   } catch (error) {
     if (error.status === 401) return signedOut(error.message, true);
     say(error.message, true);
@@ -240,6 +266,7 @@ $("sign-in").addEventListener("submit", (event) => {
   start();
 });
 $("sign-out").addEventListener("click", () => signedOut("Signed out: the token is forgotten.", false));
+$("sign-in-instead").addEventListener("click", () => signedOut("Enter the read token for the operator's view.", false));
 $("week").addEventListener("change", () => showWeek($("week").value).catch((error) => say(error.message, true)));
 document.querySelector('[data-csv="series"]').addEventListener("click", () => {
   const weeks = weeksEndingNow(SERIES_WEEKS);

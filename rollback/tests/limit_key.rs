@@ -1,7 +1,8 @@
 //! The abuse limit cannot be escaped by choosing one's own key: behind Caddy and straight to
 //! the rollback, a client that sends no client-address header, an empty one, garbage, or a
 //! new value on every ping is limited all the same, and by one bucket; a flood spread over a
-//! block's addresses stops at the block's limit; and guessing a token is limited as pinging is.
+//! block's addresses stops at the block's limit; and guessing a token, or trying ids to erase,
+//! is limited as pinging is.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -148,5 +149,33 @@ fn guessing_a_token_is_limited_as_pinging_is_and_the_right_one_then_waits_too() 
             .unwrap()
             .status,
         200
+    );
+}
+
+#[test]
+fn erasures_count_against_the_limit_as_pings_do() {
+    let dir = scratch_dir("limit-erasures");
+    let store = format!("sqlite://{}", dir.join("telemetry.db").display());
+    let limit = LIMIT.to_string();
+    let server = Rollback::start(&store, &dir, &[("ABUSE_LIMIT_PER_MINUTE", limit.as_str())]);
+    let statuses: Vec<u16> = (0..LIMIT + 2)
+        .map(|n| {
+            let erasure = RawRequest::new("POST", "/v1/erase")
+                .header("content-type", "application/json")
+                .body(format!(r#"{{"session_id":"tried-id-{n:04}"}}"#).into_bytes());
+            send(server.addr, &erasure).unwrap().status
+        })
+        .collect();
+    assert_eq!(statuses[..LIMIT], [204; LIMIT], "{statuses:?}");
+    assert!(
+        statuses[LIMIT..].iter().all(|status| *status == 429),
+        "{statuses:?}"
+    );
+    // The same client's pings share that limit.
+    assert_eq!(
+        send(server.addr, &ping_request("limit-erasures-relay"))
+            .unwrap()
+            .status,
+        429
     );
 }
