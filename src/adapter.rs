@@ -16,11 +16,12 @@ use telemetry_core::event::{
     to_line,
 };
 use telemetry_core::limits::MAX_DISCARDED_BYTES;
+use telemetry_core::stored_week::COUNTED_BY;
 use telemetry_core::{
-    AbuseLimiter, CappedBody, Config, Next, Readout, Rejection, RequestHead, Response, Route,
-    SessionId, SessionWrite, decide_erasure, decide_ping, erased_response, expires_at,
-    forgotten_response, path_of_url, query_of_url, record_to_write, retained_weeks, route,
-    session_key, utc_from_unix_millis,
+    AbuseLimiter, CappedBody, Config, IsoWeek, Next, Readout, Rejection, RequestHead, Response,
+    Route, SessionId, SessionWrite, decide_erasure, decide_ping, erased_response, expires_at,
+    forgotten_response, path_of_url, query_of_url, ready_response, record_to_write, retained_weeks,
+    route, session_key, utc_from_unix_millis,
 };
 use time::OffsetDateTime;
 use worker::js_sys::{Date, Uint8Array};
@@ -133,6 +134,7 @@ pub fn fetch(req: web_sys::Request, env: Env, ctx: JsContext) -> Result<JsValue,
             Next::ReadErasure => erase(&req, &head.borrow(), &env, isolate, started_ms).await,
             Next::Readout(readout) => answer_readout(&env, isolate, readout).await,
             Next::Forget(session_id) => forget(&env, isolate, &session_id, started_ms).await,
+            Next::CheckStore => check_store(&env, started_ms).await,
             Next::Respond(response) => Handled::new(route_taken, response),
         };
         let handled = Handled {
@@ -354,6 +356,33 @@ async fn answer_readout(env: &Env, isolate: &Isolate, readout: Readout) -> Handl
         week,
         ..Handled::new(Route::WeeklyActive, response)
     }
+}
+
+/// The readiness check: a KV read and a read of this week's object, the two stores a ping
+/// needs; 503 while either fails.
+async fn check_store(env: &Env, now_ms: f64) -> Handled {
+    let week = IsoWeek::containing(utc_from_unix_millis(now_ms as i64));
+    let checked = async {
+        let (sessions, weeks) = match (Sessions::bind(env), Weeks::bind(env)) {
+            (Some(sessions), Some(weeks)) => (sessions, weeks),
+            _ => return Err(JsValue::from("no SESSIONS or WEEKS binding")),
+        };
+        let kv = sessions.lookup("readyz")?;
+        let object = weeks.tally(week, COUNTED_BY)?;
+        kv.await?;
+        object.await.map(drop)
+    };
+    let response = match checked.await {
+        Ok(()) => {
+            crate::kv::note_answered(StoreOperation::Read);
+            ready_response()
+        }
+        Err(error) => {
+            log_failure(StoreOperation::Read, Some(week), None, &error);
+            Rejection::StoreUnavailable.into_response()
+        }
+    };
+    Handled::new(Route::Ready, response)
 }
 
 /// A deletion request the head admitted: the session's records go ([`delete_everywhere`]),

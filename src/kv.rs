@@ -123,6 +123,21 @@ pub fn log_failure(
     }
     let event = StoreFailureEvent::new(TARGET, operation, week, &error);
     console_log!("{}", to_line(&event));
+    STORE_FAILING.set(true);
+}
+
+thread_local! {
+    /// Whether this isolate's last store operation failed: the next that succeeds says so.
+    static STORE_FAILING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Notes a store operation that succeeded: after a failure in this isolate, one
+/// `store_recovered` line.
+pub fn note_answered(operation: StoreOperation) {
+    if STORE_FAILING.replace(false) {
+        let event = telemetry_core::event::StoreRecoveredEvent::new(TARGET, operation);
+        console_log!("{}", to_line(&event));
+    }
 }
 
 /// A thrown value as text for a `store_failure` event.

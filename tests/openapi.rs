@@ -194,7 +194,11 @@ fn decided_from_head(head: &RequestHead<'_>, tokens: &Tokens) -> Option<u16> {
     let _ = route(head, tokens, false, &mut limiter, 0);
     match route(head, tokens, false, &mut limiter, 0).1 {
         Next::Respond(response) => Some(response.status),
-        Next::ReadPing | Next::ReadErasure | Next::Readout(_) | Next::Forget(_) => None,
+        Next::ReadPing
+        | Next::ReadErasure
+        | Next::Readout(_)
+        | Next::Forget(_)
+        | Next::CheckStore => None,
     }
 }
 
@@ -418,6 +422,7 @@ fn each_path_documents_the_method_its_405_allows() {
         ("/v1/wau/{week}", "/v1/wau/2026-W48"),
         ("/v1/wau", "/v1/wau"),
         ("/healthz", "/healthz"),
+        ("/readyz", "/readyz"),
     ] {
         let methods: Vec<String> = document["paths"][template]
             .as_object()

@@ -112,6 +112,27 @@ impl Serialize for StoreOperation {
     }
 }
 
+/// One line when the store answers again after a failure: the operation that found it back
+/// (a write, or the readiness check).
+#[derive(Debug, Serialize)]
+pub struct StoreRecoveredEvent {
+    pub event: &'static str,
+    pub target: &'static str,
+    pub operation: StoreOperation,
+}
+
+impl StoreRecoveredEvent {
+    pub const NAME: &'static str = "store_recovered";
+
+    pub fn new(target: &'static str, operation: StoreOperation) -> Self {
+        Self {
+            event: Self::NAME,
+            target,
+            operation,
+        }
+    }
+}
+
 /// One line per store operation that failed after its request was decided.
 #[derive(Debug, Serialize)]
 pub struct StoreFailureEvent<'a> {

@@ -53,8 +53,8 @@ pub use rejection::Rejection;
 pub use response::Response;
 pub use service::{
     BackfillPage, Next, RequestHead, Route, backfill_page, decide_erasure, decide_ping,
-    erased_response, forgotten_response, path_of_url, query_of_url, retained_weeks, route,
-    utc_from_unix_millis,
+    erased_response, forgotten_response, path_of_url, query_of_url, ready_response, retained_weeks,
+    route, utc_from_unix_millis,
 };
 pub use tally::{Tally, TallyMoves};
 pub use week::IsoWeek;

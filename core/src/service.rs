@@ -22,6 +22,8 @@ pub const WEEKLY_ACTIVE_PREFIX: &str = "/v1/wau/";
 /// A series of weeks: `GET /v1/wau?from=<week>&to=<week>`.
 pub const SERIES_PATH: &str = "/v1/wau";
 pub const HEALTH_PATH: &str = "/healthz";
+/// Readiness: 200 while the store answers, 503 while it does not (`/healthz` is liveness).
+pub const READY_PATH: &str = "/readyz";
 
 /// What the adapter knows before reading a body. Header values are as received.
 #[derive(Debug, Clone, Copy, Default)]
@@ -47,6 +49,7 @@ pub enum Route {
     WeeklyActive,
     Forget,
     Health,
+    Ready,
     /// `/dashboard` and below: static files, served by the adapter before it routes (the
     /// Worker's assets, the rollback's embedded copy); anything else there is a 404.
     Dashboard,
@@ -61,6 +64,7 @@ impl Route {
             SESSION_PATH => Self::Session,
             ERASE_PATH => Self::Erase,
             HEALTH_PATH => Self::Health,
+            READY_PATH => Self::Ready,
             SERIES_PATH => Self::WeeklyActive,
             "/dashboard" => Self::Dashboard,
             _ if path.starts_with(crate::dashboard::DASHBOARD_PATH) => Self::Dashboard,
@@ -81,7 +85,7 @@ impl Route {
             Self::Session | Self::Erase => &["content-type", "content-length"],
             Self::WeeklyActive => &["authorization", "accept"],
             Self::Forget => &["authorization"],
-            Self::Health | Self::Dashboard | Self::Unknown => &[],
+            Self::Health | Self::Ready | Self::Dashboard | Self::Unknown => &[],
         }
     }
 
@@ -93,6 +97,7 @@ impl Route {
             Self::WeeklyActive => "wau",
             Self::Forget => "forget",
             Self::Health => "healthz",
+            Self::Ready => "readyz",
             Self::Dashboard => "dashboard",
             Self::Unknown => "unknown",
         }
@@ -116,6 +121,8 @@ pub enum Next {
     /// Delete the session's records in every week the store holds, then answer with
     /// [`forgotten_response`].
     Forget(SessionId),
+    /// Ask the store for something cheap; answer [`ready_response`], or 503 when it fails.
+    CheckStore,
 }
 
 /// Routes a request from its head alone, deciding everything that needs no body or store.
@@ -174,6 +181,14 @@ pub fn route(
             Route::Forget,
             forget_head(head, token, limiter, now_seconds),
         ),
+        (Route::Ready, _) => {
+            let next = if head.method == "GET" {
+                Next::CheckStore
+            } else {
+                reject(Rejection::MethodNotAllowed { allow: "GET" })
+            };
+            (Route::Ready, next)
+        }
         (Route::Dashboard, _) => (Route::Dashboard, reject(Rejection::NotFound)),
         (Route::WeeklyActive | Route::Forget | Route::Unknown, _) => {
             (Route::Unknown, reject(Rejection::NotFound))
@@ -366,6 +381,11 @@ pub fn backfill_page<'a>(
         week,
         cursor: cursor.filter(|cursor| !cursor.is_empty()),
     })
+}
+
+/// The answer to a readiness check whose store answered.
+pub fn ready_response() -> Response {
+    Response::text("ready")
 }
 
 /// The answer to a deletion request: how many records (one per week) were deleted.

@@ -107,6 +107,7 @@ fuzz_target!(|input: &[u8]| {
             assert_eq!(response.status, 200);
             return;
         }
+        Next::CheckStore => telemetry_core::ready_response(),
         Next::ReadErasure => {
             let mut capped = CappedBody::new();
             if let Err(too_large) = capped.push(body) {

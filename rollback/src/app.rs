@@ -14,8 +14,8 @@ use futures_util::StreamExt;
 use telemetry_core::event::{Handled, LIMITED_BY_PROCESS, StoreOperation, method_label, to_line};
 use telemetry_core::{
     AbuseLimiter, CappedBody, Config, Next, Readout, Rejection, RequestHead, Response, Route,
-    SessionId, decide_erasure, decide_ping, erased_response, forgotten_response, route,
-    utc_from_unix_millis,
+    SessionId, decide_erasure, decide_ping, erased_response, forgotten_response, ready_response,
+    route, utc_from_unix_millis,
 };
 
 use crate::connection::Slot;
@@ -83,6 +83,19 @@ async fn decide(state: &AppState, request: Request) -> Handled {
         Next::ReadErasure => erase(state, &parts, body, &head).await,
         Next::Readout(readout) => answer_readout(state, readout).await,
         Next::Forget(session_id) => forget(state, session_id).await,
+        Next::CheckStore => {
+            let response = match state.store.check().await {
+                Ok(()) => {
+                    crate::note_store_answered(StoreOperation::Read);
+                    ready_response()
+                }
+                Err(error) => {
+                    crate::log_store_failure(StoreOperation::Read, None, &error.text());
+                    Rejection::StoreUnavailable.into_response()
+                }
+            };
+            Handled::new(Route::Ready, response)
+        }
     }
 }
 

@@ -48,7 +48,20 @@ pub fn log_line(line: String) {
 
 /// Logs a store operation that failed after its request was answered.
 pub fn log_store_failure(operation: StoreOperation, week: Option<IsoWeek>, error: &str) {
+    STORE_FAILING.store(true, std::sync::atomic::Ordering::Relaxed);
     log_line(to_line(&StoreFailureEvent::new(
         TARGET, operation, week, error,
     )));
+}
+
+/// Whether the last store operation failed: the next one that succeeds says the store is back.
+static STORE_FAILING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Notes a store operation that succeeded: after a failure, one `store_recovered` line.
+pub fn note_store_answered(operation: StoreOperation) {
+    if STORE_FAILING.swap(false, std::sync::atomic::Ordering::Relaxed) {
+        log_line(to_line(&telemetry_core::event::StoreRecoveredEvent::new(
+            TARGET, operation,
+        )));
+    }
 }

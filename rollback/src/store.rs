@@ -156,6 +156,28 @@ impl Store {
         }
     }
 
+    /// Asks the store for the least it can answer (SQLite: a query, Redis: `PING`), for the
+    /// readiness check.
+    pub async fn check(&self) -> Result<(), StoreError> {
+        match self {
+            Self::Sqlite(store) => store.check().await,
+            Self::Redis(store) => store.check().await,
+        }
+    }
+
+    /// The weeks the store holds records of, in order, each with its count.
+    pub async fn weeks(&self) -> Result<Vec<(IsoWeek, u64)>, StoreError> {
+        let weeks = match self {
+            Self::Sqlite(store) => store.weeks_held().await?,
+            Self::Redis(store) => store.weeks_held().await?,
+        };
+        let mut counted = Vec::with_capacity(weeks.len());
+        for week in weeks {
+            counted.push((week, self.count_week(week).await?));
+        }
+        Ok(counted)
+    }
+
     /// Deletes a session's records in every week (a deletion request); returns how many
     /// there were. Safe while the server runs.
     pub async fn delete_session(&self, session_id: SessionId) -> Result<usize, StoreError> {

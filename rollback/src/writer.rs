@@ -181,6 +181,7 @@ async fn write_with_retry(writing: &Writing, batch: Arc<[SessionWrite]>) {
         {
             Ok(()) => {
                 writing.expiries.written(expires_at);
+                crate::note_store_answered(StoreOperation::Write);
                 return;
             }
             Err(error) => {

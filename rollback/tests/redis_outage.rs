@@ -83,6 +83,9 @@ fn a_redis_restart_under_load_loses_nothing_acknowledged() {
         }
     };
     wait_for_acks(200);
+    let ready = || send(addr, &contract_suite::RawRequest::new("GET", "/readyz")).unwrap();
+    let health = || send(addr, &contract_suite::RawRequest::new("GET", "/healthz")).unwrap();
+    assert_eq!(ready().status, 200, "ready with Redis up");
     redis_server.kill();
     let acked_at_kill = acknowledged.lock().unwrap().len();
     wait_for_acks(acked_at_kill + 200);
@@ -91,6 +94,11 @@ fn a_redis_restart_under_load_loses_nothing_acknowledged() {
         503,
         "readout while Redis is down"
     );
+    // Liveness is not readiness: the process is alive, its store is not.
+    assert_eq!(health().status, 200);
+    let not_ready = ready();
+    assert_eq!(not_ready.status, 503, "{}", not_ready.text());
+    assert_eq!(not_ready.header("retry-after"), Some("5"));
     redis_server.restart();
     let acked_at_restart = acknowledged.lock().unwrap().len();
     wait_for_acks(acked_at_restart + 200);
@@ -125,5 +133,19 @@ fn a_redis_restart_under_load_loses_nothing_acknowledged() {
     assert!(
         server.log().contains("\"event\":\"store_failure\""),
         "the outage left no store_failure event"
+    );
+    assert_eq!(ready().status, 200, "ready again once Redis is back");
+    // One line says the store is back (after the failures, the first write or check that
+    // succeeded), and it is later than the last failure.
+    let log = server.log();
+    let recovered = log
+        .matches(r#""event":"store_recovered","target":"rollback""#)
+        .count();
+    assert!(recovered >= 1, "no store_recovered line:\n{log}");
+    let last_failure = log.rfind(r#""event":"store_failure""#).unwrap();
+    let last_recovery = log.rfind(r#""event":"store_recovered""#).unwrap();
+    assert!(
+        last_recovery > last_failure,
+        "the last line about the store is not its recovery"
     );
 }

@@ -467,6 +467,20 @@ impl RedisStore {
         )))
     }
 
+    /// `PING`.
+    pub async fn check(&self) -> Result<(), StoreError> {
+        Ok(redis::cmd("PING")
+            .query_async::<()>(&mut self.connection.clone())
+            .await?)
+    }
+
+    /// The weeks with a records hash, in order.
+    pub async fn weeks_held(&self) -> Result<Vec<IsoWeek>, StoreError> {
+        let mut weeks = stored_weeks(&mut self.connection.clone()).await?;
+        weeks.sort();
+        Ok(weeks)
+    }
+
     pub async fn records_of_week(&self, week: IsoWeek) -> Result<Vec<LiveRecord>, StoreError> {
         let (records, expires_at) = week_records(&mut self.connection.clone(), week).await?;
         // -2: no such hash (no records); -1: a hash without an expiry, which this store never

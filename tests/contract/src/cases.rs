@@ -242,6 +242,13 @@ pub fn table(tag: &str, token: &str) -> Vec<Case> {
             405,
         )
         .header("allow", "GET"),
+        Case::new("readiness: the store answers", get("/readyz"), 200).body_is("ready"),
+        Case::new(
+            "readiness refuses POST",
+            RawRequest::new("POST", "/readyz"),
+            405,
+        )
+        .header("allow", "GET"),
         Case::new("unknown path", get("/v1/nope"), 404).code("not_found"),
         Case::new(
             "old rollback path is not served",

@@ -109,6 +109,20 @@ impl SqliteStore {
             .await
     }
 
+    /// Reads the schema's version: the file is there and readable.
+    pub async fn check(&self) -> Result<(), StoreError> {
+        self.with_connection(|connection| {
+            Ok(connection.query_row("PRAGMA user_version", [], |_| Ok(()))?)
+        })
+        .await
+    }
+
+    /// The weeks the file holds a record of, in order.
+    pub async fn weeks_held(&self) -> Result<Vec<IsoWeek>, StoreError> {
+        self.with_connection(|connection| write::weeks_held(connection))
+            .await
+    }
+
     /// The earliest expiry of any record, if the file holds one.
     pub async fn next_expiry(&self) -> Result<Option<i64>, StoreError> {
         self.with_connection(|connection| {

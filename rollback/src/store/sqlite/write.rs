@@ -112,7 +112,7 @@ pub(super) fn deletion(
 }
 
 /// Every week the file holds a record of, each found with one step along the primary key.
-fn weeks_held(connection: &Connection) -> Result<Vec<IsoWeek>, StoreError> {
+pub(super) fn weeks_held(connection: &Connection) -> Result<Vec<IsoWeek>, StoreError> {
     let mut next = connection.prepare_cached("SELECT min(week) FROM sessions WHERE week > ?1")?;
     let mut weeks = Vec::new();
     let mut after = String::new();
