@@ -85,6 +85,18 @@ try {
       env: { ...process.env, ADMIN_TOKEN: token },
       stdio: ["ignore", "pipe", "pipe"],
     }).toString();
+  // A week that does not exist is refused by the script before any request.
+  try {
+    execFileSync("node", ["scripts/backfill.mjs", `http://127.0.0.1:${port}`, "2026-W99"], {
+      env: { ...process.env, ADMIN_TOKEN: ADMIN },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    fail("2026-W99 was not refused");
+  } catch (error) {
+    if (error.status !== 2 || !String(error.stderr).includes("not an ISO week that exists")) {
+      fail(`2026-W99: ${error.status} ${error.stderr}`);
+    }
+  }
   for (const wrong of ["wrong-token", TOKEN]) {
     let refused = false;
     try {

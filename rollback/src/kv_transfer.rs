@@ -42,9 +42,17 @@ struct BulkEntry {
 #[derive(Debug, PartialEq, Eq)]
 pub struct Imported {
     pub written: usize,
+    /// Of those, sessions the store did not hold in their week before (the rest it held,
+    /// and kept or updated by the usual rule).
+    pub new: u64,
     /// Keys whose expiration had passed: their records are gone, not revived.
     pub expired: usize,
 }
+
+/// How many keys one page of `wrangler kv key list` holds: a listing of exactly this many
+/// is likely the first page of a longer one (wrangler's local listing does not follow the
+/// cursor), so the import refuses it unless told the listing is whole.
+pub const WRANGLER_LIST_PAGE: usize = 1000;
 
 /// Imports a `wrangler kv key list` dump at `now` (seconds since the epoch). Keys that are
 /// not session records, and records with other fields, a malformed time or a value no ping
@@ -56,6 +64,7 @@ pub async fn import(
     listing: &str,
     default_ttl: u64,
     now: i64,
+    listing_is_whole: bool,
 ) -> Result<Imported, String> {
     // Where, not what: serde's message may quote a value from the file, such as a key.
     let keys: Vec<ListedKey> = serde_json::from_str(listing).map_err(|e| {
@@ -65,6 +74,13 @@ pub async fn import(
             e.column()
         )
     })?;
+    if keys.len() == WRANGLER_LIST_PAGE && !listing_is_whole {
+        return Err(format!(
+            "the listing holds exactly {WRANGLER_LIST_PAGE} keys, one page of wrangler's: the week \
+             may hold more. List it with --remote (which follows the cursor) and import again; \
+             if this is the whole week, pass --listing-is-whole"
+        ));
+    }
     let mut writes = Vec::with_capacity(keys.len());
     let mut expired = 0;
     // Errors name an entry by its position, never by its key: the key holds a session id.
@@ -102,6 +118,10 @@ pub async fn import(
         ));
     }
     let written = writes.len();
+    let mut weeks: Vec<IsoWeek> = writes.iter().map(|(write, _)| write.week).collect();
+    weeks.sort();
+    weeks.dedup();
+    let before = sessions_in(store, &weeks).await?;
     // One record per transaction: each keeps its own expiry.
     for (write, expiry) in writes {
         store
@@ -109,7 +129,21 @@ pub async fn import(
             .await
             .map_err(|e| format!("writing to the store: {e}"))?;
     }
-    Ok(Imported { written, expired })
+    let new = sessions_in(store, &weeks).await?.saturating_sub(before);
+    Ok(Imported {
+        written,
+        new,
+        expired,
+    })
+}
+
+/// The sessions `weeks` hold in all.
+async fn sessions_in(store: &Store, weeks: &[IsoWeek]) -> Result<u64, String> {
+    let mut total = 0;
+    for &week in weeks {
+        total += (store.count_week(week).await).map_err(|e| format!("reading the store: {e}"))?;
+    }
+    Ok(total)
 }
 
 /// The week's records as `wrangler kv bulk put` input, each with the expiry it has in the

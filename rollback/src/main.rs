@@ -36,8 +36,9 @@ use tokio::net::TcpListener;
 struct Options {
     #[command(subcommand)]
     command: Option<Command>,
-    /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1:8787")]
+    /// Address to listen on (8788: the Worker's `wrangler dev` takes 8787, so that both run
+    /// side by side; the unit sets 8787 for Caddy).
+    #[arg(long, default_value = "127.0.0.1:8788")]
     listen: SocketAddr,
     /// Where records are kept: sqlite://PATH, or redis://HOST:PORT[/DB] (rediss:// for TLS)
     /// for several instances sharing one store [default: sqlite://telemetry.db].
@@ -45,6 +46,11 @@ struct Options {
     /// the command line.
     #[arg(long, global = true, env = "ROLLBACK_STORE", hide_env_values = true)]
     store: Option<String>,
+    /// With a maintenance command, make the SQLite file if it does not exist. Without it a
+    /// missing file is an error (a mistyped path would otherwise read as an empty store);
+    /// the server makes its file on its first start.
+    #[arg(long, global = true)]
+    create: bool,
     /// Behind a reverse proxy: the header it puts the client's address in (X-Forwarded-For,
     /// as the shipped Caddyfile sets it; its last entry is used). The abuse limit then counts
     /// that address; a request whose header holds no address counts as the proxy's own.
@@ -83,14 +89,21 @@ enum Command {
     /// Import a week from the Worker's KV: FILE is what `wrangler kv key list --remote
     /// --prefix session:<YYYY-Www>:` prints, or - to read it from standard input (no dump file
     /// to clean up). Each record keeps its expiry; expired ones are skipped. Run it with the
-    /// server stopped or running.
-    ImportKv { file: std::path::PathBuf },
+    /// server stopped or running. A listing of exactly 1,000 keys (one page of wrangler's)
+    /// is refused unless --listing-is-whole says it is the whole week.
+    ImportKv {
+        file: std::path::PathBuf,
+        #[arg(long)]
+        listing_is_whole: bool,
+    },
     /// Print a week's records (YYYY-Www) for `wrangler kv bulk put --remote`, each with the
     /// expiry it has here.
     ExportKv { week: String },
     /// Delete every record of one session, in every week (a deletion request). Run it with
     /// the server stopped or running.
     DeleteSession { session_id: String },
+    /// List the weeks the store holds records of, each with its weekly-active sessions.
+    Weeks,
 }
 
 #[tokio::main]
@@ -120,12 +133,33 @@ async fn main() -> ExitCode {
         Ok(url) => url,
         Err(error) => return fail(&format!("--store: {error}")),
     };
+    // The server checks its port before it touches the store: a second server started by
+    // mistake makes no file.
+    let listener = match options.command {
+        Some(_) => None,
+        None => match TcpListener::bind(options.listen).await {
+            Ok(listener) => Some(listener),
+            Err(error) => return fail(&format!("cannot listen on {}: {error}", options.listen)),
+        },
+    };
+    if let (Some(_), StoreUrl::Sqlite(path)) = (&options.command, &url)
+        && !options.create
+        && !path.exists()
+    {
+        return fail(&format!(
+            "no store at {}: a mistyped --store? (--create makes a new, empty one)",
+            path.display()
+        ));
+    }
     let store = match Store::open(&url).await {
         Ok(store) => store,
         Err(error) => return fail(&format!("cannot open the store: {error}")),
     };
     match options.command {
-        Some(Command::ImportKv { file }) => {
+        Some(Command::ImportKv {
+            file,
+            listing_is_whole,
+        }) => {
             let listing = if file.as_os_str() == "-" {
                 std::io::read_to_string(std::io::stdin())
             } else {
@@ -140,13 +174,17 @@ async fn main() -> ExitCode {
                 &listing,
                 config.session_ttl_seconds,
                 rollback::unix_now(),
+                listing_is_whole,
             )
             .await;
             return match imported {
                 Ok(imported) => {
                     println!(
-                        "imported {} records ({} expired, not imported)",
-                        imported.written, imported.expired
+                        "imported {} records: {} new to the store, {} it held already ({} expired, not imported)",
+                        imported.written,
+                        imported.new,
+                        imported.written as u64 - imported.new,
+                        imported.expired
                     );
                     ExitCode::SUCCESS
                 }
@@ -178,11 +216,21 @@ async fn main() -> ExitCode {
                 Err(error) => fail(&error),
             };
         }
+        Some(Command::Weeks) => {
+            return match store.weeks().await {
+                Ok(weeks) => {
+                    for (week, sessions) in weeks {
+                        println!("{week} {sessions}");
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(error) => fail(&format!("reading the store: {error}")),
+            };
+        }
         None => {}
     }
-    let listener = match TcpListener::bind(options.listen).await {
-        Ok(listener) => listener,
-        Err(error) => return fail(&format!("cannot listen on {}: {error}", options.listen)),
+    let Some(listener) = listener else {
+        return fail("no listener");
     };
     tracing::info!(
         listen = %options.listen,

@@ -136,7 +136,10 @@ fn help_names_the_options_and_never_a_secret() {
     ] {
         assert!(help.contains(option), "help lacks {option}:\n{help}");
     }
-    assert!(help.contains("[default: 127.0.0.1:8787]"));
+    assert!(
+        help.contains("[default: 127.0.0.1:8788]"),
+        "beside the Worker's dev port"
+    );
     assert!(
         !help.contains("never-shown"),
         "help shows a secret:\n{help}"

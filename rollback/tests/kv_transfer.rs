@@ -79,11 +79,21 @@ fn a_week_moves_from_kv_into_the_store_and_back_keeping_each_records_expiry() {
         {"name": "session:2026-W47:kv-session-0003", "expiration": now - 5,
          "metadata": record("win32", "2026-11-21T00:00:00Z")},
     ]);
-    // From standard input: no dump file to leave behind.
-    let output = rollback_with_input(&store, &["import-kv", "-"], &listing.to_string());
+    // From standard input: no dump file to leave behind. The file is new: --create says so.
+    let output = rollback_with_input(
+        &store,
+        &["import-kv", "--create", "-"],
+        &listing.to_string(),
+    );
     assert_eq!(
         succeeded(&output),
-        "imported 2 records (1 expired, not imported)"
+        "imported 2 records: 2 new to the store, 0 it held already (1 expired, not imported)"
+    );
+    // The same listing again: nothing new.
+    let again = rollback_with_input(&store, &["import-kv", "-"], &listing.to_string());
+    assert_eq!(
+        succeeded(&again),
+        "imported 2 records: 0 new to the store, 2 it held already (1 expired, not imported)"
     );
 
     // The server counts them with its own.
@@ -147,7 +157,11 @@ fn a_deletion_request_removes_the_session_from_every_week_of_the_file() {
         key("2026-W47", "asked-to-forget-me"),
         key("2026-W47", "someone-else-01"),
     ]);
-    let output = rollback_with_input(&store, &["import-kv", "-"], &listing.to_string());
+    let output = rollback_with_input(
+        &store,
+        &["import-kv", "--create", "-"],
+        &listing.to_string(),
+    );
     succeeded(&output);
 
     let output = rollback(&store, &["delete-session", "asked-to-forget-me"]);
@@ -202,7 +216,7 @@ fn a_listing_with_anything_more_than_a_record_is_refused_whole() {
     ] {
         let file = dir.join("keys.json");
         std::fs::write(&file, listing.to_string()).unwrap();
-        let output = rollback(&store, &["import-kv", file.to_str().unwrap()]);
+        let output = rollback(&store, &["import-kv", "--create", file.to_str().unwrap()]);
         assert!(!output.status.success(), "{listing}");
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(
@@ -221,5 +235,79 @@ fn a_listing_with_anything_more_than_a_record_is_refused_whole() {
         String::from_utf8_lossy(&output.stdout).trim(),
         "[]",
         "nothing was written"
+    );
+}
+
+#[test]
+fn maintenance_commands_never_guess_a_store_or_a_whole_listing() {
+    let dir = scratch_dir("kv-never-guess");
+    let real = dir.join("telemetry.db");
+    let store = format!("sqlite://{}", real.display());
+    let mistyped = format!("sqlite://{}", dir.join("telemtry.db").display());
+    // A mistyped path is an error for every command, and makes no file.
+    for args in [
+        &["delete-session", "some-relay-0001"][..],
+        &["export-kv", "2026-W47"],
+        &["import-kv", "-"],
+        &["weeks"],
+    ] {
+        let output = rollback_with_input(&mistyped, args, "[]");
+        assert_eq!(output.status.code(), Some(1), "{args:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("no store at") && stderr.contains("--create"),
+            "{stderr}"
+        );
+        assert!(!dir.join("telemtry.db").exists(), "{args:?} made the file");
+    }
+    // A listing of exactly one wrangler page may be the start of a longer week: refused
+    // unless said to be whole.
+    let expires = rollback::unix_now() + 3_000_000;
+    let page: Vec<Value> = (0..1000)
+        .map(|n| {
+            json!({"name": format!("session:2026-W47:paged-relay-{n:04}"), "expiration": expires,
+                   "metadata": record("linux", "2026-11-23T00:00:00Z")})
+        })
+        .collect();
+    let page = Value::Array(page).to_string();
+    let refused = rollback_with_input(&store, &["import-kv", "--create", "-"], &page);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr)
+            .contains("exactly 1000 keys, one page of wrangler's"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    let whole = rollback_with_input(&store, &["import-kv", "--listing-is-whole", "-"], &page);
+    assert_eq!(
+        succeeded(&whole),
+        "imported 1000 records: 1000 new to the store, 0 it held already (0 expired, not imported)"
+    );
+    // The weeks the store holds, with their counts.
+    assert_eq!(succeeded(&rollback(&store, &["weeks"])), "2026-W47 1000");
+}
+
+#[test]
+fn the_server_checks_its_port_before_it_makes_a_store() {
+    let dir = scratch_dir("kv-port-taken");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let listen = taken.local_addr().unwrap().to_string();
+    let file = dir.join("telemetry.db");
+    let output = Command::new(env!("CARGO_BIN_EXE_rollback"))
+        .args([
+            "--listen",
+            &listen,
+            "--store",
+            &format!("sqlite://{}", file.display()),
+        ])
+        .env_remove("WAU_READ_TOKEN")
+        .env_remove("ADMIN_TOKEN")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("cannot listen on"));
+    assert!(
+        !file.exists(),
+        "a server that could not listen made its store"
     );
 }
