@@ -1,6 +1,9 @@
 // Reads `wrangler tail --format json` on stdin and prints only the Worker's wide events, one
-// JSON line each. Each tail event also carries the request's URL, headers and `cf` object
-// (the client's address and location among them): none of that is printed or kept.
+// JSON line each, and for every invocation that did not end well (an exception, the CPU or
+// memory limit exceeded, a cancelled request) one `worker_outcome` line: the outcome, how many
+// of that outcome so far, and each exception's name and message with any URL or address
+// taken out. Each tail event also carries the request's URL, headers and `cf` object (the
+// client's address and location among them): none of that is printed or kept.
 //   npx wrangler tail --format json | node scripts/wide-events.mjs
 import { stdin, stdout } from "node:process";
 
@@ -47,12 +50,41 @@ function wideEvents(value) {
   return lines;
 }
 
+/** An exception's text without what could point at a client: URLs and addresses. */
+function scrub(text) {
+  return text
+    .replace(/[a-z][a-z0-9+.-]*:\/\/\S+/gi, "<url>")
+    .replace(/\b\d{1,3}(\.\d{1,3}){3}\b/g, "<address>")
+    .replace(/\b[0-9a-f]{0,4}(:[0-9a-f]{0,4}){2,7}\b/gi, "<address>")
+    .slice(0, 300);
+}
+
+const outcomes = {};
+
+/** The line for an invocation that did not end `ok`, or none. */
+function outcomeLines(value) {
+  let event;
+  try {
+    event = JSON.parse(value);
+  } catch {
+    return [];
+  }
+  const outcome = typeof event?.outcome === "string" ? event.outcome : "unknown";
+  if (outcome === "ok") return [];
+  outcomes[outcome] = (outcomes[outcome] ?? 0) + 1;
+  const exceptions = (Array.isArray(event?.exceptions) ? event.exceptions : []).map((exception) => ({
+    name: scrub(String(exception?.name ?? "Error")).slice(0, 80),
+    message: scrub(String(exception?.message ?? "")),
+  }));
+  return [JSON.stringify({ event: "worker_outcome", outcome, count: outcomes[outcome], exceptions })];
+}
+
 let pending = "";
 stdin.setEncoding("utf8");
 stdin.on("data", (chunk) => {
   const { values, rest } = splitValues(pending + chunk);
   pending = rest;
   for (const value of values) {
-    for (const line of wideEvents(value)) stdout.write(line + "\n");
+    for (const line of [...wideEvents(value), ...outcomeLines(value)]) stdout.write(line + "\n");
   }
 });

@@ -106,10 +106,15 @@ fn the_shared_rate_limits_agree_with_the_configured_abuse_limit() {
 
 /// One `wrangler tail --format json` event, as wrangler prints it (pretty, four spaces).
 fn tail_event(message: &str) -> String {
+    tail_event_ending(message, "ok", serde_json::json!([]))
+}
+
+/// A tail event whose invocation ended with `outcome` and threw `exceptions`.
+fn tail_event_ending(message: &str, outcome: &str, exceptions: serde_json::Value) -> String {
     let event = serde_json::json!({
-        "outcome": "ok",
+        "outcome": outcome,
         "scriptName": "telemetry",
-        "exceptions": [],
+        "exceptions": exceptions,
         "logs": [{"message": [message], "level": "log", "timestamp": 1_795_549_261_000_u64}],
         "eventTimestamp": 1_795_549_261_000_u64,
         "event": {"request": {
@@ -158,6 +163,67 @@ fn the_tail_filter_prints_the_wide_events_and_nothing_of_the_request() {
     assert_eq!(printed, format!("{wide}\n{failure}\n"));
     assert!(address_problems(&printed).is_empty() && !holds_an_address(&printed));
     assert!(!printed.contains("Amsterdam") && !printed.contains("relay/1.2.3"));
+}
+
+/// What an operator needs in an incident gets through: every outcome wrangler's tail emits
+/// other than `ok` (an exception, the CPU or memory limit, a cancelled or disconnected
+/// request), counted, with each exception's name and message, but no URL or address in them.
+#[test]
+fn the_tail_filter_passes_crashes_and_limits_counted_and_scrubbed() {
+    let wide = r#"{"event":"request","target":"worker","route":"session","method":"POST","status":204,"outcome":"accepted","body_bytes":256,"duration_ms":1,"week":"2026-W48","colo":"AMS"}"#;
+    let thrown = serde_json::json!([{
+        "name": "RuntimeError",
+        "message": "unreachable executed at https://telemetry.example.com/v1/session for 203.0.113.7 (2001:db8::7)",
+        "timestamp": 1_795_549_261_000_u64
+    }]);
+    let none = serde_json::json!([]);
+    let input = [
+        tail_event_ending(wide, "exception", thrown.clone()),
+        tail_event_ending("", "exceededCpu", none.clone()),
+        tail_event_ending("", "exceededMemory", none.clone()),
+        tail_event_ending("", "canceled", none.clone()),
+        tail_event_ending("", "responseStreamDisconnected", none.clone()),
+        tail_event_ending("", "exception", thrown),
+        tail_event(wide),
+    ]
+    .join("\n");
+    let mut child = Command::new("node")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/scripts/wide-events.mjs"
+        ))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("node runs scripts/wide-events.mjs (install Node.js >= 20)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success());
+    let printed = String::from_utf8(output.stdout).unwrap();
+    let exception = r#"{"event":"worker_outcome","outcome":"exception","count":COUNT,"exceptions":[{"name":"RuntimeError","message":"unreachable executed at <url> for <address> (<address>)"}]}"#;
+    let limit = |outcome: &str| {
+        format!(r#"{{"event":"worker_outcome","outcome":"{outcome}","count":1,"exceptions":[]}}"#)
+    };
+    let expected = [
+        wide.to_owned(),
+        exception.replace("COUNT", "1"),
+        limit("exceededCpu"),
+        limit("exceededMemory"),
+        limit("canceled"),
+        limit("responseStreamDisconnected"),
+        exception.replace("COUNT", "2"),
+        wide.to_owned(),
+    ]
+    .join("\n")
+        + "\n";
+    assert_eq!(printed, expected);
+    assert!(address_problems(&printed).is_empty() && !holds_an_address(&printed));
+    assert!(!printed.contains("telemetry.example.com") && !printed.contains("Amsterdam"));
 }
 
 /// `tests/backfill.mjs`: records put straight into KV are counted once the backfill hands
