@@ -12,14 +12,37 @@
 //! `LOADTEST_MAX_ERROR_RATE` (default 0.01). With a token, the week's count is read before and
 //! after: it must have grown by exactly the number of distinct sessions answered 204, however
 //! often each was repeated or upgraded.
+//!
+//! Its sessions are indistinguishable from real ones and kept for the retention (12 weeks),
+//! so it refuses a `--host` that is not this machine unless given `--against-production`.
 
 mod traffic;
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use goose::config::GooseConfiguration;
 use goose::prelude::*;
 use telemetry_core::{IsoWeek, utc_from_unix_millis};
+
+/// The flag that lets the harness load a host that is not this machine.
+const AGAINST_PRODUCTION: &str = "--against-production";
+
+/// Whether a `--host` URL names this machine (`localhost`, 127.0.0.0/8, `::1`).
+fn is_loopback(host: &str) -> bool {
+    let rest = host.split_once("://").map_or(host, |(_, rest)| rest);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let name = match authority.strip_prefix('[') {
+        Some(bracketed) => bracketed.split(']').next().unwrap_or_default(),
+        None => authority
+            .rsplit_once(':')
+            .map_or(authority, |(name, _)| name),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
 
 /// How long background writes (KV's `waitUntil`, the rollback's queue) may take to show.
 const SETTLE_WITHIN: Duration = Duration::from_secs(60);
@@ -42,6 +65,22 @@ async fn run() -> Result<(), String> {
     let p95_ms = env_number("LOADTEST_P95_MS", 500.0)?;
     let max_error_rate = env_number("LOADTEST_MAX_ERROR_RATE", 0.01)?;
     let host = host_argument();
+    let arguments: Vec<String> = std::env::args().skip(1).collect();
+    let against_production = arguments.iter().any(|a| a == AGAINST_PRODUCTION);
+    if let Some(host) = &host
+        && !is_loopback(host)
+        && !against_production
+    {
+        return Err(format!(
+            "{host} is not this machine. The harness sends tens of thousands of sessions a \
+             minute, indistinguishable from real relays' and kept for 12 weeks. Point it at a \
+             local target (scripts/dev.sh, or cargo run -p rollback), or pass \
+             {AGAINST_PRODUCTION} if that is what you mean."
+        ));
+    }
+    let goose_arguments: Vec<&String> = (arguments.iter())
+        .filter(|a| *a != AGAINST_PRODUCTION)
+        .collect();
 
     let readout = match (&token, &host) {
         (Some(token), Some(host)) => Some(Readout::new(host, token)?),
@@ -58,7 +97,14 @@ async fn run() -> Result<(), String> {
         None => None,
     };
 
-    let mut attack = GooseAttack::initialize()
+    let wants_help = goose_arguments.iter().any(|a| *a == "--help" || *a == "-h");
+    let attack = if wants_help {
+        GooseAttack::initialize()
+    } else {
+        GooseConfiguration::parse_args_default(&goose_arguments)
+            .and_then(GooseAttack::initialize_with_config)
+    };
+    let mut attack = attack
         .map_err(|e| e.to_string())?
         .register_scenario(traffic::relay_pings().map_err(|e| e.to_string())?)
         .register_scenario(traffic::invalid_requests().map_err(|e| e.to_string())?);
@@ -76,10 +122,23 @@ async fn run() -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     let outcome = attack.execute().await;
     println!("{}", traffic::answered_summary());
+    // Most refusals being the abuse limit's is the target's setting, not its failure: say so.
+    let (sent, limited) = traffic::limited_pings();
+    if sent > 0 && limited * 20 > sent {
+        return Err(format!(
+            "{:.1} % of pings refused with 429: the abuse limit is on. Set \
+             ABUSE_LIMIT_PER_MINUTE=0 on the target (scripts/dev.sh --var \
+             ABUSE_LIMIT_PER_MINUTE:0, or the rollback's environment): one machine is one \
+             client address",
+            limited as f64 * 100.0 / sent as f64
+        ));
+    }
     match outcome {
         Ok(_) => {}
         Err(GooseError::ThresholdsFailed { failed, .. }) => {
-            let rules: Vec<String> = failed.iter().map(|r| format!("{r:?}")).collect();
+            let rules: Vec<String> = (failed.iter())
+                .map(|result| format!("{} (observed {})", result.rule, result.observed))
+                .collect();
             return Err(format!(
                 "thresholds failed (p95 < {p95_ms} ms, error rate < {max_error_rate}): {}",
                 rules.join("; ")

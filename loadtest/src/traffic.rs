@@ -47,6 +47,17 @@ impl Kind {
     }
 }
 
+static SENT: AtomicU64 = AtomicU64::new(0);
+static LIMITED: AtomicU64 = AtomicU64::new(0);
+
+/// Relay pings sent, and how many of them the target's abuse limit refused (429).
+pub fn limited_pings() -> (u64, u64) {
+    (
+        SENT.load(Ordering::Relaxed),
+        LIMITED.load(Ordering::Relaxed),
+    )
+}
+
 /// Relay pings answered 204, by kind, for the line printed after the run: it shows each kind
 /// was really loaded, whatever Goose's own report was told to leave out.
 pub fn answered_summary() -> String {
@@ -283,6 +294,11 @@ async fn ping(user: &mut GooseUser, kind: Kind, session: Session) -> Transaction
         .response
         .as_ref()
         .is_ok_and(|r| r.status().as_u16() == 204);
+    let limited = (response.response.as_ref()).is_ok_and(|r| r.status().as_u16() == 429);
+    if limited {
+        LIMITED.fetch_add(1, Ordering::Relaxed);
+    }
+    SENT.fetch_add(1, Ordering::Relaxed);
     if accepted {
         kind.answered().fetch_add(1, Ordering::Relaxed);
         if let Ok(mut sessions) = ACCEPTED.lock() {

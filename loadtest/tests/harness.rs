@@ -125,11 +125,50 @@ fn answered(stdout: &str, kind: &str) -> u64 {
 #[test]
 fn a_violated_threshold_fails_the_run_with_a_clear_message() {
     let dir = scratch("threshold");
-    // With the abuse limit on, one machine's load is mostly answered 429: an error rate far
-    // over the 1% threshold.
+    let server = Server::start(&dir, 0);
+    // No request answers in under a microsecond: the p95 rule fails, and says so in words.
+    let output = harness(&server, &dir, &[("LOADTEST_P95_MS", "0.001")]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("thresholds failed"), "{stderr}");
+    assert!(stderr.contains("(observed "), "{stderr}");
+    assert!(
+        !stderr.contains("ThresholdResult"),
+        "a debug dump: {stderr}"
+    );
+}
+
+#[test]
+fn the_abuse_limit_left_on_is_named_as_the_cause() {
+    let dir = scratch("limited");
+    // With the abuse limit on, one machine's load is mostly answered 429.
     let server = Server::start(&dir, 10);
     let output = harness(&server, &dir, &[]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success());
-    assert!(stderr.contains("thresholds failed"), "{stderr}");
+    assert!(
+        stderr.contains(
+            "% of pings refused with 429: the abuse limit is on. Set ABUSE_LIMIT_PER_MINUTE=0"
+        ),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_host_that_is_not_this_machine_is_refused_before_anything_is_sent() {
+    let dir = scratch("production");
+    for host in ["https://telemetry.example.com", "http://192.0.2.10:8787"] {
+        let output = Command::new(env!("CARGO_BIN_EXE_loadtest"))
+            .args(["--host", host, "--users", "1", "--run-time", "1s"])
+            .env("WAU_READ_TOKEN", TOKEN)
+            .current_dir(&dir)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{host}: {stderr}");
+        assert!(
+            stderr.contains("is not this machine") && stderr.contains("--against-production"),
+            "{stderr}"
+        );
+    }
 }
