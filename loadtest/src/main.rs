@@ -14,7 +14,8 @@
 //! often each was repeated or upgraded.
 //!
 //! Its sessions are indistinguishable from real ones and kept for the retention (12 weeks),
-//! so it refuses a `--host` that is not this machine unless given `--against-production`.
+//! so it refuses a `--host` that is not this machine unless given `--against-production`,
+//! and when it ends, however it ends, it erases every session it created (`POST /v1/erase`).
 
 mod traffic;
 
@@ -49,12 +50,62 @@ const SETTLE_WITHIN: Duration = Duration::from_secs(60);
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    match run().await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
-            eprintln!("loadtest: {message}");
-            ExitCode::FAILURE
+    let ran = run().await;
+    // Whatever the run's outcome, the sessions it created go: they would otherwise count as
+    // real relays for 12 weeks.
+    let erased = match host_argument() {
+        Some(host) if !traffic::created_sessions().is_empty() => erase_created(&host).await,
+        _ => Ok(()),
+    };
+    let failures: Vec<String> = [ran.err(), erased.err()].into_iter().flatten().collect();
+    for failure in &failures {
+        eprintln!("loadtest: {failure}");
+    }
+    if failures.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// Erasures in flight at once at the end of a run.
+const ERASURES_IN_FLIGHT: usize = 32;
+
+/// Erases every session the run created, as a relay that opts out does (`POST /v1/erase`,
+/// no token), so that the week is left as the run found it.
+async fn erase_created(host: &str) -> Result<(), String> {
+    let sessions = traffic::created_sessions();
+    let client = reqwest::Client::new();
+    let url = format!("{}/v1/erase", host.trim_end_matches('/'));
+    let mut erased = 0_u64;
+    let mut refused = std::collections::BTreeMap::<u16, u64>::new();
+    for chunk in sessions.chunks(ERASURES_IN_FLIGHT) {
+        let mut sent = tokio::task::JoinSet::new();
+        for id in chunk {
+            let request = client
+                .post(&url)
+                .header("content-type", "application/json")
+                .body(serde_json::json!({ "session_id": id }).to_string());
+            sent.spawn(async move { request.send().await.map(|r| r.status().as_u16()) });
         }
+        while let Some(answer) = sent.join_next().await {
+            match answer {
+                Ok(Ok(204)) => erased += 1,
+                Ok(Ok(status)) => *refused.entry(status).or_default() += 1,
+                _ => *refused.entry(0).or_default() += 1,
+            }
+        }
+    }
+    println!("erased the {erased} sessions the run created");
+    if refused.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} of the run's {} sessions could not be erased (status: count, 0 for no answer: \
+             {refused:?}); erase them with the operator's DELETE, or they count for 12 weeks",
+            sessions.len() as u64 - erased,
+            sessions.len()
+        ))
     }
 }
 

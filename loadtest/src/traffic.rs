@@ -15,6 +15,14 @@ pub fn accepted_sessions() -> u64 {
     ACCEPTED.lock().map(|set| set.len() as u64).unwrap_or(0)
 }
 
+/// The session ids answered 204 during the run, for the erasure at its end.
+pub fn created_sessions() -> Vec<String> {
+    ACCEPTED
+        .lock()
+        .map(|set| set.iter().cloned().collect())
+        .unwrap_or_default()
+}
+
 /// What a relay's ping is to the service, and its name in Goose's report.
 #[derive(Clone, Copy)]
 enum Kind {

@@ -100,6 +100,19 @@ fn a_short_run_passes_writes_its_report_and_verifies_the_count() {
             "no {kind} answered 204: {stdout}"
         );
     }
+    // The run erased what it created: the week is as it found it.
+    let created = stdout
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix("erased the ")?
+                .strip_suffix(" sessions the run created")
+        })
+        .unwrap_or_else(|| panic!("no erasure line: {stdout}"));
+    assert!(created.parse::<u64>().unwrap() > 0, "{stdout}");
+    assert!(
+        weekly_count(&server).ends_with(r#""weekly_active_sessions":0}"#),
+        "the run's sessions are still counted"
+    );
     let report = std::fs::read_to_string(dir.join("report.html")).unwrap();
     assert!(
         report.contains("<title>Goose Attack Report")
@@ -108,6 +121,27 @@ fn a_short_run_passes_writes_its_report_and_verifies_the_count() {
                 .all(|kind| report.contains(kind)),
         "report lacks the run or a kind of ping"
     );
+}
+
+/// The current week's readout body, read with the token over a plain HTTP/1.1 request.
+fn weekly_count(server: &Server) -> String {
+    use std::io::{Read, Write};
+    let week = {
+        let output = Command::new("date")
+            .args(["-u", "+%G-W%V"])
+            .output()
+            .unwrap();
+        String::from_utf8(output.stdout).unwrap().trim().to_owned()
+    };
+    let mut stream = std::net::TcpStream::connect(server.addr).unwrap();
+    write!(
+        stream,
+        "GET /v1/wau/{week} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {TOKEN}\r\nconnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    answer
 }
 
 /// How many pings of `kind` the harness says were answered 204, from its line
