@@ -26,6 +26,24 @@ use goose::config::GooseConfiguration;
 use goose::prelude::*;
 use telemetry_core::{IsoWeek, utc_from_unix_millis};
 
+/// What `--help` says before Goose's own options: what this harness does and reads.
+const HARNESS_HELP: &str = "\
+loadtest: relay traffic against either target (the Worker or the rollback), then checks.
+
+It sends what relays send: per new session about six unchanged repeats and now and then an
+upgrade, plus a few invalid requests that must get their 4xx, and with WAU_READ_TOKEN set,
+operator readouts. It fails with the reason when:
+  the p95 exceeds LOADTEST_P95_MS (default 500) or the error rate LOADTEST_MAX_ERROR_RATE
+  (default 0.01); with WAU_READ_TOKEN, the week's count did not grow by exactly the distinct
+  sessions answered 204; more than 5 % of pings got 429 (the target's abuse limit is on: set
+  ABUSE_LIMIT_PER_MINUTE=0 there).
+When it ends it erases every session it created (POST /v1/erase). It refuses a --host that
+is not this machine unless given --against-production: its sessions look like real relays'.
+
+Environment: WAU_READ_TOKEN, LOADTEST_P95_MS, LOADTEST_MAX_ERROR_RATE.
+
+";
+
 /// The flag that lets the harness load a host that is not this machine.
 const AGAINST_PRODUCTION: &str = "--against-production";
 
@@ -150,6 +168,7 @@ async fn run() -> Result<(), String> {
 
     let wants_help = goose_arguments.iter().any(|a| *a == "--help" || *a == "-h");
     let attack = if wants_help {
+        print!("{HARNESS_HELP}");
         GooseAttack::initialize()
     } else {
         GooseConfiguration::parse_args_default(&goose_arguments)

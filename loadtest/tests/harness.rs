@@ -206,3 +206,25 @@ fn a_host_that_is_not_this_machine_is_refused_before_anything_is_sent() {
         );
     }
 }
+
+#[test]
+fn help_says_what_the_harness_does_before_goose_s_options() {
+    let output = Command::new(env!("CARGO_BIN_EXE_loadtest"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let help = String::from_utf8_lossy(&output.stdout);
+    for said in [
+        "WAU_READ_TOKEN",
+        "LOADTEST_P95_MS",
+        "LOADTEST_MAX_ERROR_RATE",
+        "ABUSE_LIMIT_PER_MINUTE=0",
+        "--against-production",
+        "POST /v1/erase",
+        "--host",
+        "--users",
+    ] {
+        assert!(help.contains(said), "--help lacks {said}:\n{help}");
+    }
+}
