@@ -44,6 +44,10 @@ async fn handle(State(state): State<Arc<AppState>>, request: Request) -> axum::r
     let started = Instant::now();
     let method = method_label(request.method().as_str());
     let handled = decide(&state, request).await;
+    if handled.route == Route::Session {
+        let response = &handled.response;
+        crate::metrics::METRICS.ping_answered(response.status, response.outcome);
+    }
     let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     crate::log_line(to_line(&handled.event(TARGET, method, duration_ms, None)));
     into_axum_response(handled.response)

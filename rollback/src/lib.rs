@@ -21,6 +21,7 @@ pub mod connection;
 pub mod dashboard;
 pub mod kv_transfer;
 pub mod log;
+pub mod metrics;
 pub mod server;
 pub mod store;
 pub mod writer;

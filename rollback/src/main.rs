@@ -51,6 +51,11 @@ struct Options {
     /// the server makes its file on its first start.
     #[arg(long, global = true)]
     create: bool,
+    /// Where to serve Prometheus metrics (`GET /metrics`: pings accepted and refused by
+    /// reason, failed writes, write latency, queue depth, open connections; no id, no
+    /// address). Off unless given; keep it off the public interface.
+    #[arg(long, env = "ROLLBACK_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
     /// Behind a reverse proxy: the header it puts the client's address in (X-Forwarded-For,
     /// as the shipped Caddyfile sets it; its last entry is used). The abuse limit then counts
     /// that address; a request whose header holds no address counts as the proxy's own.
@@ -232,6 +237,12 @@ async fn main() -> ExitCode {
     let Some(listener) = listener else {
         return fail("no listener");
     };
+    if let Some(address) = options.metrics_listen {
+        match TcpListener::bind(address).await {
+            Ok(metrics) => rollback::metrics::serve(metrics),
+            Err(error) => return fail(&format!("cannot listen on {address} for metrics: {error}")),
+        }
+    }
     tracing::info!(
         listen = %options.listen,
         readout = config.tokens.read.is_some(),

@@ -165,9 +165,11 @@ pub async fn serve(
         let id = open.open(Arc::clone(&slot));
         let (router, open, stopping) = (router.clone(), Arc::clone(&open), stopping.clone());
         let limits = options.time_limits;
+        crate::metrics::METRICS.connection_moved(1);
         connections.spawn(async move {
             connection::serve(stream, peer, router, slot, limits, stopping).await;
             open.close(id);
+            crate::metrics::METRICS.connection_moved(-1);
             drop(permit);
         });
     }

@@ -46,7 +46,9 @@ impl Queue {
             .try_send(write)
             .map_err(|_| Rejection::QueueFull {
                 retry_after_seconds: RETRY_AFTER_SECONDS,
-            })
+            })?;
+        crate::metrics::METRICS.queue_moved(1);
+        Ok(())
     }
 }
 
@@ -161,6 +163,7 @@ async fn write_until_drained(
                 batch.push(write);
             }
         }
+        crate::metrics::METRICS.queue_moved(-i64::try_from(batch.len()).unwrap_or(0));
         write_with_retry(&writing, batch.drain(..).collect()).await;
     }
 }
@@ -174,17 +177,20 @@ async fn write_with_retry(writing: &Writing, batch: Arc<[SessionWrite]>) {
     let expires_at = expires_at(crate::unix_now(), writing.ttl_seconds);
     let mut wait = BACKOFF.0;
     loop {
+        let started = std::time::Instant::now();
         match writing
             .store
             .write_batch(Arc::clone(&batch), expires_at)
             .await
         {
             Ok(()) => {
+                crate::metrics::METRICS.written(started.elapsed());
                 writing.expiries.written(expires_at);
                 crate::note_store_answered(StoreOperation::Write);
                 return;
             }
             Err(error) => {
+                crate::metrics::METRICS.write_failed();
                 let week = batch.first().map(|w| w.week);
                 crate::log_store_failure(StoreOperation::Write, week, &error.text());
                 tokio::time::sleep(wait).await;
