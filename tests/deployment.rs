@@ -141,6 +141,15 @@ fn the_tail_filter_prints_the_wide_events_and_nothing_of_the_request() {
         tail_event("not one of ours: {\"a\": 1}"),
         tail_event(failure)
     );
+    let printed = through_the_tail_filter(&input);
+    assert_eq!(printed, format!("{wide}\n{failure}\n"));
+    assert!(address_problems(&printed).is_empty() && !holds_an_address(&printed));
+    assert!(!printed.contains("Amsterdam") && !printed.contains("relay/1.2.3"));
+}
+
+/// What `scripts/wide-events.mjs` prints for `input`, fed in pieces that split JSON strings
+/// and objects, as a socket delivers them.
+fn through_the_tail_filter(input: &str) -> String {
     let mut child = Command::new("node")
         .arg(concat!(
             env!("CARGO_MANIFEST_DIR"),
@@ -151,7 +160,6 @@ fn the_tail_filter_prints_the_wide_events_and_nothing_of_the_request() {
         .spawn()
         .expect("node runs scripts/wide-events.mjs (install Node.js >= 20)");
     let mut stdin = child.stdin.take().unwrap();
-    // In pieces that split JSON strings and objects, as a socket delivers them.
     for piece in input.as_bytes().chunks(37) {
         stdin.write_all(piece).unwrap();
         stdin.flush().unwrap();
@@ -159,10 +167,7 @@ fn the_tail_filter_prints_the_wide_events_and_nothing_of_the_request() {
     drop(stdin);
     let output = child.wait_with_output().unwrap();
     assert!(output.status.success());
-    let printed = String::from_utf8(output.stdout).unwrap();
-    assert_eq!(printed, format!("{wide}\n{failure}\n"));
-    assert!(address_problems(&printed).is_empty() && !holds_an_address(&printed));
-    assert!(!printed.contains("Amsterdam") && !printed.contains("relay/1.2.3"));
+    String::from_utf8(output.stdout).unwrap()
 }
 
 /// What an operator needs in an incident gets through: every outcome wrangler's tail emits
@@ -187,24 +192,7 @@ fn the_tail_filter_passes_crashes_and_limits_counted_and_scrubbed() {
         tail_event(wide),
     ]
     .join("\n");
-    let mut child = Command::new("node")
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/scripts/wide-events.mjs"
-        ))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("node runs scripts/wide-events.mjs (install Node.js >= 20)");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
-    assert!(output.status.success());
-    let printed = String::from_utf8(output.stdout).unwrap();
+    let printed = through_the_tail_filter(&input);
     let exception = r#"{"event":"worker_outcome","outcome":"exception","count":COUNT,"exceptions":[{"name":"RuntimeError","message":"unreachable executed at <url> for <address> (<address>)"}]}"#;
     let limit = |outcome: &str| {
         format!(r#"{{"event":"worker_outcome","outcome":"{outcome}","count":1,"exceptions":[]}}"#)
