@@ -85,6 +85,67 @@ impl Dimension {
     }
 }
 
+impl Dimension {
+    /// The order a breakdown lists this dimension's values in: versions by semantic-version
+    /// precedence (`0.8.7` before `0.10.0`, `1.2.0-rc.1` before `1.2.0`), Node majors by number,
+    /// platforms and frameworks by name; a value that is not one of its kind (`other`, the
+    /// bound's) comes last.
+    pub fn order(self, a: &str, b: &str) -> std::cmp::Ordering {
+        match self {
+            Self::DaemonVersion | Self::ProtocolVersion => match (semver_key(a), semver_key(b)) {
+                (Some(x), Some(y)) => compare_semver(&x, &y),
+                (Some(_), None) => std::cmp::Ordering::Less,
+                (None, Some(_)) => std::cmp::Ordering::Greater,
+                (None, None) => a.cmp(b),
+            },
+            Self::NodeMajor => match (a.parse::<u64>(), b.parse::<u64>()) {
+                (Ok(a), Ok(b)) => a.cmp(&b),
+                (Ok(_), Err(_)) => std::cmp::Ordering::Less,
+                (Err(_), Ok(_)) => std::cmp::Ordering::Greater,
+                (Err(_), Err(_)) => a.cmp(b),
+            },
+            Self::Platform | Self::PrimaryFramework => a.cmp(b),
+        }
+    }
+}
+
+/// A version's three numbers and its pre-release identifiers, if it is one.
+fn semver_key(version: &str) -> Option<([u64; 3], Vec<&str>)> {
+    let (release, pre) = match version.split_once('-') {
+        Some((release, pre)) => (release, pre.split('.').collect()),
+        None => (version, Vec::new()),
+    };
+    let mut numbers = release.split('.').map(|part| part.parse::<u64>().ok());
+    let key = [numbers.next()??, numbers.next()??, numbers.next()??];
+    numbers.next().is_none().then_some((key, pre))
+}
+
+/// SemVer 2.0.0 precedence: the numbers, then a release above its pre-releases, then the
+/// pre-release identifiers one by one (numeric ones by number, and below alphanumeric ones).
+fn compare_semver(a: &([u64; 3], Vec<&str>), b: &([u64; 3], Vec<&str>)) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    a.0.cmp(&b.0)
+        .then_with(|| match (a.1.is_empty(), b.1.is_empty()) {
+            (true, true) => Ordering::Equal,
+            (true, false) => Ordering::Greater,
+            (false, true) => Ordering::Less,
+            (false, false) => {
+                for (x, y) in a.1.iter().zip(&b.1) {
+                    let by = match (x.parse::<u64>(), y.parse::<u64>()) {
+                        (Ok(x), Ok(y)) => x.cmp(&y),
+                        (Ok(_), Err(_)) => Ordering::Less,
+                        (Err(_), Ok(_)) => Ordering::Greater,
+                        (Err(_), Err(_)) => x.cmp(y),
+                    };
+                    if by != Ordering::Equal {
+                        return by;
+                    }
+                }
+                a.1.len().cmp(&b.1.len())
+            }
+        })
+}
+
 /// The major version of a Node version as pings send it: `v20.11.1` → `20`.
 pub fn node_major(node_version: &str) -> &str {
     let version = node_version.strip_prefix('v').unwrap_or(node_version);
@@ -120,6 +181,48 @@ mod tests {
         ] {
             assert_eq!(Dimension::parse(other), None, "{other}");
         }
+    }
+
+    #[test]
+    fn versions_are_listed_by_precedence_majors_by_number_and_other_last() {
+        fn sorted<'a>(dimension: Dimension, values: &[&'a str]) -> Vec<&'a str> {
+            let mut values = values.to_vec();
+            values.sort_by(|a, b| dimension.order(a, b));
+            values
+        }
+        assert_eq!(
+            sorted(
+                Dimension::DaemonVersion,
+                &[
+                    "other",
+                    "0.10.0",
+                    "1.0.0",
+                    "0.8.7",
+                    "1.0.0-rc.1",
+                    "1.0.0-alpha",
+                    "1.0.0-rc.10",
+                    "1.0.0-rc.2"
+                ]
+            ),
+            [
+                "0.8.7",
+                "0.10.0",
+                "1.0.0-alpha",
+                "1.0.0-rc.1",
+                "1.0.0-rc.2",
+                "1.0.0-rc.10",
+                "1.0.0",
+                "other"
+            ]
+        );
+        assert_eq!(
+            sorted(Dimension::NodeMajor, &["other", "22", "9", "18", "100"]),
+            ["9", "18", "22", "100", "other"]
+        );
+        assert_eq!(
+            sorted(Dimension::Platform, &["win32", "darwin", "linux"]),
+            ["darwin", "linux", "win32"]
+        );
     }
 
     #[test]

@@ -90,12 +90,9 @@ fuzz_target!(|input: &[u8]| {
                         breakdown.weekly_active_sessions
                     );
                     assert!(breakdown.counts.iter().all(|(_, count)| *count >= 5));
-                    assert!(
-                        breakdown
-                            .counts
-                            .windows(2)
-                            .all(|pair| pair[0].0 < pair[1].0)
-                    );
+                    assert!(breakdown.counts.windows(2).all(|pair| {
+                        by.order(&pair[0].0, &pair[1].0) == std::cmp::Ordering::Less
+                    }));
                     breakdown.into_response(format)
                 }
                 Readout::Series { weeks, format } => {
