@@ -30,8 +30,10 @@ struct Window {
 }
 
 /// How many times a client's limit its block (an IPv4 /24, an IPv6 /48) may send. A relay
-/// pings about once a day, so even a block of a thousand relays restarting together stays
-/// far below it; a flood over the block's addresses stops there.
+/// pings about once a day, so a block of a thousand relays sends about one ping a minute;
+/// only more than 480 of them starting in the same minute would meet the block's limit (and
+/// those dropped are counted by their next daily ping). A flood over the block's addresses
+/// stops there.
 pub const PREFIX_LIMIT_FACTOR: u32 = 4;
 
 /// Counts a client's ping (or a wrong token) against the abuse limit: the limiter itself (the
