@@ -7,8 +7,8 @@
 // Both get the same settings: the bench token, the abuse limit off (one client sends all the
 // load), the 12-week TTL. The TypeScript bundle is esbuild's output (BENCH_TS_BUNDLE), built
 // once by the caller so that its cold start does not include the build.
-import { readdirSync } from "node:fs";
-import { dirname, join } from "node:path";
+import { dirname } from "node:path";
+import { bundleModules } from "../tests/bundle.mjs";
 import { Miniflare, Log, LogLevel } from "miniflare";
 
 const [stateDir, ...wanted] = process.argv.slice(2);
@@ -21,11 +21,7 @@ const compatibilityDate = "2026-04-01";
 const tsBundle = process.env.BENCH_TS_BUNDLE;
 
 // worker-build's output: JavaScript modules and the wasm module, in build/ (or BENCH_RUST_DIR).
-function rustModules(root) {
-  return readdirSync(root, { recursive: true })
-    .filter((file) => /\.(m?js|wasm)$/.test(file))
-    .map((file) => ({ type: file.endsWith(".wasm") ? "CompiledWasm" : "ESModule", path: join(root, file) }));
-}
+const rustModules = bundleModules;
 
 function rust(port) {
   const root = process.env.BENCH_RUST_DIR ?? "build";

@@ -6,8 +6,7 @@
 // token's scheme is case-insensitive. Run by tests/deployment.rs (needs build/ and npm ci).
 import { execFileSync } from "node:child_process";
 import { createServer } from "node:net";
-import { readdirSync } from "node:fs";
-import { join } from "node:path";
+import { bundleModules } from "./bundle.mjs";
 import { Miniflare, Log, LogLevel } from "miniflare";
 
 const TOKEN = "backfill-test-read-token-0123456789abcdef";
@@ -30,9 +29,7 @@ const port = await freePort();
 const bindings = { WAU_READ_TOKEN: TOKEN, ABUSE_LIMIT_PER_MINUTE: "0", SESSION_TTL_SECONDS: "7257600" };
 const build = "build";
 // The one bundle both Workers run: the telemetry Worker, and the backfill by its role.
-const modules = readdirSync(build, { recursive: true })
-  .filter((file) => /\.(m?js|wasm)$/.test(file))
-  .map((file) => ({ type: file.endsWith(".wasm") ? "CompiledWasm" : "ESModule", path: join(build, file) }));
+const modules = bundleModules(build);
 const mf = new Miniflare({
   log: new Log(LogLevel.WARN),
   cf: false,

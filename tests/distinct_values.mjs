@@ -4,8 +4,7 @@
 // named session erases itself (POST /v1/erase) and the last flooded one pings again: it takes
 // the room under its own name, in the object and in KV alike. Run by tests/deployment.rs
 // (needs build/ and npm ci). FLOOD_SESSIONS sets the size.
-import { readdirSync } from "node:fs";
-import { join } from "node:path";
+import { bundleModules } from "./bundle.mjs";
 import { Miniflare, Log, LogLevel } from "miniflare";
 
 const TOKEN = "distinct-values-read-token-0123456789abcdef";
@@ -20,9 +19,7 @@ const fail = (message) => {
 };
 
 const build = "build";
-const modules = readdirSync(build, { recursive: true })
-  .filter((file) => /\.(m?js|wasm)$/.test(file))
-  .map((file) => ({ type: file.endsWith(".wasm") ? "CompiledWasm" : "ESModule", path: join(build, file) }));
+const modules = bundleModules(build);
 const mf = new Miniflare({
   log: new Log(LogLevel.WARN),
   // The wide events of 100,000 pings are not wanted here; errors still show.

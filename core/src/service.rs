@@ -425,11 +425,21 @@ pub fn decide_ping(
 ) -> Result<SessionWrite, Rejection> {
     check_received_length(head.content_length, body.len())?;
     let ping = parse_ping(body)?;
-    if let Some(client) = head.client {
-        let now_seconds = u64::try_from(now.unix_timestamp()).unwrap_or(0);
-        limiter.admit(client, now_seconds)?;
-    }
+    admit_client(head, now, limiter)?;
     Ok(SessionWrite::new(ping, now))
+}
+
+/// Counts a valid body from the request's client against the abuse limit (a request without
+/// a client address, in tests, counts nothing).
+fn admit_client(
+    head: &RequestHead<'_>,
+    now: OffsetDateTime,
+    limiter: &mut impl Admission,
+) -> Result<(), Rejection> {
+    match head.client {
+        Some(client) => limiter.admit(client, u64::try_from(now.unix_timestamp()).unwrap_or(0)),
+        None => Ok(()),
+    }
 }
 
 /// Decides an erasure request from its whole body, read under the cap: the session to forget.
@@ -443,10 +453,7 @@ pub fn decide_erasure(
 ) -> Result<SessionId, Rejection> {
     check_received_length(head.content_length, body.len())?;
     let session_id = parse_erasure(body)?;
-    if let Some(client) = head.client {
-        let now_seconds = u64::try_from(now.unix_timestamp()).unwrap_or(0);
-        limiter.admit(client, now_seconds)?;
-    }
+    admit_client(head, now, limiter)?;
     Ok(session_id)
 }
 
