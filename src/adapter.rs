@@ -344,8 +344,8 @@ async fn answer_readout(env: &Env, isolate: &Isolate, readout: Readout) -> Handl
     };
     let response = match fetched {
         Ok(tallies) => {
-            let config = &isolate.config;
-            readout.answer(tallies, config.breakdown_min_sessions, &config.published)
+            let now_seconds = (Date::now() / 1000.0) as i64;
+            readout.answer(tallies, &isolate.config, now_seconds)
         }
         Err(error) => {
             log_failure(StoreOperation::Read, week, None, &error);

@@ -311,7 +311,7 @@ fn every_status_the_core_decides_on_a_route_is_documented() {
 
     let week = IsoWeek::parse("2026-W48").unwrap();
     let mut answers = BTreeSet::from([
-        weekly_active_response(week, 3, Format::Csv).status,
+        weekly_active_response(week, 3, false, Format::Csv).status,
         Breakdown::new(week, Dimension::Platform, Default::default(), 5)
             .into_response(Format::Json)
             .status,
@@ -326,7 +326,7 @@ fn every_status_the_core_decides_on_a_route_is_documented() {
     assert!(answers.is_subset(&documented_statuses(&document, "/v1/wau/{week}", "get")));
 
     let mut series = BTreeSet::from([
-        series_response(&[week], &[3], Format::Json).status,
+        series_response(&[week], &[3], &[false], Format::Json).status,
         Rejection::StoreUnavailable.status(),
         Rejection::Internal.status(),
     ]);

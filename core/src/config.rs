@@ -8,6 +8,7 @@ use crate::limits::{
     DEFAULT_ABUSE_LIMIT_PER_WINDOW, DEFAULT_SESSION_TTL_SECONDS, MIN_SESSION_TTL_SECONDS,
 };
 use crate::readout::PublishedValues;
+use crate::summary::{DEFAULT_SUMMARY_RETENTION_WEEKS, MAX_SUMMARY_RETENTION_WEEKS, Retention};
 
 pub const READ_TOKEN_VAR: &str = "WAU_READ_TOKEN";
 pub const ADMIN_TOKEN_VAR: &str = "ADMIN_TOKEN";
@@ -19,6 +20,7 @@ pub const PUBLIC_READOUT_VAR: &str = "PUBLIC_READOUT";
 pub const PUBLIC_DAEMON_VERSIONS_VAR: &str = "PUBLIC_DAEMON_VERSIONS";
 pub const PUBLIC_PROTOCOL_VERSIONS_VAR: &str = "PUBLIC_PROTOCOL_VERSIONS";
 pub const PUBLIC_NODE_MAJORS_VAR: &str = "PUBLIC_NODE_MAJORS";
+pub const SUMMARY_RETENTION_VAR: &str = "SUMMARY_RETENTION_WEEKS";
 
 /// A breakdown shows a value only when at least this many sessions hold it.
 pub const DEFAULT_BREAKDOWN_MIN_SESSIONS: u64 = 5;
@@ -39,6 +41,34 @@ pub struct Config {
     pub public_readout: bool,
     /// What a public breakdown names besides platforms and frameworks.
     pub published: PublishedValues,
+    /// Weeks a week's summary is kept after it ends (0: none).
+    pub summary_retention_weeks: u32,
+}
+
+impl Config {
+    /// What the stores keep, and for how long.
+    pub fn retention(&self) -> Retention {
+        Retention {
+            session_ttl_seconds: self.session_ttl_seconds,
+            summary_weeks: self.summary_retention_weeks,
+        }
+    }
+}
+
+/// `SUMMARY_RETENTION_WEEKS` as set (`None`: unset or empty): read by [`Config`], and on its
+/// own by the Worker's week objects, which see the variables but not the whole configuration.
+pub fn summary_retention_weeks(raw: Option<&str>) -> Result<u32, ConfigError> {
+    match raw.map(str::trim).filter(|raw| !raw.is_empty()) {
+        None => Ok(DEFAULT_SUMMARY_RETENTION_WEEKS),
+        Some(raw) => raw
+            .parse::<u32>()
+            .ok()
+            .filter(|weeks| *weeks <= MAX_SUMMARY_RETENTION_WEEKS)
+            .ok_or(ConfigError {
+                variable: SUMMARY_RETENTION_VAR,
+                expected: "a whole number of weeks from 0 (keep no summaries) to 520",
+            }),
+    }
 }
 
 /// A setting that cannot be used; it names the variable, never its value.
@@ -168,7 +198,10 @@ impl Config {
                 "Node majors such as 20, separated by commas",
             )?,
         };
+        let summary_retention_weeks =
+            summary_retention_weeks(lookup(SUMMARY_RETENTION_VAR).as_deref())?;
         Ok(Self {
+            summary_retention_weeks,
             public_readout,
             published,
             tokens,
@@ -319,5 +352,24 @@ mod tests {
             0
         );
         assert!(config(&[(ABUSE_LIMIT_VAR, "many")]).is_err());
+    }
+
+    #[test]
+    fn summaries_are_kept_two_years_unless_set_to_a_number_of_weeks_up_to_ten_years() {
+        let weeks = |raw: &str| config(&[(SUMMARY_RETENTION_VAR, raw)]).map(|c| c.retention());
+        assert_eq!(config(&[]).unwrap().retention().summary_weeks, 104);
+        assert_eq!(weeks(" ").unwrap().summary_weeks, 104);
+        assert_eq!(weeks("0").unwrap().summary_weeks, 0);
+        assert_eq!(weeks("520").unwrap().summary_weeks, 520);
+        for bad in ["521", "-1", "two years", "1.5"] {
+            let refused = weeks(bad).err().map(|error| error.to_string());
+            assert_eq!(
+                refused.as_deref(),
+                Some(
+                    "SUMMARY_RETENTION_WEEKS must be a whole number of weeks from 0 (keep no summaries) to 520"
+                ),
+                "{bad}"
+            );
+        }
     }
 }

@@ -10,6 +10,7 @@
 //! - [`record`]: the stored record, its key, its expiry and the rule a repeat writes by.
 //! - [`stored_week`]: the one model of a week every store keeps (records, [`tally`]s along
 //!   each [`dimension`], expiry) and how a ping, a deletion or an expiry changes it.
+//! - [`summary`]: what a week keeps of its counts once its records go, and for how long.
 //! - [`readout`]: what a readout fetches from a store and how its answer is written.
 //! - [`auth`]: the read token.
 //! - [`rejection`] and [`response`]: every status, header and error body the service sends.
@@ -33,6 +34,7 @@ pub mod rejection;
 pub mod response;
 pub mod service;
 pub mod stored_week;
+pub mod summary;
 pub mod tally;
 pub mod week;
 

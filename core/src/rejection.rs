@@ -149,11 +149,11 @@ impl Rejection {
             Self::InvalidWeek => "week must be an ISO week such as 2026-W48".into(),
             Self::InvalidQuery => "the query may hold by=<dimension> (one of platform, \
                 primary_framework, daemon_version, protocol_version, node_major) on a week, \
-                or from=<week>&to=<week> on /v1/wau, each once"
+                or from=<week>&to=<week> and optionally by=<dimension> on /v1/wau, each once"
                 .into(),
             // MAX_SERIES_WEEKS, written out (a test in `readout` holds them equal).
             Self::InvalidRange => "from must not be after to, and a series spans at most \
-                13 weeks"
+                105 weeks"
                 .into(),
             Self::TooManyRequests { .. } => {
                 format!("too many requests; retry after the {ABUSE_WINDOW_SECONDS}-second window")

@@ -300,15 +300,7 @@ fn public_readout_head(
         return reject(refused);
     }
     match readout_of(head) {
-        Ok(Readout::Week {
-            week, by, format, ..
-        }) => Next::Readout(Readout::Week {
-            week,
-            by,
-            format,
-            public: true,
-        }),
-        Ok(series) => Next::Readout(series),
+        Ok(readout) => Next::Readout(readout.public()),
         Err(rejection) => reject(rejection),
     }
 }
@@ -846,6 +838,7 @@ mod tests {
             crate::weekly_active_response(
                 crate::IsoWeek::parse("2026-W48").unwrap(),
                 3,
+                false,
                 Format::Csv,
             ),
             Rejection::PayloadTooLarge.into_response(),

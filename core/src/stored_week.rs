@@ -13,6 +13,7 @@
 use crate::dimension::Dimension;
 use crate::limits::MAX_TALLIED_VALUES;
 use crate::record::record_to_write;
+use crate::summary::Leaving;
 use crate::tally::{Tally, TallyMoves};
 
 /// The value a session is counted (and stored) under along a dimension whose tally already
@@ -203,6 +204,34 @@ pub fn release(stored: &str) -> Result<TallyMoves, Inconsistent> {
     let mut moves = TallyMoves::default();
     moves.replace(Some(values_of(stored)?), None);
     Ok(moves)
+}
+
+/// How a week's rows move when a stored record goes: its live tallies always lose it (they
+/// match the records), and its summary rows gain it when the session stays counted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Departure {
+    pub live: TallyMoves,
+    pub summary: TallyMoves,
+}
+
+impl Departure {
+    /// Adds another record's going to this one (an expiry's batch).
+    pub fn extend(&mut self, other: &Departure) {
+        self.live.extend(&other.live);
+        self.summary.extend(&other.summary);
+    }
+}
+
+/// [`release`], and for a [`Leaving::Summarised`] session the same values added to the
+/// week's summary, so that the week's numbers (live and summary added) do not change.
+pub fn depart(stored: &str, leaving: Leaving) -> Result<Departure, Inconsistent> {
+    let values = values_of(stored)?;
+    let mut departure = Departure::default();
+    departure.live.replace(Some(values), None);
+    if leaving == Leaving::Summarised {
+        departure.summary.replace(None, Some(values));
+    }
+    Ok(departure)
 }
 
 /// A week's tallies made anew from its records, and the records that are not records: its

@@ -39,6 +39,13 @@ impl Tally {
         Self(merged)
     }
 
+    /// Counts every session of `other` too: a week's summary rows added to its live ones.
+    pub fn add_all(&mut self, other: &Tally) {
+        for (value, sessions) in other.iter() {
+            self.add(value, sessions);
+        }
+    }
+
     /// The values and their sessions, in order of value.
     pub fn iter(&self) -> impl Iterator<Item = (&str, u64)> {
         self.0

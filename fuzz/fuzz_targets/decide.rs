@@ -10,7 +10,7 @@ use telemetry_core::limits::MAX_BODY_BYTES;
 use telemetry_core::{
     AbuseLimiter, Breakdown, CappedBody, Next, Readout, RequestHead, StoredRecord, Token, Tokens,
     decide_erasure, decide_ping, erased_response, path_of_url, query_of_url, route,
-    series_response, utc_from_unix_millis, weekly_active_response,
+    utc_from_unix_millis, weekly_active_response,
 };
 
 fuzz_target!(|input: &[u8]| {
@@ -61,7 +61,7 @@ fuzz_target!(|input: &[u8]| {
                     by: None,
                     format,
                     ..
-                } => weekly_active_response(week, sessions, format),
+                } => weekly_active_response(week, sessions, false, format),
                 Readout::Week {
                     week,
                     by: Some(by),
@@ -95,10 +95,16 @@ fuzz_target!(|input: &[u8]| {
                     }));
                     breakdown.into_response(format)
                 }
-                Readout::Series { weeks, format } => {
-                    assert!((1..=13).contains(&weeks.len()));
+                Readout::Series { ref weeks, by, .. } => {
+                    let max = telemetry_core::readout::MAX_SERIES_WEEKS;
+                    assert!((1..=max).contains(&weeks.len()));
                     assert!(weeks.windows(2).all(|pair| pair[0].next() == Some(pair[1])));
-                    series_response(&weeks, &vec![sessions; weeks.len()], format)
+                    let mut tally = telemetry_core::readout::Tally::default();
+                    tally.add(by.map_or("linux", |_| "1.0.0"), sessions);
+                    let config = telemetry_core::Config::from_lookup(|_| None).unwrap();
+                    let now = i64::from(body.first().copied().unwrap_or(0)) << 24;
+                    let fetched = vec![tally; weeks.len()];
+                    readout.answer(fetched, &config, now)
                 }
             };
             assert_eq!(response.status, 200);

@@ -151,10 +151,8 @@ async fn answer_readout(state: &AppState, readout: Readout) -> Handled {
         }
         Ok::<_, crate::store::StoreError>(tallies)
     };
-    let answered = fetched.await.map(|tallies| {
-        let config = &state.config;
-        readout.answer(tallies, config.breakdown_min_sessions, &config.published)
-    });
+    let answered =
+        (fetched.await).map(|tallies| readout.answer(tallies, &state.config, unix_now()));
     let response = answered.unwrap_or_else(|error| {
         crate::log_store_failure(StoreOperation::Read, week, &error.text());
         Rejection::StoreUnavailable.into_response()

@@ -1,10 +1,12 @@
 //! The operator's readout as the core answers it, sans I/O: a request becomes a [`Readout`],
 //! which says which tallies to fetch ([`Readout::fetches`]); the adapter fetches them from its
-//! store, and [`Readout::answer`] renders what was fetched ([`render`]). A count, a breakdown
-//! and a series are all read from tallies, so every store answers each the same way.
+//! store, and [`Readout::answer`] renders what was fetched ([`render`]). A count, a breakdown,
+//! a series and an adoption series are all read from tallies (a week's live tallies and its
+//! summary, added: [`crate::summary`]), so every store answers each the same way.
 
 mod render;
 
+use crate::config::Config;
 use crate::dimension::Dimension;
 use crate::rejection::Rejection;
 use crate::response::Response;
@@ -12,7 +14,7 @@ use crate::stored_week::{COUNTED_BY, OTHER_VALUE, count};
 use crate::week::IsoWeek;
 
 pub use self::render::{
-    Breakdown, Format, Series, WeekCount, series_response, weekly_active_response,
+    Adoption, Breakdown, Format, Series, WeekCount, series_response, weekly_active_response,
 };
 // Where the fuzz targets and older callers name them.
 pub use crate::tally::Tally;
@@ -29,8 +31,14 @@ pub enum Readout {
         /// a breakdown then names only published values ([`PublishedValues`]).
         public: bool,
     },
-    /// `GET /v1/wau?from=<week>&to=<week>`: each week of the span, in order.
-    Series { weeks: Vec<IsoWeek>, format: Format },
+    /// `GET /v1/wau?from=<week>&to=<week>`: each week of the span, in order; with
+    /// `&by=<dimension>`, each week's breakdown (adoption over time).
+    Series {
+        weeks: Vec<IsoWeek>,
+        by: Option<Dimension>,
+        format: Format,
+        public: bool,
+    },
 }
 
 impl Readout {
@@ -40,57 +48,94 @@ impl Readout {
         let mut by = None;
         for (name, value) in query_pairs(query) {
             match name {
-                "by" if by.is_none() => by = Some(Dimension::parse(value)),
+                "by" if by.is_none() => by = Some(value),
                 _ => return Err(Rejection::InvalidQuery),
             }
         }
-        let by = by.map(|by| by.ok_or(Rejection::InvalidQuery)).transpose()?;
         Ok(Self::Week {
             week,
-            by,
+            by: parse_by(by)?,
             format,
             public: false,
         })
     }
 
-    /// A series from `from` and `to`, each exactly once and nothing else.
+    /// A series from `from` and `to`, each exactly once, and `by` at most once; nothing else.
     pub fn for_series(query: Option<&str>, format: Format) -> Result<Self, Rejection> {
-        let (mut from, mut to) = (None, None);
+        let (mut from, mut to, mut by) = (None, None, None);
         for (name, value) in query_pairs(query) {
             match name {
                 "from" if from.is_none() => from = Some(value),
                 "to" if to.is_none() => to = Some(value),
+                "by" if by.is_none() => by = Some(value),
                 _ => return Err(Rejection::InvalidQuery),
             }
         }
         let (Some(from), Some(to)) = (from, to) else {
             return Err(Rejection::InvalidQuery);
         };
+        let by = parse_by(by)?;
         let from = IsoWeek::parse(from).ok_or(Rejection::InvalidWeek)?;
         let to = IsoWeek::parse(to).ok_or(Rejection::InvalidWeek)?;
         let weeks = series_weeks(from, to).ok_or(Rejection::InvalidRange)?;
-        Ok(Self::Series { weeks, format })
+        Ok(Self::Series {
+            weeks,
+            by,
+            format,
+            public: false,
+        })
+    }
+
+    /// The same readout as a public one: breakdowns name only published values.
+    pub fn public(self) -> Self {
+        match self {
+            Self::Week {
+                week, by, format, ..
+            } => Self::Week {
+                week,
+                by,
+                format,
+                public: true,
+            },
+            Self::Series {
+                weeks, by, format, ..
+            } => Self::Series {
+                weeks,
+                by,
+                format,
+                public: true,
+            },
+        }
     }
 
     /// The tallies to fetch for this readout, in order: a week's count is its tally along
-    /// [`COUNTED_BY`], a breakdown its tally along its dimension, a series the count of each
+    /// [`COUNTED_BY`], a breakdown its tally along its dimension, a series that tally of each
     /// of its weeks. A store answers each from a few rows, whatever the week's size.
     pub fn fetches(&self) -> Vec<(IsoWeek, Dimension)> {
         match self {
             Self::Week { week, by, .. } => vec![(*week, by.unwrap_or(COUNTED_BY))],
-            Self::Series { weeks, .. } => weeks.iter().map(|week| (*week, COUNTED_BY)).collect(),
+            Self::Series { weeks, by, .. } => {
+                let along = by.unwrap_or(COUNTED_BY);
+                weeks.iter().map(|week| (*week, along)).collect()
+            }
         }
     }
 
     /// The answer from the tallies of [`Readout::fetches`], in the same order, under the
-    /// privacy floor `min_sessions` (and, for a public one, naming only `published` values);
-    /// a 500 if they do not match (an adapter's mistake).
-    pub fn answer(
-        self,
-        fetched: Vec<Tally>,
-        min_sessions: u64,
-        published: &PublishedValues,
-    ) -> Response {
+    /// privacy floor (and, for a public one, naming only published values), each week marked
+    /// when it is past what the stores keep at `now` (seconds since the epoch); a 500 if the
+    /// tallies do not match (an adapter's mistake).
+    pub fn answer(self, fetched: Vec<Tally>, config: &Config, now: i64) -> Response {
+        let retention = config.retention();
+        let outside = |week: IsoWeek| !retention.keeps(week, now);
+        let floor = config.breakdown_min_sessions;
+        let shown = |public: bool, by: Dimension, tally: Tally| {
+            if public {
+                config.published.shown(by, tally)
+            } else {
+                tally
+            }
+        };
         match self {
             Self::Week {
                 week,
@@ -102,20 +147,40 @@ impl Readout {
                     return Rejection::Internal.into_response();
                 };
                 match by {
-                    None => weekly_active_response(week, count(&tally), format),
+                    None => weekly_active_response(week, count(&tally), outside(week), format),
                     Some(by) => {
-                        let tally = if public {
-                            published.shown(by, tally)
-                        } else {
-                            tally
-                        };
-                        Breakdown::new(week, by, tally, min_sessions).into_response(format)
+                        let breakdown = Breakdown::new(week, by, shown(public, by, tally), floor);
+                        breakdown.outside(outside(week)).into_response(format)
                     }
                 }
             }
-            Self::Series { weeks, format } => {
+            Self::Series {
+                weeks,
+                by: None,
+                format,
+                ..
+            } => {
                 let counts: Vec<u64> = fetched.iter().map(count).collect();
-                series_response(&weeks, &counts, format)
+                let outside: Vec<bool> = weeks.iter().map(|week| outside(*week)).collect();
+                series_response(&weeks, &counts, &outside, format)
+            }
+            Self::Series {
+                weeks,
+                by: Some(by),
+                format,
+                public,
+            } => {
+                if weeks.len() != fetched.len() {
+                    return Rejection::Internal.into_response();
+                }
+                let breakdowns = weeks.iter().zip(fetched).map(|(week, tally)| {
+                    Breakdown::new(*week, by, shown(public, by, tally), floor)
+                        .outside(outside(*week))
+                });
+                match Adoption::new(by, breakdowns.collect()) {
+                    Some(adoption) => adoption.into_response(format),
+                    None => Rejection::Internal.into_response(),
+                }
             }
         }
     }
@@ -127,6 +192,12 @@ impl Readout {
             Self::Series { weeks, .. } => weeks.last().copied(),
         }
     }
+}
+
+/// A query's `by`, if given: a dimension's name, or the query is refused.
+fn parse_by(by: Option<&str>) -> Result<Option<Dimension>, Rejection> {
+    by.map(|by| Dimension::parse(by).ok_or(Rejection::InvalidQuery))
+        .transpose()
 }
 
 /// The values a public breakdown names: every platform and framework (fixed lists), and the
@@ -180,8 +251,10 @@ pub(crate) fn query_pairs(query: Option<&str>) -> impl Iterator<Item = (&str, &s
         .map(|piece| piece.split_once('=').unwrap_or((piece, "")))
 }
 
-/// The most weeks one series spans: the retention (12 weeks) and the current one.
-pub const MAX_SERIES_WEEKS: usize = 13;
+/// The most weeks one series spans: two years of summaries (the default retention) and the
+/// current week. Each is a store read (on the Worker, a request to the week's object), so
+/// a longer retention is read in several series.
+pub const MAX_SERIES_WEEKS: usize = 105;
 
 /// The weeks from `from` to `to`, both included, in order; `None` when `from` is after `to`
 /// or the span is longer than [`MAX_SERIES_WEEKS`].
@@ -204,6 +277,16 @@ mod tests {
 
     fn week(text: &str) -> IsoWeek {
         IsoWeek::parse(text).unwrap_or_else(|| panic!("{text}"))
+    }
+
+    /// 2026-11-30 00:53 UTC: the week 2026-W48 has just ended.
+    const NOW: i64 = 1_796_000_000;
+
+    /// The defaults (floor 5, summaries for 104 weeks), publishing `published`.
+    fn config(published: PublishedValues) -> Config {
+        let mut config = Config::from_lookup(|_| None).unwrap();
+        config.published = published;
+        config
     }
 
     #[test]
@@ -240,9 +323,9 @@ mod tests {
     }
 
     #[test]
-    fn a_series_needs_from_and_to_once_in_order_and_within_thirteen_weeks() {
+    fn a_series_needs_from_and_to_once_in_order_and_within_two_years() {
         let series = Readout::for_series(Some("to=2026-W02&from=2025-W52"), Format::Csv).unwrap();
-        let Readout::Series { weeks, format } = &series else {
+        let Readout::Series { weeks, format, .. } = &series else {
             panic!("{series:?}")
         };
         assert_eq!((weeks.len(), *format), (3, Format::Csv));
@@ -251,7 +334,11 @@ mod tests {
             (None, Rejection::InvalidQuery),
             (Some("from=2026-W01"), Rejection::InvalidQuery),
             (
-                Some("from=2026-W01&to=2026-W02&by=platform"),
+                Some("from=2026-W01&to=2026-W02&by=os"),
+                Rejection::InvalidQuery,
+            ),
+            (
+                Some("from=2026-W01&to=2026-W02&by=platform&by=platform"),
                 Rejection::InvalidQuery,
             ),
             (
@@ -260,7 +347,7 @@ mod tests {
             ),
             (Some("from=2026-W1&to=2026-W02"), Rejection::InvalidWeek),
             (Some("from=2026-W03&to=2026-W02"), Rejection::InvalidRange),
-            (Some("from=2026-W01&to=2026-W14"), Rejection::InvalidRange),
+            (Some("from=2025-W01&to=2027-W01"), Rejection::InvalidRange),
         ];
         for (query, rejection) in cases {
             assert_eq!(
@@ -291,7 +378,11 @@ mod tests {
         assert_eq!(count.fetches(), [(week("2026-W48"), COUNTED_BY)]);
         assert_eq!(
             count
-                .answer(vec![by_platform.clone()], 5, &PublishedValues::default())
+                .answer(
+                    vec![by_platform.clone()],
+                    &config(PublishedValues::default()),
+                    NOW
+                )
                 .body,
             r#"{"week":"2026-W48","weekly_active_sessions":8}"#
         );
@@ -302,8 +393,8 @@ mod tests {
         );
         let answered = breakdown.clone().answer(
             vec![tally(&[("20", 7), ("18", 1)])],
-            5,
-            &PublishedValues::default(),
+            &config(PublishedValues::default()),
+            NOW,
         );
         assert_eq!(
             answered.body,
@@ -311,7 +402,7 @@ mod tests {
         );
         assert_eq!(
             breakdown
-                .answer(vec![], 5, &PublishedValues::default())
+                .answer(vec![], &config(PublishedValues::default()), NOW)
                 .status,
             500,
             "a tally missing"
@@ -323,17 +414,120 @@ mod tests {
                 .clone()
                 .answer(
                     vec![Tally::default(), by_platform],
-                    5,
-                    &PublishedValues::default()
+                    &config(PublishedValues::default()),
+                    NOW
                 )
                 .body,
             "week,weekly_active_sessions\r\n2026-W47,0\r\n2026-W48,8\r\n"
         );
         assert_eq!(
             series
-                .answer(vec![Tally::default()], 5, &PublishedValues::default())
+                .answer(
+                    vec![Tally::default()],
+                    &config(PublishedValues::default()),
+                    NOW
+                )
                 .status,
             500
+        );
+    }
+
+    #[test]
+    fn adoption_over_time_is_a_breakdown_per_week_each_under_its_own_floor() {
+        let tally = |pairs: &[(&str, u64)]| {
+            let mut tally = Tally::default();
+            for (value, sessions) in pairs {
+                tally.add(value, *sessions);
+            }
+            tally
+        };
+        let query = Some("from=2026-W46&to=2026-W48&by=daemon_version");
+        let adoption = Readout::for_series(query, Format::Json).unwrap();
+        assert_eq!(
+            adoption.fetches(),
+            ["2026-W46", "2026-W47", "2026-W48"].map(|w| (week(w), Dimension::DaemonVersion))
+        );
+        // 1.1.0 is rare in W46 (withheld there), common by W48; W47 is empty.
+        let fetched = || {
+            vec![
+                tally(&[("1.0.0", 9), ("1.1.0", 2)]),
+                Tally::default(),
+                tally(&[("1.0.0", 5), ("1.1.0", 12), ("0.9.0", 1)]),
+            ]
+        };
+        let defaults = config(PublishedValues::default());
+        assert_eq!(
+            adoption.clone().answer(fetched(), &defaults, NOW).body,
+            concat!(
+                r#"{"from":"2026-W46","to":"2026-W48","by":"daemon_version","weeks":["#,
+                r#"{"week":"2026-W46","weekly_active_sessions":11,"counts":{"1.0.0":9},"withheld_sessions":2},"#,
+                r#"{"week":"2026-W47","weekly_active_sessions":0,"counts":{},"withheld_sessions":0},"#,
+                r#"{"week":"2026-W48","weekly_active_sessions":18,"counts":{"1.0.0":5,"1.1.0":12},"withheld_sessions":1}]}"#
+            )
+        );
+        let csv = Readout::for_series(query, Format::Csv).unwrap();
+        assert_eq!(
+            csv.clone().answer(fetched(), &defaults, NOW).body,
+            "week,value,sessions\r\n2026-W46,1.0.0,9\r\n2026-W46,(withheld),2\r\n\
+             2026-W47,(withheld),0\r\n2026-W48,1.0.0,5\r\n2026-W48,1.1.0,12\r\n\
+             2026-W48,(withheld),1\r\n"
+        );
+        assert_eq!(
+            csv.answer(fetched()[..2].to_vec(), &defaults, NOW).status,
+            500
+        );
+        // A public one names only published versions, week by week.
+        let published = PublishedValues {
+            daemon_versions: vec!["1.0.0".into()],
+            ..PublishedValues::default()
+        };
+        let public = adoption.public().answer(fetched(), &config(published), NOW);
+        assert!(
+            public.body.contains(r#""counts":{"1.0.0":5,"other":13}"#),
+            "{}",
+            public.body
+        );
+    }
+
+    #[test]
+    fn a_week_past_what_is_kept_says_so_and_a_week_without_sessions_does_not() {
+        let defaults = config(PublishedValues::default());
+        let body = |path_week: &str, query: Option<&str>| {
+            let readout = match path_week {
+                "" => Readout::for_series(query, Format::Json).unwrap(),
+                week => Readout::for_week(week, query, Format::Json).unwrap(),
+            };
+            let tallies = vec![Tally::default(); readout.fetches().len()];
+            readout.answer(tallies, &defaults, NOW).body
+        };
+        // Two years of summaries: 2024-W48 ended 2024-12-02, 104 weeks before 2026-11-30.
+        assert_eq!(
+            body("2024-W48", None),
+            r#"{"week":"2024-W48","weekly_active_sessions":0,"outside_retention":true}"#
+        );
+        assert_eq!(
+            body("2024-W49", None),
+            r#"{"week":"2024-W49","weekly_active_sessions":0}"#
+        );
+        assert!(body("2024-W48", Some("by=platform")).ends_with(r#","outside_retention":true}"#));
+        let series = body("", Some("from=2024-W47&to=2024-W49"));
+        assert_eq!(series.matches(r#""outside_retention":true"#).count(), 2);
+        // Without summaries, only the records' twelve weeks are kept.
+        let mut records_only = config(PublishedValues::default());
+        records_only.summary_retention_weeks = 0;
+        let readout = Readout::for_week("2026-W35", None, Format::Json).unwrap();
+        let answered = readout.answer(vec![Tally::default()], &records_only, NOW);
+        assert!(
+            answered.body.contains("outside_retention"),
+            "{}",
+            answered.body
+        );
+        let readout = Readout::for_week("2026-W37", None, Format::Json).unwrap();
+        let answered = readout.answer(vec![Tally::default()], &records_only, NOW);
+        assert!(
+            !answered.body.contains("outside_retention"),
+            "{}",
+            answered.body
         );
     }
 
@@ -361,12 +555,16 @@ mod tests {
             tally.add("0.9.0-acme.1", 4);
             tally
         };
-        let guessed_right = public
-            .clone()
-            .answer(vec![week_with("0.9.0-acme.1")], 5, &published);
-        let guessed_wrong = public
-            .clone()
-            .answer(vec![week_with("0.9.0-zeta.3")], 5, &published);
+        let guessed_right = public.clone().answer(
+            vec![week_with("0.9.0-acme.1")],
+            &config(published.clone()),
+            NOW,
+        );
+        let guessed_wrong = public.clone().answer(
+            vec![week_with("0.9.0-zeta.3")],
+            &config(published.clone()),
+            NOW,
+        );
         assert_eq!(guessed_right.body, guessed_wrong.body);
         assert_eq!(
             guessed_right.body,
@@ -380,7 +578,11 @@ mod tests {
             format: Format::Json,
             public: false,
         };
-        let seen = operator.answer(vec![week_with("0.9.0-acme.1")], 5, &published);
+        let seen = operator.answer(
+            vec![week_with("0.9.0-acme.1")],
+            &config(published.clone()),
+            NOW,
+        );
         assert!(seen.body.contains(r#""0.9.0-acme.1":5"#), "{}", seen.body);
         // Platforms and frameworks are fixed lists: all published.
         assert!(published.names(Dimension::Platform, "openbsd"));
@@ -388,7 +590,7 @@ mod tests {
     }
 
     #[test]
-    fn a_series_spans_at_most_thirteen_weeks_in_order_across_a_year_end() {
+    fn a_series_spans_at_most_two_years_in_order_across_a_year_end() {
         let weeks = series_weeks(week("2026-W50"), week("2027-W03")).unwrap();
         let names: Vec<String> = weeks.iter().map(ToString::to_string).collect();
         assert_eq!(
@@ -398,18 +600,19 @@ mod tests {
             ]
         );
         assert_eq!(
-            series_weeks(week("2026-W01"), week("2026-W13")).map(|w| w.len()),
-            Some(13)
+            series_weeks(week("2025-W01"), week("2026-W53")).map(|w| w.len()),
+            Some(105)
         );
-        assert_eq!(series_weeks(week("2026-W01"), week("2026-W14")), None);
+        assert_eq!(series_weeks(week("2025-W01"), week("2027-W01")), None);
         assert_eq!(series_weeks(week("2026-W02"), week("2026-W01")), None);
         assert_eq!(
             series_weeks(week("2026-W02"), week("2026-W02")).map(|w| w.len()),
             Some(1)
         );
-        assert_eq!(Series::new(&weeks[..2], &[0]), None);
-        assert_eq!(Series::new(&[], &[]), None);
-        let series = Series::new(&weeks[..2], &[0, 9]).unwrap();
+        assert_eq!(Series::new(&weeks[..2], &[0], &[false]), None);
+        assert_eq!(Series::new(&weeks[..2], &[0, 9], &[false]), None);
+        assert_eq!(Series::new(&[], &[], &[]), None);
+        let series = Series::new(&weeks[..2], &[0, 9], &[false, false]).unwrap();
         assert_eq!(
             series.clone().into_response(Format::Json).body,
             r#"{"from":"2026-W50","to":"2026-W51","weeks":[{"week":"2026-W50","weekly_active_sessions":0},{"week":"2026-W51","weekly_active_sessions":9}]}"#

@@ -1,5 +1,5 @@
-//! How a readout's answer is written: a count, a breakdown under the privacy floor and a
-//! series, as JSON or as CSV.
+//! How a readout's answer is written: a count, a breakdown under the privacy floor, a series
+//! and an adoption series (a breakdown per week), as JSON or as CSV.
 
 use serde::Serialize;
 
@@ -21,6 +21,22 @@ pub struct Breakdown {
     #[serde(serialize_with = "as_object")]
     pub counts: Vec<(String, u64)>,
     pub withheld_sessions: u64,
+    /// Present, as `true`, only for a week past what the stores keep ([`OutsideRetention`]).
+    #[serde(skip_serializing_if = "OutsideRetention::is_no")]
+    pub outside_retention: OutsideRetention,
+}
+
+/// Whether a week is past what the stores keep (its summary's retention, or without
+/// summaries its records' TTL): its zero then means "no longer known", not "no sessions".
+/// Written only when it is, so that the answers clients already read do not change.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct OutsideRetention(pub bool);
+
+impl OutsideRetention {
+    fn is_no(&self) -> bool {
+        !self.0
+    }
 }
 
 fn as_object<S: serde::Serializer>(counts: &[(String, u64)], to: S) -> Result<S::Ok, S::Error> {
@@ -36,6 +52,7 @@ impl Breakdown {
             by: dimension.name(),
             counts: Vec::new(),
             withheld_sessions: 0,
+            outside_retention: OutsideRetention(false),
         };
         for (value, sessions) in tally
             .into_values()
@@ -70,20 +87,29 @@ impl Breakdown {
         breakdown
     }
 
+    /// Marks the week as past what the stores keep, or not.
+    pub fn outside(self, outside: bool) -> Self {
+        Self {
+            outside_retention: OutsideRetention(outside),
+            ..self
+        }
+    }
+
+    /// The rows shown and the withheld sessions as one more, `(withheld)`.
+    fn rows(&self) -> impl Iterator<Item = (&str, u64)> {
+        (self.counts.iter())
+            .map(|(value, sessions)| (value.as_str(), *sessions))
+            .chain([("(withheld)", self.withheld_sessions)])
+    }
+
     pub fn into_response(self, format: Format) -> Response {
         match format {
             Format::Json => Response::json(200, "ok", &self),
             Format::Csv => {
                 let mut csv = String::from("week,by,value,sessions\r\n");
-                let withheld = ("(withheld)".to_owned(), self.withheld_sessions);
-                for (value, sessions) in self.counts.into_iter().chain([withheld]) {
-                    let row = [
-                        &self.week.to_string(),
-                        self.by,
-                        &value,
-                        &sessions.to_string(),
-                    ];
-                    csv.push_str(&csv_row(&row));
+                let week = self.week.to_string();
+                for (value, sessions) in self.rows() {
+                    csv.push_str(&csv_row(&[&week, self.by, value, &sessions.to_string()]));
                 }
                 Response::csv(csv)
             }
@@ -103,23 +129,24 @@ pub struct Series {
 pub struct WeekCount {
     pub week: IsoWeek,
     pub weekly_active_sessions: u64,
+    #[serde(skip_serializing_if = "OutsideRetention::is_no")]
+    pub outside_retention: OutsideRetention,
 }
 
 impl Series {
-    /// From the weeks of [`super::series_weeks`] and the count of each, in the same order (a store
-    /// counts 0 for a week without data). `None` unless there is one count per week and at
-    /// least one week.
-    pub fn new(weeks: &[IsoWeek], counts: &[u64]) -> Option<Self> {
+    /// From the weeks of [`super::series_weeks`], the count of each (a store counts 0 for a
+    /// week without data) and whether each is past what the stores keep, in the same order.
+    /// `None` unless there is one count and one mark per week and at least one week.
+    pub fn new(weeks: &[IsoWeek], counts: &[u64], outside: &[bool]) -> Option<Self> {
         let (from, to) = (*weeks.first()?, *weeks.last()?);
-        if weeks.len() != counts.len() {
+        if weeks.len() != counts.len() || weeks.len() != outside.len() {
             return None;
         }
-        let weeks = weeks
-            .iter()
-            .zip(counts)
-            .map(|(&week, &weekly_active_sessions)| WeekCount {
+        let weeks = (weeks.iter().zip(counts).zip(outside))
+            .map(|((&week, &weekly_active_sessions), &outside)| WeekCount {
                 week,
                 weekly_active_sessions,
+                outside_retention: OutsideRetention(outside),
             })
             .collect();
         Some(Self { from, to, weeks })
@@ -140,11 +167,84 @@ impl Series {
     }
 }
 
-/// A week's count: `{"week":…,"weekly_active_sessions":N}`, or its CSV.
-pub fn weekly_active_response(week: IsoWeek, sessions: u64, format: Format) -> Response {
+/// Adoption over time: a breakdown per week of a span along one dimension, each week under
+/// the floor on its own, so that a value shows in the weeks it is common enough and is
+/// withheld in the others.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Adoption {
+    pub from: IsoWeek,
+    pub to: IsoWeek,
+    pub by: &'static str,
+    pub weeks: Vec<AdoptionWeek>,
+}
+
+/// One week of an [`Adoption`]: a [`Breakdown`] without its `by`, which the series names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AdoptionWeek {
+    pub week: IsoWeek,
+    pub weekly_active_sessions: u64,
+    #[serde(serialize_with = "as_object")]
+    pub counts: Vec<(String, u64)>,
+    pub withheld_sessions: u64,
+    #[serde(skip_serializing_if = "OutsideRetention::is_no")]
+    pub outside_retention: OutsideRetention,
+}
+
+impl Adoption {
+    /// From each week's breakdown along `by`, in order; `None` without a week.
+    pub fn new(by: Dimension, breakdowns: Vec<Breakdown>) -> Option<Self> {
+        let from = breakdowns.first()?.week;
+        let to = breakdowns.last()?.week;
+        let weeks = (breakdowns.into_iter())
+            .map(|breakdown| AdoptionWeek {
+                week: breakdown.week,
+                weekly_active_sessions: breakdown.weekly_active_sessions,
+                counts: breakdown.counts,
+                withheld_sessions: breakdown.withheld_sessions,
+                outside_retention: breakdown.outside_retention,
+            })
+            .collect();
+        Some(Self {
+            from,
+            to,
+            by: by.name(),
+            weeks,
+        })
+    }
+
+    /// JSON, or CSV with one row per week and value (`week,value,sessions`), each week's
+    /// withheld sessions as its own `(withheld)` row, so that every week of the span appears.
+    pub fn into_response(self, format: Format) -> Response {
+        match format {
+            Format::Json => Response::json(200, "ok", &self),
+            Format::Csv => {
+                let mut csv = String::from("week,value,sessions\r\n");
+                for week in &self.weeks {
+                    let name = week.week.to_string();
+                    let withheld = [("(withheld)", week.withheld_sessions)];
+                    let shown = week.counts.iter().map(|(v, n)| (v.as_str(), *n));
+                    for (value, sessions) in shown.chain(withheld) {
+                        csv.push_str(&csv_row(&[&name, value, &sessions.to_string()]));
+                    }
+                }
+                Response::csv(csv)
+            }
+        }
+    }
+}
+
+/// A week's count: `{"week":…,"weekly_active_sessions":N}` (and `"outside_retention":true`
+/// past what the stores keep), or its CSV.
+pub fn weekly_active_response(
+    week: IsoWeek,
+    sessions: u64,
+    outside: bool,
+    format: Format,
+) -> Response {
     let count = WeekCount {
         week,
         weekly_active_sessions: sessions,
+        outside_retention: OutsideRetention(outside),
     };
     match format {
         Format::Json => Response::json(200, "ok", &count),
@@ -157,8 +257,13 @@ pub fn weekly_active_response(week: IsoWeek, sessions: u64, format: Format) -> R
 
 /// A series' answer from the weeks of a [`Readout::Series`] and their counts, in order; a
 /// 500 if the counts do not match the weeks (an adapter's mistake, never the client's).
-pub fn series_response(weeks: &[IsoWeek], counts: &[u64], format: Format) -> Response {
-    match Series::new(weeks, counts) {
+pub fn series_response(
+    weeks: &[IsoWeek],
+    counts: &[u64],
+    outside: &[bool],
+    format: Format,
+) -> Response {
+    match Series::new(weeks, counts, outside) {
         Some(series) => series.into_response(format),
         None => Rejection::Internal.into_response(),
     }
