@@ -46,6 +46,16 @@ pub struct Retention {
     pub summary_weeks: u32,
 }
 
+/// The defaults: records for 12 weeks, summaries for 104.
+impl Default for Retention {
+    fn default() -> Self {
+        Self {
+            session_ttl_seconds: crate::limits::DEFAULT_SESSION_TTL_SECONDS,
+            summary_weeks: DEFAULT_SUMMARY_RETENTION_WEEKS,
+        }
+    }
+}
+
 impl Retention {
     pub fn keeps_summaries(self) -> bool {
         self.summary_weeks > 0

@@ -13,6 +13,7 @@
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use telemetry_core::summary::Retention;
 
 use rollback::store::{Store, StoreUrl};
 use telemetry_core::readout::series_weeks;
@@ -45,7 +46,9 @@ async fn main() {
     let url = std::env::args()
         .nth(1)
         .expect("usage: readout_growth STORE_URL");
-    let store = Store::open(&StoreUrl::parse(&url).unwrap()).await.unwrap();
+    let store = Store::open(&StoreUrl::parse(&url).unwrap(), Retention::default())
+        .await
+        .unwrap();
     let commands = CommandCounter::for_url(&url);
     // A week of its own, far from real data, and the 12 before it (empty) for the series.
     let week = IsoWeek::parse("2001-W07").unwrap();

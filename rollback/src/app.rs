@@ -173,7 +173,7 @@ async fn erase(state: &AppState, parts: &Parts, body: Body, head: &RequestHead<'
     };
     let now = utc_from_unix_millis(unix_now().saturating_mul(1000));
     let response = match decide_erasure(head, body.as_bytes(), now, &mut &state.limiter) {
-        Ok(session_id) => match state.store.delete_session(session_id).await {
+        Ok(session_id) => match state.store.delete_session(session_id, unix_now()).await {
             Ok(_) => erased_response(),
             Err(error) => {
                 crate::log_store_failure(StoreOperation::Delete, None, &error.text());
@@ -192,7 +192,7 @@ async fn erase(state: &AppState, parts: &Parts, body: Body, head: &RequestHead<'
 /// A deletion request the head admitted: the session's records go from every week, as
 /// `rollback delete-session` deletes them.
 async fn forget(state: &AppState, session_id: SessionId) -> Handled {
-    let response = match state.store.delete_session(session_id).await {
+    let response = match state.store.delete_session(session_id, unix_now()).await {
         Ok(deleted) => forgotten_response(deleted as u64),
         Err(error) => {
             crate::log_store_failure(StoreOperation::Delete, None, &error.text());
@@ -260,7 +260,9 @@ mod tests {
         let path =
             std::env::temp_dir().join(format!("rollback-unit-{name}-{}.db", std::process::id()));
         let _ = std::fs::remove_file(&path);
-        let store = crate::store::SqliteStore::open(&path).unwrap();
+        let store =
+            crate::store::SqliteStore::open(&path, telemetry_core::summary::Retention::default())
+                .unwrap();
         (Store::Sqlite(store), path)
     }
 
@@ -300,7 +302,7 @@ mod tests {
     fn break_store(path: &std::path::Path) {
         let connection = rusqlite::Connection::open(path).unwrap();
         connection
-            .execute_batch("DROP TABLE sessions; DROP TABLE tallies")
+            .execute_batch("DROP TABLE sessions; DROP TABLE tallies; DROP TABLE summaries")
             .unwrap();
     }
 
@@ -324,7 +326,8 @@ mod tests {
         );
 
         // The store comes back: both acknowledged pings are written, the refused one is not.
-        crate::store::SqliteStore::open(&path).unwrap();
+        crate::store::SqliteStore::open(&path, telemetry_core::summary::Retention::default())
+            .unwrap();
         drop(app);
         writer.drain().await;
         let week = telemetry_core::IsoWeek::containing(utc_from_unix_millis(unix_now() * 1000));
@@ -382,7 +385,10 @@ mod proxy_tests {
     #[test]
     fn behind_a_proxy_the_last_forwarded_address_is_the_client() {
         let path = std::env::temp_dir().join(format!("rollback-proxy-{}.db", std::process::id()));
-        let store = Store::Sqlite(crate::store::SqliteStore::open(&path).unwrap());
+        let store = Store::Sqlite(
+            crate::store::SqliteStore::open(&path, telemetry_core::summary::Retention::default())
+                .unwrap(),
+        );
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

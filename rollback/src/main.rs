@@ -156,7 +156,7 @@ async fn main() -> ExitCode {
             path.display()
         ));
     }
-    let store = match Store::open(&url).await {
+    let store = match Store::open(&url, config.retention()).await {
         Ok(store) => store,
         Err(error) => return fail(&format!("cannot open the store: {error}")),
     };
@@ -201,7 +201,7 @@ async fn main() -> ExitCode {
             let Some(session_id) = telemetry_core::SessionId::parse(&session_id) else {
                 return fail("not a session id (8 to 64 of A-Z a-z 0-9 _ -)");
             };
-            return match store.delete_session(session_id).await {
+            return match store.delete_session(session_id, rollback::unix_now()).await {
                 Ok(deleted) => {
                     println!("deleted {deleted} records");
                     ExitCode::SUCCESS

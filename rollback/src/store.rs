@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use telemetry_core::event::{StoreInconsistentEvent, StoreOperation, to_line};
 use telemetry_core::stored_week::{self, Inconsistent};
+use telemetry_core::summary::Retention;
 use telemetry_core::{Dimension, IsoWeek, SessionId, SessionWrite, Tally};
 
 pub use self::redis::RedisStore;
@@ -97,10 +98,11 @@ pub enum Store {
 
 impl Store {
     /// Opens the store and checks that it answers; any failure stops the server at start.
-    pub async fn open(url: &StoreUrl) -> Result<Self, StoreError> {
+    /// `retention` says how long it keeps week summaries ([`telemetry_core::summary`]).
+    pub async fn open(url: &StoreUrl, retention: Retention) -> Result<Self, StoreError> {
         Ok(match url {
-            StoreUrl::Sqlite(path) => Self::Sqlite(SqliteStore::open(path)?),
-            StoreUrl::Redis(url) => Self::Redis(RedisStore::connect(url).await?),
+            StoreUrl::Sqlite(path) => Self::Sqlite(SqliteStore::open(path, retention)?),
+            StoreUrl::Redis(url) => Self::Redis(RedisStore::connect(url, retention).await?),
         })
     }
 
@@ -122,8 +124,8 @@ impl Store {
         .await
     }
 
-    /// The week's live sessions counted by their value along `dimension`, from the week's
-    /// tallies: a few rows, however many sessions the week holds.
+    /// The week's sessions counted by their value along `dimension`, from the week's tallies
+    /// and its summary: a few rows, however many sessions the week holds.
     pub async fn tally_week(
         &self,
         week: IsoWeek,
@@ -178,13 +180,18 @@ impl Store {
         Ok(counted)
     }
 
-    /// Deletes a session's records in every week (a deletion request); returns how many
-    /// there were. Safe while the server runs.
-    pub async fn delete_session(&self, session_id: SessionId) -> Result<usize, StoreError> {
+    /// Deletes a session's records in every week (a deletion request, at `now`); returns how
+    /// many there were. Each week's count loses the session until the week's summary is made,
+    /// and keeps it afterwards. Safe while the server runs.
+    pub async fn delete_session(
+        &self,
+        session_id: SessionId,
+        now: i64,
+    ) -> Result<usize, StoreError> {
         self.repairing(StoreOperation::Delete, || async {
             match self {
-                Self::Sqlite(store) => store.delete_session(session_id.clone()).await,
-                Self::Redis(store) => store.delete_session(&session_id).await,
+                Self::Sqlite(store) => store.delete_session(session_id.clone(), now).await,
+                Self::Redis(store) => store.delete_session(&session_id, now).await,
             }
         })
         .await

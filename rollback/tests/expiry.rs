@@ -1,6 +1,8 @@
-//! Records go at their expiry: the real binary on SQLite with a TTL of a minute takes a
-//! week's sessions out of its count and breakdowns when they expire, not before and not an
-//! hour later, and deletes their rows from the file.
+//! Records go at their expiry: the real binary on SQLite with a TTL of a minute and no week
+//! summaries (`SUMMARY_RETENTION_WEEKS=0`) takes a week's sessions out of its count and
+//! breakdowns when they expire, not before and not an hour later, and deletes their rows
+//! from the file. (With summaries, the default, the count stays: the contract suite's
+//! `check_readouts_from_summaries` shows that on every target.)
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -23,6 +25,7 @@ fn a_session_leaves_the_count_at_its_expiry_and_its_row_leaves_the_file() {
         ("ADMIN_TOKEN", ADMIN_TOKEN),
         ("ABUSE_LIMIT_PER_MINUTE", "0"),
         ("SESSION_TTL_SECONDS", "60"),
+        ("SUMMARY_RETENTION_WEEKS", "0"),
     ];
     let server = Rollback::start(&format!("sqlite://{}", db.display()), &dir, &vars);
     let target = Target {

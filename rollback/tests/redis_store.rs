@@ -18,7 +18,12 @@ use std::sync::Arc;
 use rollback::store::{Store, StoreUrl};
 use support::{RedisServer, scratch_dir};
 use telemetry_core::readout::Tally;
+use telemetry_core::summary::Retention;
 use telemetry_core::{Dimension, IsoWeek, SessionId, SessionWrite, expires_at};
+
+/// 2026-11-24, during 2026-W48: a deletion then takes its session out of the count of that
+/// week and of the later ones the tests write (their summaries are not made yet).
+const NOW_FOR_DELETION: i64 = 1_795_478_400;
 
 fn write(week: &str, id: &str, record: &str) -> SessionWrite {
     SessionWrite {
@@ -31,9 +36,12 @@ fn write(week: &str, id: &str, record: &str) -> SessionWrite {
 #[tokio::test]
 async fn a_batch_with_repeats_and_two_weeks_keeps_one_latest_record_per_session() {
     let redis_server = RedisServer::start(&scratch_dir("redis-store"));
-    let store = Store::open(&StoreUrl::parse(&redis_server.url()).unwrap())
-        .await
-        .unwrap();
+    let store = Store::open(
+        &StoreUrl::parse(&redis_server.url()).unwrap(),
+        Retention::default(),
+    )
+    .await
+    .unwrap();
     let batch: Arc<[SessionWrite]> = Arc::new([
         write("2026-W48", "session-a", &version("a-first")),
         write("2026-W48", "session-b", &version("b")),
@@ -106,9 +114,12 @@ fn expire_time(redis_server: &RedisServer, week: &str) -> i64 {
 #[tokio::test]
 async fn a_later_write_never_extends_the_weeks_life_and_a_deletion_reaches_every_week() {
     let redis_server = RedisServer::start(&scratch_dir("redis-retention"));
-    let store = Store::open(&StoreUrl::parse(&redis_server.url()).unwrap())
-        .await
-        .unwrap();
+    let store = Store::open(
+        &StoreUrl::parse(&redis_server.url()).unwrap(),
+        Retention::default(),
+    )
+    .await
+    .unwrap();
     let w48 = IsoWeek::parse("2026-W48").unwrap();
     let first = Arc::new([write("2026-W48", "session-a", &version("a"))]);
     // To the second, as above: not a TTL that the last minutes before midnight cut.
@@ -141,7 +152,13 @@ async fn a_later_write_never_extends_the_weeks_life_and_a_deletion_reaches_every
     assert!(records.iter().all(|r| r.expires_at == set_by_first_write));
 
     let session_a = SessionId::parse("session-a").unwrap();
-    assert_eq!(store.delete_session(session_a.clone()).await.unwrap(), 2);
+    assert_eq!(
+        store
+            .delete_session(session_a.clone(), NOW_FOR_DELETION)
+            .await
+            .unwrap(),
+        2
+    );
     assert_eq!(store.count_week(w48).await.unwrap(), 1);
     let w49 = IsoWeek::parse("2026-W49").unwrap();
     assert_eq!(store.count_week(w49).await.unwrap(), 0);
@@ -158,7 +175,13 @@ async fn a_later_write_never_extends_the_weeks_life_and_a_deletion_reaches_every
         ["generation"],
         "no value left in an emptied week"
     );
-    assert_eq!(store.delete_session(session_a).await.unwrap(), 0);
+    assert_eq!(
+        store
+            .delete_session(session_a, NOW_FOR_DELETION)
+            .await
+            .unwrap(),
+        0
+    );
 }
 
 /// A valid record told apart by its daemon version.
@@ -188,9 +211,12 @@ fn hset_calls(redis_server: &RedisServer) -> u64 {
 #[tokio::test]
 async fn a_repeat_keeps_its_first_day_and_an_unchanged_one_writes_nothing() {
     let redis_server = RedisServer::start(&scratch_dir("redis-repeats"));
-    let store = Store::open(&StoreUrl::parse(&redis_server.url()).unwrap())
-        .await
-        .unwrap();
+    let store = Store::open(
+        &StoreUrl::parse(&redis_server.url()).unwrap(),
+        Retention::default(),
+    )
+    .await
+    .unwrap();
     let stored = || -> String {
         redis::cmd("HGET")
             .arg("sessions:2026-W48")
@@ -248,9 +274,12 @@ fn damage(redis_server: &RedisServer, args: &[&str]) {
 #[tokio::test]
 async fn damaged_tallies_and_records_are_repaired_and_every_write_lands() {
     let redis_server = RedisServer::start(&scratch_dir("redis-repair"));
-    let store = Store::open(&StoreUrl::parse(&redis_server.url()).unwrap())
-        .await
-        .unwrap();
+    let store = Store::open(
+        &StoreUrl::parse(&redis_server.url()).unwrap(),
+        Retention::default(),
+    )
+    .await
+    .unwrap();
     let w48 = IsoWeek::parse("2026-W48").unwrap();
     let sessions = ["session-a", "session-b", "session-c"];
     let first: Arc<[SessionWrite]> = sessions
@@ -290,7 +319,7 @@ async fn damaged_tallies_and_records_are_repaired_and_every_write_lands() {
     assert_eq!(store.count_week(w48).await.unwrap(), 2, "session-c dropped");
 
     // A count that is not a count, found by a readout: repaired, then answered; the
-    // tallies keep the records' expiry.
+    // tallies keep their expiry: the summary's, which they become when the records go.
     damage(
         &redis_server,
         &["HSET", "tallies:2026-W48", "platform:linux", "-3"],
@@ -300,14 +329,23 @@ async fn damaged_tallies_and_records_are_repaired_and_every_write_lands() {
         .arg("tallies:2026-W48")
         .query(&mut redis_server.connection())
         .unwrap();
-    assert_eq!(tallies_expire, expire_time(&redis_server, "2026-W48"));
+    assert_eq!(
+        Some(tallies_expire),
+        Retention::default().summary_expires_at(w48)
+    );
     // And by a deletion.
     damage(
         &redis_server,
         &["HSET", "tallies:2026-W48", "node_major:20", "1.5"],
     );
     let session_a = SessionId::parse("session-a").unwrap();
-    assert_eq!(store.delete_session(session_a).await.unwrap(), 1);
+    assert_eq!(
+        store
+            .delete_session(session_a, NOW_FOR_DELETION)
+            .await
+            .unwrap(),
+        1
+    );
     assert_eq!(by_version().await.unwrap(), tally(&[("1.0.0", 1)]));
     let by_node = store.tally_week(w48, Dimension::NodeMajor).await.unwrap();
     assert_eq!(by_node, tally(&[("20", 1)]));

@@ -1,12 +1,16 @@
 //! Redis: one hash per week, `sessions:<YYYY-Www>`, field = session id, value = record, and
 //! beside it `tallies:<YYYY-Www>`, field = `<dimension>:<value>`, value = sessions, plus a
-//! `generation` field that every change of the week increments (a repair checks it). One
-//! `HGETALL` of the tallies answers a count or a breakdown, at any week size.
+//! `generation` field that every change of the week increments (a repair checks it), and
+//! `summary:<YYYY-Www>`, alike, counting the sessions whose records have gone but which the
+//! week still counts ([`telemetry_core::summary`]). One `HGETALL` of each answers a count or a
+//! breakdown, at any week size.
 //!
-//! Redis 7.0 cannot expire single hash fields, so the week's hash expires as a whole, when
-//! the week's first record would (`EXPIREAT … NX`, the core's expiry, cut to the day): no
+//! Redis 7.0 cannot expire single hash fields, so the week's records hash expires as a whole,
+//! when the week's first record would (`EXPIREAT … NX`, the core's expiry, cut to the day): no
 //! record outlives the TTL, and the week's later records go up to a week earlier than they
-//! would in KV.
+//! would in KV. When summaries are kept, the tallies outlive the records hash (until the
+//! summary's retention ends): tallies without records are the summary of sessions whose
+//! records went, and the next change of the week folds them into `summary:` first.
 
 use std::time::Duration;
 
@@ -14,6 +18,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use telemetry_core::stored_week::{
     self, Inconsistent, KeepError, OTHER_VALUE, TalliedValues, Vocabulary,
 };
+use telemetry_core::summary::{self, Leaving, Retention};
 use telemetry_core::{Dimension, IsoWeek, SessionId, SessionWrite, Tally, TallyMoves};
 
 use super::{LiveRecord, StoreError};
@@ -24,6 +29,7 @@ const TIMEOUT: Duration = Duration::from_secs(2);
 #[derive(Clone)]
 pub struct RedisStore {
     connection: ConnectionManager,
+    retention: Retention,
 }
 
 impl From<redis::RedisError> for StoreError {
@@ -62,15 +68,53 @@ fn tallies_key(week: IsoWeek) -> String {
     format!("tallies:{week}")
 }
 
-/// `EVAL script` on a week's two keys, records then tallies, as both scripts take them.
-fn eval_on_week(script: &str, week: IsoWeek) -> redis::Cmd {
+fn summary_key(week: IsoWeek) -> String {
+    format!("summary:{week}")
+}
+
+/// `EVAL script` on a week's three keys, records, tallies and summary, as both scripts take
+/// them, with the summary's expiry first (`""`: no summary is kept).
+fn eval_on_week(script: &str, week: IsoWeek, retention: Retention) -> redis::Cmd {
     let mut eval = redis::cmd("EVAL");
     eval.arg(script)
-        .arg(2)
+        .arg(3)
         .arg(week_key(week))
-        .arg(tallies_key(week));
+        .arg(tallies_key(week))
+        .arg(summary_key(week))
+        .arg(
+            retention
+                .summary_expires_at(week)
+                .map_or(String::new(), |at| at.to_string()),
+        );
     eval
 }
+
+/// Run first by both scripts: a week whose records hash has expired as a whole still has
+/// tallies, counting sessions that have no record any more. They become the week's summary
+/// (`ARGV[1]`, its expiry; `""`: none is kept, and they just go) before anything else
+/// changes, and the script returns 0 so that the caller reads the week again.
+const FOLD_EXPIRED: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  local fields = redis.call('HGETALL', KEYS[2])
+  local folded = false
+  for i = 1, #fields, 2 do
+    if fields[i] ~= 'generation' then
+      folded = true
+      local held = fields[i + 1]
+      if ARGV[1] ~= '' and string.match(held, '^%d+$') and #held <= 18 then
+        redis.call('HINCRBY', KEYS[3], fields[i], held)
+      end
+    end
+  end
+  if folded then
+    redis.call('DEL', KEYS[2])
+    if ARGV[1] ~= '' and redis.call('EXISTS', KEYS[3]) == 1 then
+      redis.call('EXPIREAT', KEYS[3], ARGV[1])
+    end
+    return 0
+  end
+end
+"#;
 
 /// A tally's field: the dimension's name has no `:`, so the first one ends it.
 fn tally_field(dimension: Dimension, value: &str) -> String {
@@ -82,39 +126,49 @@ fn tally_field(dimension: Dimension, value: &str) -> String {
 const GENERATION: &str = "generation";
 
 /// Applies one week's changes if the records they were computed from are still there.
-/// `KEYS[1]` the week's records, `KEYS[2]` its tallies; `ARGV`: the tallies' generation the
-/// changes were computed from when they name a value the tallies did not (`""`: no check);
-/// the number of records read, then that many (session id, record read, `""` for none); the
-/// number of writes, then that many (session id, record, `""` to delete); then (tally field,
-/// sessions moved) pairs. A record that changed since it was read (another instance wrote
-/// it), or a generation that moved (another instance may have named values, and the bound on
-/// them must hold), makes the script change nothing and return 0: the caller reads again and
-/// recomputes. A tally that would fall below zero, or a count that is not a count, makes it
-/// change nothing and return -1: the week is inconsistent. Every rule (which repeat is
-/// written, how tallies move, which values are named) is the core's, computed in Rust; this
-/// only checks and applies.
+/// `KEYS` as [`eval_on_week`] gives them; `ARGV`: the summary's expiry ([`FOLD_EXPIRED`]); the
+/// tallies' generation the changes were computed from when they name a value the tallies did
+/// not (`""`: no check); the number of records read, then that many (session id, record read,
+/// `""` for none); the number of writes, then that many (session id, record, `""` to delete);
+/// the number of tally moves, then that many (tally field, sessions moved) pairs; then the
+/// summary's (field, sessions gained) pairs. A record that changed since it was read (another
+/// instance wrote it), or a generation that moved (another instance may have named values,
+/// and the bound on them must hold), makes the script change nothing and return 0: the
+/// caller reads again and recomputes. A tally that would fall below zero, or a count that is
+/// not a count, makes it change nothing and return -1: the week is inconsistent. Every rule
+/// (which repeat is written, how tallies move, which values are named, what a summary
+/// keeps) is the core's, computed in Rust; this only checks and applies.
+fn apply_week_script() -> String {
+    format!("{FOLD_EXPIRED}{APPLY_WEEK}")
+}
+
 const APPLY_WEEK: &str = r#"
-if ARGV[1] ~= '' and (redis.call('HGET', KEYS[2], 'generation') or '0') ~= ARGV[1] then
+if ARGV[2] ~= '' and (redis.call('HGET', KEYS[2], 'generation') or '0') ~= ARGV[2] then
   return 0
 end
-local read = tonumber(ARGV[2])
-for i = 3, 2 * read + 1, 2 do
+local read = tonumber(ARGV[3])
+for i = 4, 2 * read + 2, 2 do
   if (redis.call('HGET', KEYS[1], ARGV[i]) or '') ~= ARGV[i + 1] then return 0 end
 end
-local at = 2 * read + 3
+local at = 2 * read + 4
 local writes = tonumber(ARGV[at])
 local moves = at + 2 * writes + 1
+local moved = tonumber(ARGV[moves])
+local gains = moves + 2 * moved + 1
 -- Every count checked as HINCRBY will read it (digits only) before anything is written: a
 -- script is not rolled back, so it must not fail half-way.
-local function count_of(field)
-  local held = redis.call('HGET', KEYS[2], field) or '0'
+local function count_of(key, field)
+  local held = redis.call('HGET', key, field) or '0'
   if not string.match(held, '^%-?%d+$') or #held > 18 then return nil end
   return tonumber(held)
 end
-if count_of('generation') == nil then return -1 end
-for i = moves, #ARGV, 2 do
-  local held = count_of(ARGV[i])
+if count_of(KEYS[2], 'generation') == nil then return -1 end
+for i = moves + 1, gains - 1, 2 do
+  local held = count_of(KEYS[2], ARGV[i])
   if held == nil or held + tonumber(ARGV[i + 1]) < 0 then return -1 end
+end
+for i = gains, #ARGV, 2 do
+  if count_of(KEYS[3], ARGV[i]) == nil then return -1 end
 end
 for i = at + 1, at + 2 * writes, 2 do
   if ARGV[i + 1] == '' then
@@ -123,31 +177,39 @@ for i = at + 1, at + 2 * writes, 2 do
     redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
   end
 end
-for i = moves, #ARGV, 2 do
+for i = moves + 1, gains - 1, 2 do
   if redis.call('HINCRBY', KEYS[2], ARGV[i], ARGV[i + 1]) == 0 then
     redis.call('HDEL', KEYS[2], ARGV[i])
   end
 end
+for i = gains, #ARGV, 2 do
+  redis.call('HINCRBY', KEYS[3], ARGV[i], ARGV[i + 1])
+end
+if gains <= #ARGV and ARGV[1] ~= '' then redis.call('EXPIREAT', KEYS[3], ARGV[1]) end
 redis.call('HINCRBY', KEYS[2], 'generation', 1)
 return 1
 "#;
 
 /// Replaces a week's tallies with a rebuild if the week has not changed since it was read.
-/// `KEYS` as [`APPLY_WEEK`]'s; `ARGV`: the generation read (`""` for none), the number of
-/// records to drop, then their session ids, then (tally field, sessions) pairs. Returns 0
-/// when the week changed in between (the caller reads again), else 1. The tallies keep the
-/// records' expiry.
+/// `KEYS` as [`eval_on_week`] gives them; `ARGV`: the summary's expiry ([`FOLD_EXPIRED`]),
+/// the generation read (`""` for none), the tallies' expiry (`""`: the records'), the number
+/// of records to drop, then their session ids, then (tally field, sessions) pairs. Returns 0
+/// when the week changed in between (the caller reads again), else 1.
+fn replace_tallies_script() -> String {
+    format!("{FOLD_EXPIRED}{REPLACE_TALLIES}")
+}
+
 const REPLACE_TALLIES: &str = r#"
-if (redis.call('HGET', KEYS[2], 'generation') or '') ~= ARGV[1] then return 0 end
-local dropped = tonumber(ARGV[2])
-for i = 3, 2 + dropped do redis.call('HDEL', KEYS[1], ARGV[i]) end
-local generation = tonumber(ARGV[1]) or 0
+if (redis.call('HGET', KEYS[2], 'generation') or '') ~= ARGV[2] then return 0 end
+local dropped = tonumber(ARGV[4])
+for i = 5, 4 + dropped do redis.call('HDEL', KEYS[1], ARGV[i]) end
+local generation = tonumber(ARGV[2]) or 0
 redis.call('DEL', KEYS[2])
--- A week left without records keeps no tallies (they would have no expiry to share).
+-- A week left without records keeps no live tallies: there is nothing for them to count.
 if redis.call('EXISTS', KEYS[1]) == 0 then return 1 end
-for i = 3 + dropped, #ARGV, 2 do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
+for i = 5 + dropped, #ARGV, 2 do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
 redis.call('HSET', KEYS[2], 'generation', generation + 1)
-local expiry = redis.call('EXPIRETIME', KEYS[1])
+local expiry = tonumber(ARGV[3]) or redis.call('EXPIRETIME', KEYS[1])
 if expiry > 0 then redis.call('EXPIREAT', KEYS[2], expiry) end
 return 1
 "#;
@@ -164,6 +226,8 @@ struct WeekChanges {
     read: Vec<(String, Option<String>)>,
     writes: Vec<(String, Option<String>)>,
     moves: TallyMoves,
+    /// What the week's summary gains: a deleted session that stays counted.
+    summary: TallyMoves,
     named_new_values_at: Option<String>,
 }
 
@@ -272,25 +336,32 @@ impl WeekChanges {
             read,
             writes: latest,
             moves,
+            summary: TallyMoves::default(),
             named_new_values_at,
         })
     }
 
-    /// Deleting a session's record, read as `record`.
-    fn of_deletion(week: IsoWeek, session_id: &str, record: String) -> Result<Self, StoreError> {
-        let moves = stored_week::release(&record)
+    /// Deleting a session's record, read as `record`, the session `leaving` the count or not.
+    fn of_deletion(
+        week: IsoWeek,
+        session_id: &str,
+        record: String,
+        leaving: Leaving,
+    ) -> Result<Self, StoreError> {
+        let departure = stored_week::depart(&record, leaving)
             .map_err(|found| StoreError::Inconsistent { week, found })?;
         Ok(Self {
             read: vec![(session_id.to_owned(), Some(record))],
             writes: vec![(session_id.to_owned(), None)],
-            moves,
+            moves: departure.live,
+            summary: departure.summary,
             named_new_values_at: None,
         })
     }
 
     /// `EVAL APPLY_WEEK` with these changes.
-    fn script(&self, week: IsoWeek) -> redis::Cmd {
-        let mut eval = eval_on_week(APPLY_WEEK, week);
+    fn script(&self, week: IsoWeek, retention: Retention) -> redis::Cmd {
+        let mut eval = eval_on_week(&apply_week_script(), week, retention);
         eval.arg(self.named_new_values_at.as_deref().unwrap_or(""));
         for pairs in [&self.read, &self.writes] {
             eval.arg(pairs.len());
@@ -298,8 +369,11 @@ impl WeekChanges {
                 eval.arg(id).arg(record.as_deref().unwrap_or(""));
             }
         }
-        for (dimension, value, sessions) in self.moves.iter() {
-            eval.arg(tally_field(dimension, value)).arg(sessions);
+        eval.arg(self.moves.iter().count());
+        for moves in [&self.moves, &self.summary] {
+            for (dimension, value, sessions) in moves.iter() {
+                eval.arg(tally_field(dimension, value)).arg(sessions);
+            }
         }
         eval
     }
@@ -307,7 +381,7 @@ impl WeekChanges {
 
 impl RedisStore {
     /// Connects and checks with `PING`. The connection reconnects by itself afterwards.
-    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+    pub async fn connect(url: &str, retention: Retention) -> Result<Self, StoreError> {
         // rustls needs a process-wide crypto provider for rediss://; a second install is a no-op.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let client = redis::Client::open(url)?;
@@ -324,7 +398,23 @@ impl RedisStore {
             .query_async(&mut connection)
             .await?;
         check_version(&info).map_err(StoreError::Unavailable)?;
-        Ok(Self { connection })
+        Ok(Self {
+            connection,
+            retention,
+        })
+    }
+
+    /// When a week's tallies hash expires: with the week's records hash when no summary is
+    /// kept; else when the summary goes (tallies left without records are part of it), and
+    /// never before the week's last record could.
+    fn tallies_expire_at(&self, week: IsoWeek, records_expire_at: i64) -> i64 {
+        let retention = self.retention;
+        let last_record = (summary::week_end(week))
+            .saturating_add(i64::try_from(retention.session_ttl_seconds).unwrap_or(i64::MAX))
+            .saturating_add(summary::LATE_WRITES_SECONDS);
+        retention
+            .summary_expires_at(week)
+            .map_or(records_expire_at, |summary| summary.max(last_record))
     }
 
     pub async fn write_batch(
@@ -381,15 +471,18 @@ impl RedisStore {
                 return Ok(());
             }
             let mut pipe = redis::pipe();
-            pipe.atomic().add_command(changes.script(week));
+            pipe.atomic()
+                .add_command(changes.script(week, self.retention));
             // NX: only a week's first write sets it, so no later record extends the hash's
             // life, and with it the life of the week's earlier records, past their TTL.
-            for key in expires_at.map_or(vec![], |_| vec![week_key(week), tallies_key(week)]) {
-                pipe.cmd("EXPIREAT")
-                    .arg(key)
-                    .arg(expires_at)
-                    .arg("NX")
-                    .ignore();
+            if let Some(expires_at) = expires_at {
+                let tallies_expire_at = self.tallies_expire_at(week, expires_at);
+                for (key, at) in [
+                    (week_key(week), expires_at),
+                    (tallies_key(week), tallies_expire_at),
+                ] {
+                    pipe.cmd("EXPIREAT").arg(key).arg(at).arg("NX").ignore();
+                }
             }
             let (applied,): (i64,) = pipe.query_async(&mut connection).await?;
             match applied {
@@ -414,13 +507,17 @@ impl RedisStore {
         dimension: Dimension,
     ) -> Result<Tally, StoreError> {
         let mut connection = self.connection.clone();
-        let fields: Vec<(String, String)> = redis::cmd("HGETALL")
+        let (live, summary): (Vec<(String, String)>, Vec<(String, String)>) = redis::pipe()
+            .atomic()
+            .cmd("HGETALL")
             .arg(tallies_key(week))
+            .cmd("HGETALL")
+            .arg(summary_key(week))
             .query_async(&mut connection)
             .await?;
         let prefix = tally_field(dimension, "");
         let mut rows = Vec::new();
-        for (field, sessions) in fields {
+        for (field, sessions) in live.into_iter().chain(summary) {
             if let Some(value) = field.strip_prefix(&prefix) {
                 let sessions = sessions.parse().map_err(|_| StoreError::Inconsistent {
                     week,
@@ -449,9 +546,12 @@ impl RedisStore {
                 .query_async(&mut connection)
                 .await?;
             let rebuilt = stored_week::rebuild(records);
-            let mut script = eval_on_week(REPLACE_TALLIES, week);
+            let tallies_expire_at = (self.retention.keeps_summaries())
+                .then(|| self.tallies_expire_at(week, 0).to_string());
+            let mut script = eval_on_week(&replace_tallies_script(), week, self.retention);
             script
                 .arg(generation.unwrap_or_default())
+                .arg(tallies_expire_at.unwrap_or_default())
                 .arg(rebuilt.invalid.len())
                 .arg(&rebuilt.invalid);
             for (dimension, value, sessions) in rebuilt.tallies.iter() {
@@ -502,7 +602,11 @@ impl RedisStore {
 
     /// Deletes the session's field from every week's hash (found with `SCAN`, since which
     /// weeks it was seen in is not recorded anywhere else), and moves the week's tallies.
-    pub async fn delete_session(&self, session_id: &SessionId) -> Result<usize, StoreError> {
+    pub async fn delete_session(
+        &self,
+        session_id: &SessionId,
+        now: i64,
+    ) -> Result<usize, StoreError> {
         let mut deleted = 0;
         let id = session_id.as_str();
         for week in stored_weeks(&mut self.connection.clone()).await? {
@@ -513,7 +617,10 @@ impl RedisStore {
                 found.store(record.is_some(), std::sync::atomic::Ordering::Relaxed);
                 record.map_or_else(
                     || Ok(WeekChanges::default()),
-                    |record| WeekChanges::of_deletion(week, id, record),
+                    |record| {
+                        let leaving = self.retention.on_deletion(week, now);
+                        WeekChanges::of_deletion(week, id, record, leaving)
+                    },
                 )
             };
             // The week's hashes keep the expiry they have.

@@ -1,7 +1,8 @@
 //! SQLite: one row per (week, session) holding its latest record and its expiry, and the
 //! week's tallies beside them, changed in the same transaction as the core's model of a week
-//! says ([`telemetry_core::stored_week`]). A readout reads tally rows only; expired rows are
-//! deleted at their expiry by the server's expiry task, which finds the next one on an index.
+//! says ([`telemetry_core::stored_week`]). A readout reads tally rows only (live and summary);
+//! expired rows are deleted at their expiry by the server's expiry task, which finds the next
+//! one on an index, and their sessions stay counted in their week's summary.
 //!
 //! Its seams: [`schema`] (tables and the migration ladder), [`write`] (the transactions that
 //! change rows: pings, deletions, expiry, repair), [`tallies`] (moving and reading tallies).
@@ -16,6 +17,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, params};
+use telemetry_core::summary::Retention;
 use telemetry_core::{Dimension, IsoWeek, SessionId, SessionWrite, Tally};
 
 use super::{LiveRecord, StoreError};
@@ -32,13 +34,15 @@ impl From<rusqlite::Error> for StoreError {
 #[derive(Clone)]
 pub struct SqliteStore {
     connection: Arc<Mutex<Connection>>,
+    retention: Retention,
 }
 
 impl SqliteStore {
     /// Opens the file, creating or migrating it as needed; any failure here stops the server.
-    pub fn open(path: &Path) -> Result<Self, StoreError> {
+    pub fn open(path: &Path, retention: Retention) -> Result<Self, StoreError> {
         Ok(Self {
             connection: Arc::new(Mutex::new(schema::open(path)?)),
+            retention,
         })
     }
 
@@ -104,9 +108,16 @@ impl SqliteStore {
 
     /// Deletes the session's record from every week that holds one, and empties the WAL of
     /// them; returns how many there were. Safe while the server runs.
-    pub async fn delete_session(&self, session_id: SessionId) -> Result<usize, StoreError> {
-        self.with_connection(move |connection| write::deletion(connection, &session_id))
-            .await
+    pub async fn delete_session(
+        &self,
+        session_id: SessionId,
+        now: i64,
+    ) -> Result<usize, StoreError> {
+        let retention = self.retention;
+        self.with_connection(move |connection| {
+            write::deletion(connection, &session_id, now, retention)
+        })
+        .await
     }
 
     /// Reads the schema's version: the file is there and readable.
@@ -123,20 +134,19 @@ impl SqliteStore {
             .await
     }
 
-    /// The earliest expiry of any record, if the file holds one.
+    /// The earliest expiry of a record or a summary, if the file holds one.
     pub async fn next_expiry(&self) -> Result<Option<i64>, StoreError> {
-        self.with_connection(|connection| {
-            Ok(connection
-                .prepare_cached("SELECT min(expires_at) FROM sessions")?
-                .query_row([], |row| row.get(0))?)
-        })
-        .await
+        let retention = self.retention;
+        self.with_connection(move |connection| write::next_expiry(connection, retention))
+            .await
     }
 
-    /// Deletes every record that has expired at `now` and takes it out of its week's tallies;
-    /// returns how many went.
+    /// Deletes every record that has expired at `now`, moving it from its week's tallies to
+    /// the week's summary (when summaries are kept), and the summaries past their retention;
+    /// returns how many records went.
     pub async fn expire(&self, now: i64) -> Result<usize, StoreError> {
-        self.with_connection(move |connection| write::expiry(connection, now))
+        let retention = self.retention;
+        self.with_connection(move |connection| write::expiry(connection, now, retention))
             .await
     }
 

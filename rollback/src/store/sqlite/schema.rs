@@ -42,6 +42,13 @@ const TABLES: &str = "
         sessions INTEGER NOT NULL,
         PRIMARY KEY (week, dimension, value)
     ) WITHOUT ROWID;
+    CREATE TABLE summaries (
+        week TEXT NOT NULL,
+        dimension TEXT NOT NULL,
+        value TEXT NOT NULL,
+        sessions INTEGER NOT NULL,
+        PRIMARY KEY (week, dimension, value)
+    ) WITHOUT ROWID;
 ";
 
 /// The first schema released: `user_version` 2, the number its files already carry (rows
@@ -49,7 +56,7 @@ const TABLES: &str = "
 const FIRST_RELEASED: i64 = 2;
 
 /// The ladder: step `i` takes a file from version `FIRST_RELEASED + i` to the next one.
-const MIGRATIONS: [&str; 1] = [
+const MIGRATIONS: [&str; 2] = [
     // 2 → 3: one row per (week, session) keyed by both, no arrival numbers and no `weeks`
     // table (a count is read from the tallies, the next expiry from the index).
     "
@@ -66,6 +73,16 @@ const MIGRATIONS: [&str; 1] = [
     DROP TABLE weeks;
     ALTER TABLE sessions_by_week_and_session RENAME TO sessions;
     CREATE INDEX sessions_by_expiry ON sessions (expires_at);
+    ",
+    // 3 → 4: week summaries, which outlive the records.
+    "
+    CREATE TABLE summaries (
+        week TEXT NOT NULL,
+        dimension TEXT NOT NULL,
+        value TEXT NOT NULL,
+        sessions INTEGER NOT NULL,
+        PRIMARY KEY (week, dimension, value)
+    ) WITHOUT ROWID;
     ",
 ];
 

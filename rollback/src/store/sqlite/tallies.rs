@@ -1,32 +1,56 @@
 //! Each week's sessions counted along every dimension, moved in the same transaction as the
-//! records they count, by the core's rule for a tally row ([`telemetry_core::tally::moved_row`]).
+//! records they count, by the core's rule for a tally row ([`telemetry_core::tally::moved_row`]):
+//! the live tallies, which match the records, and the summary rows, which keep counting the
+//! sessions whose records have gone ([`telemetry_core::summary`]).
 
 use rusqlite::{Connection, OptionalExtension, params};
-use telemetry_core::stored_week::{Inconsistent, OTHER_VALUE, TalliedValues};
+use telemetry_core::stored_week::{Departure, Inconsistent, OTHER_VALUE, TalliedValues};
 use telemetry_core::tally::moved_row;
 use telemetry_core::{Dimension, IsoWeek, Tally, TallyMoves};
 
 use crate::store::StoreError;
 
-/// Applies a week's moves. A row that would fall below zero (or holds a count that is not a
-/// count: negative, or not an integer) means the tallies disagree with the records: the week is inconsistent, and the
-/// caller's transaction is rolled back for a repair.
-pub(super) fn apply(
+/// The two tables of counts by (week, dimension, value), alike in shape.
+#[derive(Clone, Copy)]
+pub(super) enum Counts {
+    /// `tallies`: the week's live records, counted.
+    Live,
+    /// `summaries`: the week's sessions whose records went, still counted.
+    Summary,
+}
+
+impl Counts {
+    fn table(self) -> &'static str {
+        match self {
+            Self::Live => "tallies",
+            Self::Summary => "summaries",
+        }
+    }
+}
+
+/// Applies a week's moves to one table. A row that would fall below zero (or holds a count
+/// that is not a count: negative, or not an integer) means the tallies disagree with the
+/// records: the week is inconsistent, and the caller's transaction is rolled back for a
+/// repair.
+pub(super) fn apply_to(
     connection: &Connection,
+    counts: Counts,
     week: IsoWeek,
     moves: &TallyMoves,
 ) -> Result<(), StoreError> {
+    let table = counts.table();
     let week_text = week.to_string();
-    let mut held = connection.prepare_cached(
+    let mut held = connection.prepare_cached(&format!(
         "SELECT CASE typeof(sessions) WHEN 'integer' THEN sessions ELSE -1 END
-         FROM tallies WHERE week = ?1 AND dimension = ?2 AND value = ?3",
-    )?;
-    let mut set = connection.prepare_cached(
-        "INSERT INTO tallies (week, dimension, value, sessions) VALUES (?1, ?2, ?3, ?4)
-         ON CONFLICT (week, dimension, value) DO UPDATE SET sessions = excluded.sessions",
-    )?;
-    let mut drop = connection
-        .prepare_cached("DELETE FROM tallies WHERE week = ?1 AND dimension = ?2 AND value = ?3")?;
+         FROM {table} WHERE week = ?1 AND dimension = ?2 AND value = ?3"
+    ))?;
+    let mut set = connection.prepare_cached(&format!(
+        "INSERT INTO {table} (week, dimension, value, sessions) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (week, dimension, value) DO UPDATE SET sessions = excluded.sessions"
+    ))?;
+    let mut drop = connection.prepare_cached(&format!(
+        "DELETE FROM {table} WHERE week = ?1 AND dimension = ?2 AND value = ?3"
+    ))?;
     for (dimension, value, sessions) in moves.iter() {
         let at = params![week_text, dimension.name(), value];
         let before: Option<i64> = held.query_row(at, |row| row.get(0)).optional()?;
@@ -46,6 +70,26 @@ pub(super) fn apply(
     Ok(())
 }
 
+/// Applies a week's moves to its live tallies.
+pub(super) fn apply(
+    connection: &Connection,
+    week: IsoWeek,
+    moves: &TallyMoves,
+) -> Result<(), StoreError> {
+    apply_to(connection, Counts::Live, week, moves)
+}
+
+/// Applies records' going: out of the live tallies, and into the summary where they stay
+/// counted.
+pub(super) fn depart(
+    connection: &Connection,
+    week: IsoWeek,
+    departure: &Departure,
+) -> Result<(), StoreError> {
+    apply(connection, week, &departure.live)?;
+    apply_to(connection, Counts::Summary, week, &departure.summary)
+}
+
 /// Replaces the week's tallies with `tallies` (moves from nothing, as a rebuild makes them).
 pub(super) fn replace(
     connection: &Connection,
@@ -56,8 +100,8 @@ pub(super) fn replace(
     apply(connection, week, tallies)
 }
 
-/// The week's tally along `dimension`. A count that is not a count (negative, or not an
-/// integer: a hand edit) is an inconsistency.
+/// The week's tally along `dimension`: its live tallies and its summary, added. A count
+/// that is not a count (negative, or not an integer: a hand edit) is an inconsistency.
 pub(super) fn read(
     connection: &Connection,
     week: IsoWeek,
@@ -66,7 +110,10 @@ pub(super) fn read(
     let mut tally = Tally::default();
     let mut rows = connection.prepare_cached(
         "SELECT CAST(value AS TEXT), CASE typeof(sessions) WHEN 'integer' THEN sessions ELSE -1 END
-             FROM tallies WHERE week = ?1 AND dimension = ?2",
+             FROM tallies WHERE week = ?1 AND dimension = ?2
+         UNION ALL
+         SELECT CAST(value AS TEXT), CASE typeof(sessions) WHEN 'integer' THEN sessions ELSE -1 END
+             FROM summaries WHERE week = ?1 AND dimension = ?2",
     )?;
     let mut rows = rows.query(params![week.to_string(), dimension.name()])?;
     while let Some(row) = rows.next()? {

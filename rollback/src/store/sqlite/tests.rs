@@ -2,6 +2,7 @@
 //! expiry with the time passed in, deletion, repair of damaged data, and the migration ladder.
 
 use std::path::PathBuf;
+use telemetry_core::summary::Retention;
 
 use rusqlite::Connection;
 use telemetry_core::stored_week::{COUNTED_BY, count};
@@ -12,6 +13,12 @@ use crate::store::Store;
 
 /// 2026-11-24T00:00:00Z: the clock these tests pass in.
 const NOW: i64 = 1_795_478_400;
+
+/// No week summaries: a week's count is its records', as these tests check it.
+const RECORDS_ONLY: Retention = Retention {
+    session_ttl_seconds: 12 * 7 * 86_400,
+    summary_weeks: 0,
+};
 
 fn scratch_file(name: &str) -> std::path::PathBuf {
     let path =
@@ -92,7 +99,7 @@ async fn assert_count_is_exact(store: &SqliteStore, path: &Path, week: &str) {
 #[tokio::test]
 async fn a_repeat_keeps_its_first_day_and_an_unchanged_one_writes_nothing() {
     let path = scratch_file("repeats");
-    let store = SqliteStore::open(&path).unwrap();
+    let store = SqliteStore::open(&path, Retention::default()).unwrap();
     let stored = || -> (String, i64) {
         Connection::open(&path)
             .unwrap()
@@ -136,7 +143,7 @@ async fn a_repeat_keeps_its_first_day_and_an_unchanged_one_writes_nothing() {
 #[tokio::test]
 async fn records_go_at_their_expiry_with_the_time_passed_in() {
     let path = scratch_file("expiry");
-    let store = SqliteStore::open(&path).unwrap();
+    let store = SqliteStore::open(&path, RECORDS_ONLY).unwrap();
     let (w47, w48) = ("2026-W47", "2026-W48");
     assert_eq!(store.next_expiry().await.unwrap(), None);
     write_all(
@@ -171,7 +178,7 @@ async fn records_go_at_their_expiry_with_the_time_passed_in() {
 #[tokio::test]
 async fn one_row_per_week_and_session_across_batches_weeks_and_processes() {
     let path = scratch_file("unique");
-    let server = SqliteStore::open(&path).unwrap();
+    let server = SqliteStore::open(&path, Retention::default()).unwrap();
     let (w46, w47, w48) = ("2026-W46", "2026-W47", "2026-W48");
     let at = NOW + 60;
     write_all(
@@ -181,7 +188,7 @@ async fn one_row_per_week_and_session_across_batches_weeks_and_processes() {
     )
     .await;
     // Another process (as `import-kv` is) writes the same file.
-    let importer = SqliteStore::open(&path).unwrap();
+    let importer = SqliteStore::open(&path, Retention::default()).unwrap();
     write_all(
         &importer,
         &[(w48, "session-b"), (w48, "session-c"), (w47, "session-a")],
@@ -228,7 +235,7 @@ async fn one_row_per_week_and_session_across_batches_weeks_and_processes() {
 #[tokio::test]
 async fn a_session_is_deleted_from_every_week_and_the_counts_follow() {
     let path = scratch_file("delete");
-    let server = SqliteStore::open(&path).unwrap();
+    let server = SqliteStore::open(&path, RECORDS_ONLY).unwrap();
     let (w47, w48) = ("2026-W47", "2026-W48");
     let writes = [
         (w47, "session-a"),
@@ -238,9 +245,15 @@ async fn a_session_is_deleted_from_every_week_and_the_counts_follow() {
     ];
     write_all(&server, &writes, NOW + 3600).await;
     // Another process (`rollback delete-session`) deletes while the server runs.
-    let deleter = SqliteStore::open(&path).unwrap();
+    let deleter = SqliteStore::open(&path, RECORDS_ONLY).unwrap();
     let session_a = SessionId::parse("session-a").unwrap();
-    assert_eq!(deleter.delete_session(session_a.clone()).await.unwrap(), 2);
+    assert_eq!(
+        deleter
+            .delete_session(session_a.clone(), NOW)
+            .await
+            .unwrap(),
+        2
+    );
     assert_eq!(session_ids(&path), ["session-b", "session-c"]);
     write_all(
         &server,
@@ -251,8 +264,14 @@ async fn a_session_is_deleted_from_every_week_and_the_counts_follow() {
     for week in [w47, w48] {
         assert_count_is_exact(&server, &path, week).await;
     }
-    assert_eq!(deleter.delete_session(session_a.clone()).await.unwrap(), 1);
-    assert_eq!(deleter.delete_session(session_a).await.unwrap(), 0);
+    assert_eq!(
+        deleter
+            .delete_session(session_a.clone(), NOW)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(deleter.delete_session(session_a, NOW).await.unwrap(), 0);
     assert_count_is_exact(&server, &path, w48).await;
 }
 
@@ -272,7 +291,9 @@ fn holds(haystack: &[u8], needle: &str) -> bool {
 #[tokio::test]
 async fn expired_and_deleted_records_leave_no_bytes_in_the_file_or_its_wal() {
     let path = scratch_file("no-remains");
-    let store = SqliteStore::open(&path).unwrap();
+    // Records only: these records carry their session id as their version, which a summary
+    // would keep as a value (a real version never is an id).
+    let store = SqliteStore::open(&path, RECORDS_ONLY).unwrap();
     let w48 = "2026-W48";
     // Enough rows to fill several pages, so deletes free whole pages as well as cells.
     let kept: Vec<String> = (0..300).map(|n| format!("kept-session-{n:04}")).collect();
@@ -287,7 +308,7 @@ async fn expired_and_deleted_records_leave_no_bytes_in_the_file_or_its_wal() {
 
     assert_eq!(store.expire(NOW).await.unwrap(), 300);
     let session = SessionId::parse("deleted-on-request").unwrap();
-    assert_eq!(store.delete_session(session).await.unwrap(), 1);
+    assert_eq!(store.delete_session(session, NOW).await.unwrap(), 1);
 
     let on_disk = bytes_on_disk(&path);
     assert!(
@@ -312,7 +333,7 @@ fn damage(path: &Path, sql: &str) {
 #[tokio::test]
 async fn damaged_tallies_and_records_are_repaired_and_every_write_lands() {
     let path = scratch_file("repair");
-    let store = Store::Sqlite(SqliteStore::open(&path).unwrap());
+    let store = Store::Sqlite(SqliteStore::open(&path, Retention::default()).unwrap());
     let Store::Sqlite(sqlite) = &store else {
         unreachable!()
     };
@@ -381,7 +402,7 @@ async fn damaged_tallies_and_records_are_repaired_and_every_write_lands() {
         "UPDATE tallies SET sessions = 0 WHERE dimension = 'node_major'",
     );
     let session_a = SessionId::parse("session-a").unwrap();
-    assert_eq!(store.delete_session(session_a).await.unwrap(), 1);
+    assert_eq!(store.delete_session(session_a, NOW).await.unwrap(), 1);
     assert_count_is_exact(sqlite, &path, w48).await;
     damage(
         &path,
@@ -449,7 +470,7 @@ async fn a_file_of_the_first_release_is_migrated_once_and_keeps_its_rows() {
     let path = scratch_file("migrate");
     first_release_file(&path);
     let before = rows(&path);
-    let store = SqliteStore::open(&path).unwrap();
+    let store = SqliteStore::open(&path, Retention::default()).unwrap();
     assert_eq!(rows(&path), before, "every row kept");
     let version: i64 = Connection::open(&path)
         .unwrap()
@@ -461,7 +482,7 @@ async fn a_file_of_the_first_release_is_migrated_once_and_keeps_its_rows() {
     }
     // Opened again: nothing to do. Written to: one row per (week, session) still.
     drop(store);
-    let store = SqliteStore::open(&path).unwrap();
+    let store = SqliteStore::open(&path, Retention::default()).unwrap();
     write_all(&store, &[("2026-W48", "session-a")], NOW + 7200).await;
     assert_eq!(rows(&path), before);
     assert_eq!(store.next_expiry().await.unwrap(), Some(NOW + 3600));
@@ -473,7 +494,9 @@ fn a_file_of_an_unknown_version_is_refused() {
         let path = scratch_file(&format!("unknown-{version}"));
         first_release_file(&path);
         damage(&path, &format!("PRAGMA user_version = {version}"));
-        let refused = SqliteStore::open(&path).err().map(|e| e.text());
+        let refused = SqliteStore::open(&path, Retention::default())
+            .err()
+            .map(|e| e.text());
         assert!(
             refused
                 .as_deref()
@@ -487,7 +510,7 @@ fn a_file_of_an_unknown_version_is_refused() {
 async fn a_new_file_and_its_wal_are_readable_by_their_owner_only() {
     use std::os::unix::fs::PermissionsExt;
     let path = scratch_file("private");
-    let store = SqliteStore::open(&path).unwrap();
+    let store = SqliteStore::open(&path, Retention::default()).unwrap();
     write_all(&store, &[("2026-W48", "private-session")], NOW + 3600).await;
     for file in [
         path.clone(),
@@ -500,4 +523,66 @@ async fn a_new_file_and_its_wal_are_readable_by_their_owner_only() {
     }
     let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
+}
+
+/// Two years of summaries, and twelve weeks of records.
+const SUMMARIES: Retention = Retention {
+    session_ttl_seconds: 12 * 7 * 86_400,
+    summary_weeks: 104,
+};
+
+#[tokio::test]
+async fn a_week_keeps_its_numbers_in_its_summary_after_its_records_go_with_the_time_passed_in() {
+    use telemetry_core::summary::{summary_made_at, week_end};
+    let path = scratch_file("summaries");
+    let store = SqliteStore::open(&path, SUMMARIES).unwrap();
+    let w48 = IsoWeek::parse("2026-W48").unwrap();
+    let versions = |store: &SqliteStore| {
+        let store = store.clone();
+        async move {
+            let tally = store.tally_week(w48, Dimension::DaemonVersion).await;
+            tally.unwrap().into_values()
+        }
+    };
+    let writes: Vec<SessionWrite> = (0..6)
+        .map(|n| SessionWrite {
+            record_json: record(
+                if n < 4 { "1.0.0" } else { "1.1.0" },
+                "2026-11-24T00:00:00Z",
+            ),
+            ..write("2026-W48", &format!("relay-{n:04}"))
+        })
+        .collect();
+    let records_expire = week_end(w48) + 3600 * 24;
+    store
+        .write_batch(writes.into(), records_expire)
+        .await
+        .unwrap();
+    // During the week a deletion takes the session out of the count.
+    let relay = |n: u32| SessionId::parse(&format!("relay-{n:04}")).unwrap();
+    assert_eq!(store.delete_session(relay(0), NOW).await.unwrap(), 1);
+    let before = versions(&store).await;
+    assert_eq!(before, [("1.0.0".to_owned(), 3), ("1.1.0".to_owned(), 2)]);
+    // Once the summary is made, a deletion deletes the record and changes no count.
+    let made = summary_made_at(w48);
+    assert_eq!(store.delete_session(relay(1), made).await.unwrap(), 1);
+    assert_eq!(versions(&store).await, before);
+    // The records expire: the week reads the same, from its summary rows, which hold no id.
+    assert_eq!(store.next_expiry().await.unwrap(), Some(records_expire));
+    assert_eq!(store.expire(records_expire).await.unwrap(), 4);
+    assert!(rows(&path).is_empty());
+    assert_eq!(versions(&store).await, before);
+    let on_disk = bytes_on_disk(&path);
+    assert!(
+        !holds(&on_disk, "relay-0"),
+        "a session id outlived its record"
+    );
+    // The summary goes 104 weeks after the week ends, and the expiry task knows when.
+    let summary_goes = SUMMARIES.summary_expires_at(w48).unwrap();
+    assert_eq!(store.next_expiry().await.unwrap(), Some(summary_goes));
+    store.expire(summary_goes - 1).await.unwrap();
+    assert_eq!(versions(&store).await, before);
+    store.expire(summary_goes).await.unwrap();
+    assert!(versions(&store).await.is_empty());
+    assert_eq!(store.next_expiry().await.unwrap(), None);
 }

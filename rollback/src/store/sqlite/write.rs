@@ -3,7 +3,8 @@
 //! Each is all or nothing: an inconsistency rolls it back and is returned for a repair.
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
-use telemetry_core::stored_week::{self, Inconsistent, KeepError, Vocabulary};
+use telemetry_core::stored_week::{self, Departure, Inconsistent, KeepError, Vocabulary};
+use telemetry_core::summary::Retention;
 use telemetry_core::{IsoWeek, SessionId, SessionWrite, TallyMoves};
 
 use super::{forget_wal, tallies};
@@ -81,10 +82,13 @@ pub(super) fn pings(
 }
 
 /// Deletes a session's record from each week that holds one (found by week on the primary
-/// key, not by a scan), with the tallies. Returns how many records went.
+/// key, not by a scan), with the tallies: out of the count of a week whose summary is not
+/// made at `now`, kept in the summary of one whose is. Returns how many records went.
 pub(super) fn deletion(
     connection: &mut Connection,
     session_id: &SessionId,
+    now: i64,
+    retention: Retention,
 ) -> Result<usize, StoreError> {
     let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut deleted = 0;
@@ -99,8 +103,9 @@ pub(super) fn deletion(
             })
             .optional()?;
         if let Some(record) = record {
-            let moves = stored_week::release(&record).map_err(inconsistent(week))?;
-            tallies::apply(&transaction, week, &moves)?;
+            let leaving = retention.on_deletion(week, now);
+            let departure = stored_week::depart(&record, leaving).map_err(inconsistent(week))?;
+            tallies::depart(&transaction, week, &departure)?;
             deleted += 1;
         }
     }
@@ -125,8 +130,13 @@ pub(super) fn weeks_held(connection: &Connection) -> Result<Vec<IsoWeek>, StoreE
 }
 
 /// Deletes the records that have expired at `now`, a bounded chunk per transaction, and takes
-/// them out of their weeks' tallies. Returns how many went.
-pub(super) fn expiry(connection: &mut Connection, now: i64) -> Result<usize, StoreError> {
+/// them out of their weeks' tallies, into the summaries where they are kept; then deletes the
+/// summaries past their retention. Returns how many records went.
+pub(super) fn expiry(
+    connection: &mut Connection,
+    now: i64,
+    retention: Retention,
+) -> Result<usize, StoreError> {
     let mut expired = 0;
     loop {
         let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -140,19 +150,20 @@ pub(super) fn expiry(connection: &mut Connection, now: i64) -> Result<usize, Sto
                 Ok((row.get(0)?, row.get(1)?))
             })?
             .collect::<Result<_, _>>()?;
-        let mut by_week: Vec<(IsoWeek, TallyMoves)> = Vec::new();
+        let mut by_week: Vec<(IsoWeek, Departure)> = Vec::new();
         for (week, record) in &rows {
             let Some(week) = IsoWeek::parse(week) else {
                 continue;
             };
-            let moves = stored_week::release(record).map_err(inconsistent(week))?;
+            let departure =
+                stored_week::depart(record, retention.on_expiry()).map_err(inconsistent(week))?;
             match by_week.iter_mut().find(|(known, _)| *known == week) {
-                Some((_, week_moves)) => week_moves.extend(&moves),
-                None => by_week.push((week, moves)),
+                Some((_, week_departure)) => week_departure.extend(&departure),
+                None => by_week.push((week, departure)),
             }
         }
-        for (week, moves) in &by_week {
-            tallies::apply(&transaction, *week, moves)?;
+        for (week, departure) in &by_week {
+            tallies::depart(&transaction, *week, departure)?;
         }
         transaction.commit()?;
         expired += rows.len();
@@ -160,10 +171,39 @@ pub(super) fn expiry(connection: &mut Connection, now: i64) -> Result<usize, Sto
             break;
         }
     }
+    // Summaries hold no session id: nothing to overwrite in the WAL when they go.
+    match retention.oldest_summarised(now) {
+        Some(oldest) => connection.execute(
+            "DELETE FROM summaries WHERE week < ?1",
+            [oldest.to_string()],
+        )?,
+        None => connection.execute("DELETE FROM summaries", [])?,
+    };
     if expired > 0 {
         forget_wal(connection)?;
     }
     Ok(expired)
+}
+
+/// When the next record expires or the next summary goes, whichever comes first.
+pub(super) fn next_expiry(
+    connection: &Connection,
+    retention: Retention,
+) -> Result<Option<i64>, StoreError> {
+    let record: Option<i64> = connection
+        .prepare_cached("SELECT min(expires_at) FROM sessions")?
+        .query_row([], |row| row.get(0))?;
+    let oldest_summary: Option<String> = connection
+        .prepare_cached("SELECT min(week) FROM summaries")?
+        .query_row([], |row| row.get(0))?;
+    // Summaries no longer kept (the retention set to 0) go at once.
+    let summary = (oldest_summary.as_deref())
+        .and_then(IsoWeek::parse)
+        .map(|week| retention.summary_expires_at(week).unwrap_or(i64::MIN));
+    Ok(match (record, summary) {
+        (Some(record), Some(summary)) => Some(record.min(summary)),
+        (record, summary) => record.or(summary),
+    })
 }
 
 /// Rebuilds a week's tallies from its records ([`stored_week::rebuild`]) and drops the
