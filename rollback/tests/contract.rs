@@ -13,7 +13,7 @@ mod support;
 use contract_suite::ADMIN_TOKEN;
 use std::collections::HashMap;
 
-use contract_suite::population::check_readouts;
+use contract_suite::population::{check_readouts, check_readouts_from_summaries};
 use contract_suite::privacy::{expiry_problems, log_problems, record_problems};
 use contract_suite::{Run, Target, current_iso_week, run, run_without_token};
 use support::{RedisServer, Rollback, scratch_dir};
@@ -145,7 +145,16 @@ fn rollback_on_redis_keeps_the_contract_and_stores_nothing_more() {
         .arg(&tallies_key)
         .query(&mut connection)
         .unwrap();
-    assert_eq!(tallies_expire_at, expires_at, "tallies go with their week");
+    // The tallies outlive the records: once the records hash expires they are the week's
+    // summary, kept 104 weeks after the week ends (the default) and no longer.
+    let week = telemetry_core::IsoWeek::parse(&current_iso_week()).unwrap();
+    let summary_expires_at = telemetry_core::summary::Retention::default()
+        .summary_expires_at(week)
+        .unwrap();
+    assert_eq!(
+        tallies_expire_at, summary_expires_at,
+        "tallies go with the week's summary"
+    );
     let tallies: HashMap<String, i64> = redis::cmd("HGETALL")
         .arg(&tallies_key)
         .query(&mut connection)
@@ -204,4 +213,44 @@ fn rollback_on_redis_answers_every_readout_query_for_a_known_population() {
     let dir = scratch_dir("population-redis");
     let redis_server = RedisServer::start(&dir);
     check_population(&redis_server.url(), &dir);
+}
+
+/// A week answered from its summary: the population's records expire after a minute (the
+/// shortest TTL) and every readout answers as before, on each store.
+fn check_summaries(store: &str, dir: &std::path::Path) {
+    let server = Rollback::start(
+        store,
+        dir,
+        &[
+            ("WAU_READ_TOKEN", TOKEN),
+            ("ADMIN_TOKEN", ADMIN_TOKEN),
+            ("ABUSE_LIMIT_PER_MINUTE", "0"),
+            ("SESSION_TTL_SECONDS", "60"),
+        ],
+    );
+    let target = Target {
+        addr: server.addr,
+        token: TOKEN.into(),
+        admin_token: Some(ADMIN_TOKEN.into()),
+        abuse_limit: None,
+    };
+    let ttl = std::time::Duration::from_secs(60);
+    let failures = check_readouts_from_summaries(&target, "summaries", ttl);
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn rollback_on_sqlite_answers_from_a_week_s_summary_once_its_records_expire() {
+    let dir = scratch_dir("summaries-sqlite");
+    check_summaries(
+        &format!("sqlite://{}", dir.join("telemetry.db").display()),
+        &dir,
+    );
+}
+
+#[test]
+fn rollback_on_redis_answers_from_a_week_s_summary_once_its_records_expire() {
+    let dir = scratch_dir("summaries-redis");
+    let redis_server = RedisServer::start(&dir);
+    check_summaries(&redis_server.url(), &dir);
 }

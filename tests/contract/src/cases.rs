@@ -678,11 +678,11 @@ pub fn table(tag: &str, token: &str) -> Vec<Case> {
         )
         .code("invalid_week"),
         Case::new(
-            "week 53 of a 53-week year",
+            "week 53 of a 53-week year, past what is kept",
             get("/v1/wau/2020-W53").header("authorization", &bearer),
             200,
         )
-        .body_is(r#"{"week":"2020-W53","weekly_active_sessions":0}"#),
+        .body_is(r#"{"week":"2020-W53","weekly_active_sessions":0,"outside_retention":true}"#),
         Case::new(
             "POST on the readout",
             RawRequest::new("POST", &format!("/v1/wau/{week}")).header("authorization", &bearer),

@@ -3,6 +3,8 @@
 //!
 //! The population goes in through `POST /v1/session` only, repeats included, two of them
 //! upgrading their daemon mid-week (each session counts once, under its latest record).
+//! [`check_readouts_from_summaries`] then lets the records expire (a short TTL) and checks
+//! that every readout answers from the week's summary exactly as it did before.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -178,6 +180,7 @@ pub fn check_readouts(target: &Target, tag: &str) -> Vec<String> {
     }
     failures.extend(check_csv(target, &week, &sessions));
     failures.extend(check_series(target, total));
+    failures.extend(check_adoption(target, &sessions));
     failures.extend(check_refusals(target, &week));
     failures.extend(check_deletion(target, &week, &mut sessions));
     failures.extend(check_erasure(target, &week, &mut sessions));
@@ -377,7 +380,8 @@ fn check_series(target: &Target, total: u64) -> Vec<String> {
 }
 
 fn check_refusals(target: &Target, week: &str) -> Vec<String> {
-    let (old, now) = (iso_week_weeks_ago(13), current_iso_week());
+    // 105 weeks is the longest series: two years of summaries and the current week.
+    let (old, now) = (iso_week_weeks_ago(105), current_iso_week());
     let cases = [
         (format!("/v1/wau/{week}?by=os"), 400, "invalid_query"),
         (
@@ -387,6 +391,11 @@ fn check_refusals(target: &Target, week: &str) -> Vec<String> {
         ),
         (
             format!("/v1/wau/{week}?by=platform,node_major"),
+            400,
+            "invalid_query",
+        ),
+        (
+            format!("/v1/wau?from={now}&to={now}&by=os"),
             400,
             "invalid_query",
         ),
@@ -418,6 +427,146 @@ fn check_refusals(target: &Target, week: &str) -> Vec<String> {
     match send(target.addr, &anonymous) {
         Ok(response) if response.status == 401 => {}
         other => failures.push(format!("anonymous series: {other:?}")),
+    }
+    failures
+}
+
+/// Adoption over time: the last three weeks by every dimension, each week under the floor on
+/// its own (the two empty ones with nothing shown and nothing withheld), in JSON and CSV.
+fn check_adoption(target: &Target, sessions: &[Session]) -> Vec<String> {
+    let mut failures = Vec::new();
+    let weeks = [
+        iso_week_weeks_ago(2),
+        iso_week_weeks_ago(1),
+        current_iso_week(),
+    ];
+    let (from, to) = (&weeks[0], &weeks[2]);
+    for dimension in DIMENSIONS {
+        let per_week: Vec<Value> = (weeks.iter())
+            .map(|week| {
+                let held: &[Session] = if week == to { sessions } else { &[] };
+                let mut breakdown = expected_breakdown(week, held, dimension, DEFAULT_FLOOR);
+                if let Some(object) = breakdown.as_object_mut() {
+                    object.remove("by");
+                }
+                breakdown
+            })
+            .collect();
+        let expected = json!({"from": from, "to": to, "by": dimension, "weeks": per_week});
+        let path = format!("/v1/wau?from={from}&to={to}&by={dimension}");
+        match settled_json(target, &path, &expected) {
+            Ok(body) if body == expected => {}
+            other => failures.push(format!("{path}: {other:?}, expected {expected}")),
+        }
+        let mut csv = String::from("week,value,sessions\r\n");
+        for week in &per_week {
+            let name = week["week"].as_str().unwrap_or_default();
+            for (value, count) in week["counts"].as_object().into_iter().flatten() {
+                csv.push_str(&format!("{name},{value},{count}\r\n"));
+            }
+            let withheld = &week["withheld_sessions"];
+            csv.push_str(&format!("{name},(withheld),{withheld}\r\n"));
+        }
+        match send(target.addr, &get(&path, &target.token, Some("text/csv"))) {
+            Ok(response) if response.status == 200 && response.text() == csv => {}
+            Ok(response) => failures.push(format!(
+                "CSV of {path}: {} {:?}, expected {csv:?}",
+                response.status,
+                response.text()
+            )),
+            Err(error) => failures.push(format!("CSV of {path}: {error}")),
+        }
+    }
+    failures
+}
+
+/// Every readout of the current week and of the series around it, as a target answers them:
+/// (path, `Accept`, status, body).
+fn every_readout(target: &Target) -> Result<Vec<(String, &'static str, u16, String)>, String> {
+    let week = current_iso_week();
+    let (from, to) = (iso_week_weeks_ago(2), week.clone());
+    let mut paths = vec![
+        format!("/v1/wau/{week}"),
+        format!("/v1/wau?from={from}&to={to}"),
+    ];
+    for dimension in DIMENSIONS {
+        paths.push(format!("/v1/wau/{week}?by={dimension}"));
+        paths.push(format!("/v1/wau?from={from}&to={to}&by={dimension}"));
+    }
+    let mut answers = Vec::new();
+    for path in paths {
+        for accept in ["application/json", "text/csv"] {
+            let response = send(target.addr, &get(&path, &target.token, Some(accept)))?;
+            answers.push((path.clone(), accept, response.status, response.text()));
+        }
+    }
+    Ok(answers)
+}
+
+/// Seeds the population into a target whose records live `ttl` (a minute or so) and whose
+/// week is empty, reads every readout, waits until the records have expired, and reads them
+/// all again: the week answers from its summary, byte for byte as before. That the records
+/// are gone is shown through the operator's deletion: it finds none to delete (and, the
+/// week's summary not being made yet, it would have taken one out of the count). Returns one
+/// line per problem.
+pub fn check_readouts_from_summaries(target: &Target, tag: &str, ttl: Duration) -> Vec<String> {
+    let mut failures = Vec::new();
+    match target.weekly_count() {
+        Ok(0) => {}
+        other => {
+            return vec![format!(
+                "needs a target with an empty week, found {other:?}"
+            )];
+        }
+    }
+    let (sessions, seeded) = seed(target, tag);
+    let last_ping = Instant::now();
+    failures.extend(seeded);
+    let week = current_iso_week();
+    let upgraded = expected_breakdown(&week, &sessions, "daemon_version", DEFAULT_FLOOR);
+    if let Err(error) = settled_json(
+        target,
+        &format!("/v1/wau/{week}?by=daemon_version"),
+        &upgraded,
+    ) {
+        failures.push(format!("before expiry: {error}"));
+    }
+    let before = match every_readout(target) {
+        Ok(answers) => answers,
+        Err(error) => return vec![format!("readouts before expiry: {error}")],
+    };
+    if before.iter().any(|(_, _, status, _)| *status != 200) {
+        failures.push(format!("a readout before expiry was not a 200: {before:?}"));
+    }
+    // The records' expiry, the store's own sweep (the rollback's expiry task, the week
+    // object's alarm) and a margin for a loaded machine.
+    std::thread::sleep((ttl + Duration::from_secs(8)).saturating_sub(last_ping.elapsed()));
+    let Some(admin) = &target.admin_token else {
+        return vec!["the check needs the admin token, to ask for deletions".into()];
+    };
+    for session in &sessions {
+        let forget = RawRequest::new("DELETE", &format!("/v1/session/{}", session.id))
+            .header("authorization", &format!("Bearer {admin}"));
+        match send(target.addr, &forget) {
+            Ok(response) if response.text() == r#"{"deleted_records":0}"# => {}
+            Ok(response) => failures.push(format!(
+                "{}'s record still held after its TTL: {} {}",
+                session.id,
+                response.status,
+                response.text()
+            )),
+            Err(error) => failures.push(format!("deletion of {}: {error}", session.id)),
+        }
+    }
+    match every_readout(target) {
+        Ok(after) => {
+            for (was, is) in before.iter().zip(&after) {
+                if was != is {
+                    failures.push(format!("after expiry: {is:?}, before: {was:?}"));
+                }
+            }
+        }
+        Err(error) => failures.push(format!("readouts after expiry: {error}")),
     }
     failures
 }
