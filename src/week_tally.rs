@@ -1,6 +1,8 @@
 //! `WeekTally`, the Durable Object that keeps one ISO week as the core models it
 //! (`telemetry_core::stored_week`): its sessions' latest records and their tallies along
-//! every dimension, changed together, so a readout reads a few rows. Each request runs alone
+//! every dimension, changed together, so a readout reads a few rows; and the week's summary
+//! (`telemetry_core::summary`), which keeps counting the sessions whose records expired until
+//! `SUMMARY_RETENTION_WEEKS` after the week, when the object's alarm deletes it. Each request runs alone
 //! (an object is single-threaded), so an inconsistency is repaired in the request that finds
 //! it: the week's tallies rebuilt from its records, the change applied, one event logged.
 //!
@@ -10,15 +12,17 @@
 use std::cell::Cell;
 use std::rc::Rc;
 
+use telemetry_core::config::{SUMMARY_RETENTION_VAR, summary_retention_weeks};
 use telemetry_core::event::{StoreInconsistentEvent, StoreOperation, to_line};
 use telemetry_core::limits::MAX_TALLIED_VALUES;
 use telemetry_core::stored_week::{
     self, Inconsistent, KeepError, OTHER_VALUE, TalliedValues, Vocabulary,
 };
+use telemetry_core::summary::{DEFAULT_SUMMARY_RETENTION_WEEKS, Leaving, Retention};
 use telemetry_core::tally::moved_row;
 use telemetry_core::{Dimension, IsoWeek, TallyMoves};
 use worker::console_log;
-use worker::js_sys::{Array, Date, Function, Object};
+use worker::js_sys::{Array, Date, Function, Object, Reflect};
 use worker::wasm_bindgen;
 use worker::wasm_bindgen::closure::Closure;
 use worker::wasm_bindgen::prelude::wasm_bindgen;
@@ -38,6 +42,10 @@ const SCHEMA: &str = "\
     ) WITHOUT ROWID;\
     CREATE INDEX IF NOT EXISTS sessions_by_expiry ON sessions (expires_at);\
     CREATE TABLE IF NOT EXISTS tallies (\
+        dimension TEXT NOT NULL, value TEXT NOT NULL, sessions INTEGER NOT NULL, \
+        PRIMARY KEY (dimension, value)\
+    ) WITHOUT ROWID;\
+    CREATE TABLE IF NOT EXISTS summary (\
         dimension TEXT NOT NULL, value TEXT NOT NULL, sessions INTEGER NOT NULL, \
         PRIMARY KEY (dimension, value)\
     ) WITHOUT ROWID;";
@@ -68,8 +76,10 @@ extern "C" {
 pub struct WeekTally {
     storage: Storage,
     sql: SqlStorage,
-    /// The week this object keeps, from its name, for the events it logs.
+    /// The week this object keeps, from its name, for the events it logs and its summary.
     week: Option<IsoWeek>,
+    /// How long its summary is kept (`SUMMARY_RETENTION_WEEKS`, read from the vars).
+    retention: Retention,
     /// The dimensions (bits, in the order of `Dimension::ALL`) whose tally names the most
     /// values it may, as last counted: a flood's every ping would otherwise count a thousand
     /// rows. A bit goes whenever a row of its dimension is added or dropped.
@@ -79,17 +89,26 @@ pub struct WeekTally {
 #[wasm_bindgen(wasm_bindgen = ::worker::wasm_bindgen)]
 impl WeekTally {
     #[wasm_bindgen(constructor)]
-    pub fn new(state: DurableObjectState, _env: JsValue) -> Result<WeekTally, JsValue> {
+    pub fn new(state: DurableObjectState, env: JsValue) -> Result<WeekTally, JsValue> {
         let storage: Storage = state.storage()?.unchecked_into();
         let sql = storage.sql();
         sql.exec(SCHEMA, Array::new())?;
         let week = state.id().ok().and_then(|id| id.name());
         let week = week.as_deref().and_then(IsoWeek::parse);
         let full = Rc::default();
+        // The Worker refuses to run with a bad value (it reads the same variable through
+        // `Config`), so the default here only ever stands in for an unset one.
+        let var = Reflect::get(&env, &JsValue::from(SUMMARY_RETENTION_VAR)).ok();
+        let summary_weeks = summary_retention_weeks(var.and_then(|v| v.as_string()).as_deref());
+        let retention = Retention {
+            summary_weeks: summary_weeks.unwrap_or(DEFAULT_SUMMARY_RETENTION_WEEKS),
+            ..Retention::default()
+        };
         Ok(Self {
             storage,
             sql,
             week,
+            retention,
             full,
         })
     }
@@ -114,7 +133,10 @@ impl WeekTally {
                 _ => Err("a record update names its session, expiry and record".into()),
             },
             DELETE_PATH => match header(SESSION_HEADER) {
-                Some(session_id) => week.delete(&session_id).map(Some),
+                Some(session_id) => {
+                    let now = (Date::now() / 1000.0).floor();
+                    week.delete(&session_id, now).map(Some)
+                }
                 None => Err("a deletion names its session".into()),
             },
             tally => match tally.strip_prefix(TALLY_PREFIX) {
@@ -132,8 +154,9 @@ impl WeekTally {
         web_sys::Response::new_with_opt_str_and_init(body.as_deref(), &init)
     }
 
-    /// Deletes the sessions whose expiry has come and takes them out of the tallies, then
-    /// sets the alarm again for the next expiry.
+    /// Deletes the sessions whose expiry has come, moving them from the tallies to the
+    /// summary, and the summary once its retention ends; then sets the alarm again for the
+    /// next of those.
     pub fn alarm(&self) -> Result<(), JsValue> {
         self.store().expire((Date::now() / 1000.0).floor())
     }
@@ -145,6 +168,7 @@ impl WeekTally {
             storage: self.storage.clone(),
             sql: self.sql.clone(),
             week: self.week,
+            retention: self.retention,
             full: Rc::clone(&self.full),
         }
     }
@@ -195,6 +219,7 @@ struct Store {
     storage: Storage,
     sql: SqlStorage,
     week: Option<IsoWeek>,
+    retention: Retention,
     full: Rc<Cell<u8>>,
 }
 
@@ -284,8 +309,13 @@ impl Store {
         Ok(Some(record))
     }
 
-    /// Deletes a session's record (a deletion request) and takes it out of the tallies.
-    fn delete(&self, session_id: &str) -> Result<String, JsValue> {
+    /// Deletes a session's record (a deletion request, at `now`) and takes it out of the
+    /// tallies: out of the week's count until its summary is made, into the summary after.
+    fn delete(&self, session_id: &str, now: f64) -> Result<String, JsValue> {
+        let leaving = match self.week {
+            Some(week) => self.retention.on_deletion(week, now as i64),
+            None => Leaving::Uncounted,
+        };
         let session_id = JsValue::from(session_id);
         let delete = move |week: &Store| {
             let deleted = week.exec(
@@ -294,14 +324,18 @@ impl Store {
             )?;
             Ok(deleted)
         };
-        let deleted = self.repairing(StoreOperation::Delete, delete)?;
+        let deleted = self.repairing(StoreOperation::Delete, leaving, delete)?;
         Ok(deleted.to_string())
     }
 
-    /// The week's tally along a dimension, a [`tally_line`] per value.
+    /// The week's tally along a dimension, live and summary added, a [`tally_line`] per
+    /// value.
     fn tally(&self, dimension: &str) -> Result<String, JsValue> {
         let rows = self.exec(
-            "SELECT value, sessions FROM tallies WHERE dimension = ?",
+            "SELECT value, sum(sessions) FROM ( \
+                 SELECT value, sessions FROM tallies WHERE dimension = ?1 \
+                 UNION ALL SELECT value, sessions FROM summary WHERE dimension = ?1 \
+             ) GROUP BY value",
             &[dimension.into()],
         )?;
         let mut lines = String::new();
@@ -325,28 +359,53 @@ impl Store {
                 &[now.into(), EXPIRED_PER_ALARM.into()],
             )
         };
-        let deleted = self.repairing(StoreOperation::Expire, expire)?;
+        let leaving = self.retention.on_expiry();
+        let deleted = self.repairing(StoreOperation::Expire, leaving, expire)?;
         if deleted == EXPIRED_PER_ALARM {
             return self.set_alarm(now);
         }
-        match self.next_expiry()? {
+        let mut summary_goes = self.summary_expiry()?;
+        if summary_goes.is_some_and(|at| at <= now) {
+            self.exec("DELETE FROM summary", &[])?;
+            summary_goes = None;
+        }
+        let next = match (self.next_expiry()?, summary_goes) {
+            (Some(record), Some(summary)) => Some(record.min(summary)),
+            (record, summary) => record.or(summary),
+        };
+        match next {
             Some(next) => self.set_alarm(next),
             None => Ok(()),
         }
     }
 
+    /// When the week's summary goes, if it holds one; at once when none is kept any more.
+    fn summary_expiry(&self) -> Result<Option<f64>, JsValue> {
+        if self.exec("SELECT 1 FROM summary LIMIT 1", &[])?.length() == 0 {
+            return Ok(None);
+        }
+        let week = self.week.ok_or("a week object without a week")?;
+        Ok(Some(
+            self.retention
+                .summary_expires_at(week)
+                .map_or(f64::MIN, |at| at as f64),
+        ))
+    }
+
     /// Runs `delete` (a statement deleting records, returning each one's record) and takes
-    /// what it deleted out of the tallies, in one transaction; on an inconsistency, repairs
-    /// the week and runs it again. Returns how many records went.
+    /// what it deleted out of the tallies (into the summary, for sessions `leaving` as
+    /// [`Leaving::Summarised`]), in one transaction; on an inconsistency, repairs the week
+    /// and runs it again. Returns how many records went.
     fn repairing(
         &self,
         operation: StoreOperation,
+        leaving: Leaving,
         delete: impl Fn(&Store) -> Result<Array, JsValue> + Clone + 'static,
     ) -> Result<u32, JsValue> {
         let run = |delete: Box<Deletion>| {
             self.transaction(Box::new(move |week| {
                 let deleted = delete(week)?;
-                week.take_out(&deleted)?;
+                week.take_out(&deleted, leaving)?;
                 Ok(deleted.length().into())
             }))
         };
@@ -401,15 +460,29 @@ impl Store {
         Ok(())
     }
 
-    /// Takes deleted records (rows of one column) out of the tallies.
-    fn take_out(&self, deleted: &Array) -> Result<(), JsValue> {
-        let mut moves = TallyMoves::default();
+    /// Takes deleted records (rows of one column) out of the tallies, and into the summary
+    /// when they stay counted.
+    fn take_out(&self, deleted: &Array, leaving: Leaving) -> Result<(), JsValue> {
+        let mut departure = stored_week::Departure::default();
         for row in deleted.iter() {
             let record = columns(&row).get(0).as_string().unwrap_or_default();
-            let released = stored_week::release(&record).map_err(|found| found.name())?;
-            moves.extend(&released);
+            let gone = stored_week::depart(&record, leaving).map_err(|found| found.name())?;
+            departure.extend(&gone);
         }
-        self.apply(&moves)
+        self.apply(&departure.live)?;
+        self.add_to_summary(&departure.summary)
+    }
+
+    /// Adds sessions to the summary's rows (they only ever gain, until the summary goes).
+    fn add_to_summary(&self, gains: &TallyMoves) -> Result<(), JsValue> {
+        for (dimension, value, sessions) in gains.iter() {
+            self.exec(
+                "INSERT INTO summary (dimension, value, sessions) VALUES (?, ?, ?) \
+                 ON CONFLICT (dimension, value) DO UPDATE SET sessions = sessions + excluded.sessions",
+                &[dimension.name().into(), value.into(), (sessions as f64).into()],
+            )?;
+        }
+        Ok(())
     }
 
     /// Applies tally moves by the core's rule for a row ([`moved_row`]): a value whose count

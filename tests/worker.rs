@@ -13,7 +13,9 @@ mod support;
 
 use contract_suite::ADMIN_TOKEN;
 use contract_suite::dashboard::{run_browser, screenshots_dir};
-use contract_suite::population::{check_readouts, seed_for_dashboard};
+use contract_suite::population::{
+    check_readouts, check_readouts_from_summaries, seed_for_dashboard,
+};
 use contract_suite::privacy::{
     address_problems, expiry_problems, log_problems, record_problems, send_address_bearing_pings,
 };
@@ -289,6 +291,20 @@ fn worker_answers_every_readout_query_for_a_known_population() {
     ]);
     let target = operator_of(&worker, None);
     let failures = check_readouts(&target, "worker");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn worker_answers_from_a_week_s_summary_once_its_records_expire() {
+    let worker = Wrangler::start(&[
+        ("WAU_READ_TOKEN", TOKEN),
+        ("ADMIN_TOKEN", ADMIN_TOKEN),
+        ("ABUSE_LIMIT_PER_MINUTE", "0"),
+        ("SESSION_TTL_SECONDS", "60"),
+    ]);
+    let target = operator_of(&worker, None);
+    let ttl = std::time::Duration::from_secs(60);
+    let failures = check_readouts_from_summaries(&target, "worker-summaries", ttl);
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
@@ -588,12 +604,14 @@ fn worker_answers_as_openapi_yaml_says() {
 }
 
 #[test]
-fn worker_drops_an_expired_session_from_the_weeks_count_and_breakdowns() {
-    // The shortest TTL the configuration takes, kept to the second (KV's least expiry).
+fn worker_without_summaries_drops_an_expired_session_from_the_weeks_count_and_breakdowns() {
+    // The shortest TTL the configuration takes, kept to the second (KV's least expiry), and
+    // no week summaries: the week's numbers go with its records.
     let worker = Wrangler::start(&[
         ("WAU_READ_TOKEN", TOKEN),
         ("ADMIN_TOKEN", ADMIN_TOKEN),
         ("SESSION_TTL_SECONDS", "60"),
+        ("SUMMARY_RETENTION_WEEKS", "0"),
     ]);
     let target = operator_of(&worker, None);
     assert_eq!(

@@ -373,10 +373,27 @@ fn check_series(target: &Target, total: u64) -> Vec<String> {
         ],
     });
     let path = format!("/v1/wau?from={from}&to={to}");
-    match settled_json(target, &path, &expected) {
+    let mut failures = match settled_json(target, &path, &expected) {
         Ok(body) if body == expected => vec![],
         other => vec![format!("series {path}: {other:?}, expected {expected}")],
+    };
+    // The longest series, two years of summaries and this week, by count and by value: one
+    // store read per week (on the Worker, 105 requests to week objects in one invocation).
+    let oldest = iso_week_weeks_ago(104);
+    for by in ["", "&by=platform"] {
+        let path = format!("/v1/wau?from={oldest}&to={to}{by}");
+        match send(target.addr, &get(&path, &target.token, None)).map(|r| (r.status, r.json())) {
+            Ok((200, Some(body))) => {
+                let weeks = body["weeks"].as_array().map_or(0, Vec::len);
+                let last = &body["weeks"][104]["weekly_active_sessions"];
+                if weeks != 105 || last.as_u64() != Some(total) {
+                    failures.push(format!("{path}: {weeks} weeks, the last {last}"));
+                }
+            }
+            other => failures.push(format!("{path}: {other:?}")),
+        }
     }
+    failures
 }
 
 fn check_refusals(target: &Target, week: &str) -> Vec<String> {
