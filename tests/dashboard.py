@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import Select
 
 WAIT_SECONDS = 20
 
@@ -76,6 +77,52 @@ def requests_made(driver):
             if urlsplit(response["url"]).path == "/dashboard/":
                 page_headers = {k.lower(): v for k, v in response["headers"].items()}
     return urls, page_headers
+
+
+def adoption_of(driver, week):
+    """The adoption table's rows for one week, as {value: sessions}."""
+    rows = {}
+    for row in driver.find_elements(By.CSS_SELECTOR, "#adoption-table tbody tr"):
+        cells = [cell.text for cell in row.find_elements(By.TAG_NAME, "td")]
+        if len(cells) == 3 and cells[0] == week:
+            rows[cells[1]] = int(cells[2])
+    return rows
+
+
+def check_adoption(driver, name, expect, screenshots):
+    """Adoption over the series' weeks: this week's rows are its breakdown, one band per row;
+    then the same over 104 weeks, and along another dimension."""
+    problems = []
+    week, breakdowns = expect["week"], expect["breakdowns"]
+    dimensions = [d for d in ["daemon_version", "node_major"] if d in breakdowns]
+    if not dimensions:
+        return [f"{name}: the scenario names no breakdown to check adoption against"]
+    for dimension in dimensions:
+        Select(driver.find_element(By.ID, "adoption-by")).select_by_value(dimension)
+        try:
+            wait_for(lambda: adoption_of(driver, week) == breakdowns[dimension], f"adoption by {dimension}")
+        except TimeoutError:
+            problems.append(f"{name}: adoption by {dimension} shows {adoption_of(driver, week)}, "
+                            f"expected {breakdowns[dimension]}")
+        rows = len(driver.find_elements(By.CSS_SELECTOR, "#adoption-table tbody tr"))
+        bands = len(driver.find_elements(By.CSS_SELECTOR, "#adoption-chart svg rect.band"))
+        if bands != rows:
+            problems.append(f"{name}: adoption by {dimension} draws {bands} bands for {rows} rows")
+    Select(driver.find_element(By.ID, "span")).select_by_value("104")
+    try:
+        wait_for(lambda: len(table(driver.find_element(By.ID, "series-table"))) == 104
+                 and driver.find_element(By.ID, "adoption-title").text.endswith("104 weeks")
+                 and adoption_of(driver, week) == breakdowns[dimensions[-1]], "104 weeks")
+    except TimeoutError:
+        problems.append(f"{name}: the 104-week view shows "
+                        f"{len(table(driver.find_element(By.ID, 'series-table')))} weeks")
+    series = table(driver.find_element(By.ID, "series-table"))
+    if series.get(week) != expect["count"]:
+        problems.append(f"{name}: over 104 weeks, {week} shows {series.get(week)}")
+    driver.save_screenshot(str(screenshots / f"{name}-104-weeks.png"))
+    Select(driver.find_element(By.ID, "span")).select_by_value("13")
+    wait_for(lambda: len(table(driver.find_element(By.ID, "series-table"))) == 13, "13 weeks again")
+    return problems
 
 
 def run(scenario, screenshots):
@@ -155,6 +202,7 @@ def run(scenario, screenshots):
                 problems.append(f"{name}: the token is in the URL")
         driver.save_screenshot(str(screenshots / f"{name}.png"))
         if "status" not in expect:
+            problems.extend(check_adoption(driver, name, expect, screenshots))
             # The readout's own CSV, fetched with the token: the series, and one breakdown.
             driver.find_element(By.CSS_SELECTOR, '[data-csv="series"]').click()
             driver.find_element(By.CSS_SELECTOR, "#by-platform button.csv").click()

@@ -12,7 +12,10 @@ const DIMENSIONS = [
   ["protocol_version", "Protocol version"],
   ["node_major", "Node.js major"],
 ];
-const SERIES_WEEKS = 13;
+/** The series shown until another span is chosen; the longest the service answers is 105. */
+const DEFAULT_SERIES_WEEKS = 13;
+/** Values drawn in their own colour in an adoption chart; the rest share one band, "other values". */
+const BANDS = 8;
 
 const $ = (id) => document.getElementById(id);
 let token = sessionStorage.getItem(TOKEN_KEY);
@@ -96,12 +99,18 @@ function barChart(figure, rows, description) {
   figure.replaceChildren(chart);
 }
 
+/** Every how many weeks a column is labelled, so that 104 of them stay readable. */
+function labelEvery(weeks) {
+  return Math.max(1, Math.ceil(weeks / 13));
+}
+
 /** A column chart of a series: one bar per week, oldest first. */
 function columnChart(figure, weeks) {
   const width = 640;
   const height = 220;
   const bottom = 40;
   const column = width / weeks.length;
+  const every = labelEvery(weeks.length);
   const largest = Math.max(1, ...weeks.map((week) => week.weekly_active_sessions));
   const chart = svg("svg", {
     viewBox: `0 0 ${width} ${height}`,
@@ -112,9 +121,14 @@ function columnChart(figure, weeks) {
     const barHeight = Math.round(((height - bottom - 20) * week.weekly_active_sessions) / largest);
     const x = at * column + 4;
     const y = height - bottom - barHeight;
-    chart.append(svg("rect", { class: "bar", x, y, width: column - 8, height: barHeight }));
-    chart.append(svg("text", { x: x + (column - 8) / 2, y: y - 4, "text-anchor": "middle" }, String(week.weekly_active_sessions)));
-    chart.append(svg("text", { x: x + (column - 8) / 2, y: height - bottom + 16, "text-anchor": "middle" }, week.week.slice(5)));
+    const gap = Math.min(8, column / 4);
+    chart.append(svg("rect", { class: "bar", x: at * column + gap / 2, y, width: column - gap, height: barHeight }));
+    if (at % every === 0 || at === weeks.length - 1) {
+      if (every === 1) chart.append(svg("text", { x: x + (column - 8) / 2, y: y - 4, "text-anchor": "middle" }, String(week.weekly_active_sessions)));
+      const anchor = at === 0 ? "start" : at === weeks.length - 1 ? "end" : "middle";
+      const labelX = at === 0 ? 0 : at === weeks.length - 1 ? width : x + (column - 8) / 2;
+      chart.append(svg("text", { x: labelX, y: height - bottom + 16, "text-anchor": anchor }, week.week.slice(5)));
+    }
   });
   chart.append(svg("line", { class: "axis", x1: 0, x2: width, y1: height - bottom, y2: height - bottom }));
   figure.replaceChildren(chart);
@@ -150,14 +164,109 @@ async function downloadCsv(path, name) {
   }
 }
 
+/**
+ * A stacked column chart of adoption: per week, one band per value (the most common values
+ * across the span in their own colours, the others together), withheld sessions on top.
+ */
+function stackedChart(figure, legend, adoption) {
+  const width = 640;
+  const height = 240;
+  const bottom = 40;
+  const weeks = adoption.weeks;
+  const column = width / weeks.length;
+  const every = labelEvery(weeks.length);
+  const totals = new Map();
+  for (const week of weeks) {
+    for (const [value, sessions] of Object.entries(week.counts)) totals.set(value, (totals.get(value) ?? 0) + sessions);
+  }
+  const named = [...totals.entries()].sort((a, b) => b[1] - a[1]).slice(0, BANDS).map(([value]) => value);
+  const bandOf = (value) => (named.includes(value) ? `band-${named.indexOf(value)}` : `band-${BANDS - 1}`);
+  const largest = Math.max(1, ...weeks.map((week) => week.weekly_active_sessions));
+  const chart = svg("svg", {
+    viewBox: `0 0 ${width} ${height}`,
+    role: "img",
+    "aria-label": `Sessions per week by ${adoption.by}, stacked; the numbers are in the table below`,
+  });
+  const scale = (height - bottom - 12) / largest;
+  weeks.forEach((week, at) => {
+    const gap = Math.min(8, column / 4);
+    let top = height - bottom;
+    const bands = Object.entries(week.counts).map(([value, sessions]) => [bandOf(value), sessions]);
+    if (week.withheld_sessions > 0) bands.push(["band-withheld", week.withheld_sessions]);
+    for (const [band, sessions] of bands) {
+      const bandHeight = sessions * scale;
+      top -= bandHeight;
+      chart.append(svg("rect", { class: `band ${band}`, x: at * column + gap / 2, y: top, width: column - gap, height: bandHeight }));
+    }
+    if (at % every === 0 || at === weeks.length - 1) {
+      const anchor = at === 0 ? "start" : at === weeks.length - 1 ? "end" : "middle";
+      const labelX = at === 0 ? 0 : at === weeks.length - 1 ? width : at * column + column / 2;
+      chart.append(svg("text", { x: labelX, y: height - bottom + 16, "text-anchor": anchor }, week.week.slice(5)));
+    }
+  });
+  chart.append(svg("line", { class: "axis", x1: 0, x2: width, y1: height - bottom, y2: height - bottom }));
+  figure.replaceChildren(chart);
+  const overflow = totals.size > BANDS;
+  const entries = named.map((value, at) => [`band-${at}`, overflow && at === BANDS - 1 ? `${value} and other values` : value]);
+  if (weeks.some((week) => week.withheld_sessions > 0)) entries.push(["band-withheld", "withheld"]);
+  legend.replaceChildren(
+    ...entries.map(([band, label]) => {
+      const item = document.createElement("div");
+      const swatch = svg("svg", { viewBox: "0 0 10 10", "aria-hidden": "true" });
+      swatch.append(svg("rect", { class: band, width: 10, height: 10 }));
+      item.append(swatch, document.createTextNode(label));
+      return item;
+    }),
+  );
+}
+
+function seriesWeeks() {
+  return weeksEndingNow(Number($("span").value) || DEFAULT_SERIES_WEEKS);
+}
+
+function seriesPath(weeks, by) {
+  return `/v1/wau?from=${weeks[0]}&to=${weeks.at(-1)}${by ? `&by=${by}` : ""}`;
+}
+
 async function showSeries(weeks) {
-  const series = await api(`/v1/wau?from=${weeks[0]}&to=${weeks.at(-1)}`);
+  const series = await api(seriesPath(weeks));
+  $("series-title").textContent = `The last ${weeks.length} weeks`;
   columnChart($("series-chart"), series.weeks);
   fillTable($("series-table"), series.weeks.map((week) => [week.week, week.weekly_active_sessions]));
+  const outside = series.weeks.filter((week) => week.outside_retention).length;
+  $("series-note").textContent = outside
+    ? `The oldest ${outside} of these weeks are past what the service keeps: their 0 means “no longer known”.`
+    : "";
   const current = series.weeks.at(-1);
   $("current-week").textContent = current.week;
   $("current-count").textContent = String(current.weekly_active_sessions);
   return series;
+}
+
+async function showAdoption(weeks) {
+  const by = $("adoption-by").value;
+  const adoption = await api(seriesPath(weeks, by));
+  const title = DIMENSIONS.find(([dimension]) => dimension === by)[1];
+  $("adoption-title").textContent = `${title} over the last ${weeks.length} weeks`;
+  stackedChart($("adoption-chart"), $("adoption-legend"), adoption);
+  const rows = [];
+  for (const week of adoption.weeks) {
+    for (const [value, sessions] of Object.entries(week.counts)) rows.push([week.week, value, sessions, false]);
+    if (week.withheld_sessions > 0) rows.push([week.week, "withheld", week.withheld_sessions, true]);
+  }
+  const body = $("adoption-table").tBodies[0];
+  body.replaceChildren(
+    ...rows.map(([week, value, sessions, withheld]) => {
+      const row = document.createElement("tr");
+      if (withheld) row.className = "withheld";
+      for (const cell of [week, value, String(sessions)]) {
+        const td = document.createElement("td");
+        td.textContent = cell;
+        row.append(td);
+      }
+      return row;
+    }),
+  );
 }
 
 async function showWeek(week) {
@@ -186,14 +295,20 @@ async function showWeek(week) {
 }
 
 async function show() {
-  const weeks = weeksEndingNow(SERIES_WEEKS);
+  const weeks = seriesWeeks();
   say("Loading…");
   await showSeries(weeks);
-  const select = $("week");
-  if (select.options.length === 0) {
-    for (const week of [...weeks].reverse()) select.append(new Option(week, week));
+  const by = $("adoption-by");
+  if (by.options.length === 0) {
+    for (const [dimension, title] of DIMENSIONS) by.append(new Option(title, dimension));
+    by.value = "daemon_version";
   }
-  await showWeek(select.value || weeks.at(-1));
+  await showAdoption(weeks);
+  const select = $("week");
+  const chosen = select.value;
+  select.replaceChildren(...[...weeks].reverse().map((week) => new Option(week, week)));
+  select.value = weeks.includes(chosen) ? chosen : weeks.at(-1);
+  await showWeek(select.value);
   $("numbers").hidden = false;
   say("");
 }
@@ -203,8 +318,9 @@ function signedOut(message, isProblem) {
   token = null;
   sessionStorage.removeItem(TOKEN_KEY);
   $("numbers").hidden = true;
-  for (const id of ["breakdowns", "series-chart"]) $(id).replaceChildren();
+  for (const id of ["breakdowns", "series-chart", "adoption-chart", "adoption-legend"]) $(id).replaceChildren();
   $("series-table").tBodies[0].replaceChildren();
+  $("adoption-table").tBodies[0].replaceChildren();
   $("week").replaceChildren();
   $("current-count").textContent = "–";
   $("sign-out").hidden = true;
@@ -269,7 +385,14 @@ $("sign-out").addEventListener("click", () => signedOut("Signed out: the token i
 $("sign-in-instead").addEventListener("click", () => signedOut("Enter the read token for the operator's view.", false));
 $("week").addEventListener("change", () => showWeek($("week").value).catch((error) => say(error.message, true)));
 document.querySelector('[data-csv="series"]').addEventListener("click", () => {
-  const weeks = weeksEndingNow(SERIES_WEEKS);
-  downloadCsv(`/v1/wau?from=${weeks[0]}&to=${weeks.at(-1)}`, `telemetry-${weeks[0]}-${weeks.at(-1)}.csv`);
+  const weeks = seriesWeeks();
+  downloadCsv(seriesPath(weeks), `telemetry-${weeks[0]}-${weeks.at(-1)}.csv`);
 });
+document.querySelector('[data-csv="adoption"]').addEventListener("click", () => {
+  const weeks = seriesWeeks();
+  const by = $("adoption-by").value;
+  downloadCsv(seriesPath(weeks, by), `telemetry-${weeks[0]}-${weeks.at(-1)}-by-${by}.csv`);
+});
+$("span").addEventListener("change", () => show().catch((error) => say(error.message, true)));
+$("adoption-by").addEventListener("change", () => showAdoption(seriesWeeks()).catch((error) => say(error.message, true)));
 start();

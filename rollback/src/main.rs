@@ -31,6 +31,11 @@ use tokio::net::TcpListener;
         minute (default 120; 0: off); 4 times that per IPv4 /24 or IPv6 /48\n  \
         BREAKDOWN_MIN_SESSIONS  the privacy floor of a breakdown (?by=): rarer values are summed\n                          \
         into withheld_sessions (default 5; at least 1)\n  \
+        SUMMARY_RETENTION_WEEKS how long a week's summary (counts by value, no id) outlives its\n                          \
+        records, after the week ends (default 104; 0: none; at most 520)\n  \
+        PUBLIC_READOUT          1: counts, breakdowns and series readable without a token\n  \
+        PUBLIC_DAEMON_VERSIONS, PUBLIC_PROTOCOL_VERSIONS, PUBLIC_NODE_MAJORS: the values a\n                          \
+        public breakdown names (comma-separated); every other value shows as other\n  \
         ROLLBACK_STORE, ROLLBACK_*_TIMEOUT_SECONDS, ROLLBACK_MAX_CONNECTIONS: the options above"
 )]
 struct Options {

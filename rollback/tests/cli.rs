@@ -136,6 +136,22 @@ fn help_names_the_options_and_never_a_secret() {
     ] {
         assert!(help.contains(option), "help lacks {option}:\n{help}");
     }
+    // Every setting the rollback reads (the Worker-only ABUSE_LIMIT_KEY and WORKER_ROLE aside).
+    use telemetry_core::config::*;
+    for variable in [
+        READ_TOKEN_VAR,
+        ADMIN_TOKEN_VAR,
+        SESSION_TTL_VAR,
+        ABUSE_LIMIT_VAR,
+        BREAKDOWN_MIN_VAR,
+        SUMMARY_RETENTION_VAR,
+        PUBLIC_READOUT_VAR,
+        PUBLIC_DAEMON_VERSIONS_VAR,
+        PUBLIC_PROTOCOL_VERSIONS_VAR,
+        PUBLIC_NODE_MAJORS_VAR,
+    ] {
+        assert!(help.contains(variable), "help lacks {variable}:\n{help}");
+    }
     assert!(
         help.contains("[default: 127.0.0.1:8788]"),
         "beside the Worker's dev port"
