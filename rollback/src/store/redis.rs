@@ -116,6 +116,9 @@ if redis.call('EXISTS', KEYS[1]) == 0 then
 end
 "#;
 
+/// A hash's fields and values, as `HGETALL` answers them.
+type HashFields = Vec<(String, String)>;
+
 /// A tally's field: the dimension's name has no `:`, so the first one ends it.
 fn tally_field(dimension: Dimension, value: &str) -> String {
     format!("{}:{value}", dimension.name())
@@ -507,7 +510,7 @@ impl RedisStore {
         dimension: Dimension,
     ) -> Result<Tally, StoreError> {
         let mut connection = self.connection.clone();
-        let (live, summary): (Vec<(String, String)>, Vec<(String, String)>) = redis::pipe()
+        let (live, summary): (HashFields, HashFields) = redis::pipe()
             .atomic()
             .cmd("HGETALL")
             .arg(tallies_key(week))
