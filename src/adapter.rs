@@ -325,12 +325,14 @@ async fn keep(sessions: Sessions, weeks: Weeks, write: SessionWrite, expires_at:
 /// and the core answers from them.
 async fn answer_readout(env: &Env, isolate: &Isolate, readout: Readout) -> Handled {
     let week = readout.week();
+    let now_seconds = (Date::now() / 1000.0) as i64;
+    let retention = isolate.config.retention();
     let fetched = match Weeks::bind(env) {
         None => Err(JsValue::from("no WEEKS binding")),
         Some(weeks) => {
             async {
                 // Every week's request is sent before the first answer is awaited.
-                let sent = (readout.fetches().into_iter())
+                let sent = (readout.fetches(retention, now_seconds).into_iter())
                     .map(|(week, dimension)| weeks.tally(week, dimension))
                     .collect::<Result<Vec<_>, JsValue>>()?;
                 let mut tallies = Vec::with_capacity(sent.len());
@@ -343,10 +345,7 @@ async fn answer_readout(env: &Env, isolate: &Isolate, readout: Readout) -> Handl
         }
     };
     let response = match fetched {
-        Ok(tallies) => {
-            let now_seconds = (Date::now() / 1000.0) as i64;
-            readout.answer(tallies, &isolate.config, now_seconds)
-        }
+        Ok(tallies) => readout.answer(tallies, &isolate.config, now_seconds),
         Err(error) => {
             log_failure(StoreOperation::Read, week, None, &error);
             Rejection::StoreUnavailable.into_response()

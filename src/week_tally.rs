@@ -140,7 +140,10 @@ impl WeekTally {
                 None => Err("a deletion names its session".into()),
             },
             tally => match tally.strip_prefix(TALLY_PREFIX) {
-                Some(dimension) => week.tally(dimension).map(Some),
+                Some(dimension) => {
+                    let now = (Date::now() / 1000.0).floor();
+                    week.tally(dimension, now).map(Some)
+                }
                 None => Err("no such request".into()),
             },
         };
@@ -185,9 +188,11 @@ struct Named<'a>(&'a Store);
 impl TalliedValues for Named<'_> {
     type Error = JsValue;
 
+    // Live and summary rows together: the bound is on what a readout of the week names.
     fn names(&mut self, dimension: Dimension, value: &str) -> Result<bool, JsValue> {
         let rows = self.0.exec(
-            "SELECT 1 FROM tallies WHERE dimension = ? AND value = ?",
+            "SELECT 1 FROM tallies WHERE dimension = ?1 AND value = ?2 \
+             UNION ALL SELECT 1 FROM summary WHERE dimension = ?1 AND value = ?2",
             &[dimension.name().into(), value.into()],
         )?;
         Ok(rows.length() > 0)
@@ -199,7 +204,10 @@ impl TalliedValues for Named<'_> {
             return Ok(MAX_TALLIED_VALUES);
         }
         let rows = self.0.exec(
-            "SELECT count(*) AS n FROM tallies WHERE dimension = ? AND value <> ?",
+            "SELECT count(*) AS n FROM ( \
+                 SELECT value FROM tallies WHERE dimension = ?1 \
+                 UNION SELECT value FROM summary WHERE dimension = ?1 \
+             ) WHERE value <> ?2",
             &[dimension.name().into(), OTHER_VALUE.into()],
         )?;
         let counted = first_column(&rows).and_then(|n| n.as_f64()).unwrap_or(0.0) as u64;
@@ -329,8 +337,12 @@ impl Store {
     }
 
     /// The week's tally along a dimension, live and summary added, a [`tally_line`] per
-    /// value.
-    fn tally(&self, dimension: &str) -> Result<String, JsValue> {
+    /// value. A summary past its retention at `now` goes first: the alarm set for it may
+    /// have been set under a longer `SUMMARY_RETENTION_WEEKS`.
+    fn tally(&self, dimension: &str, now: f64) -> Result<String, JsValue> {
+        if self.summary_expiry()?.is_some_and(|at| at <= now) {
+            self.exec("DELETE FROM summary", &[])?;
+        }
         let rows = self.exec(
             "SELECT value, sum(sessions) FROM ( \
                  SELECT value, sessions FROM tallies WHERE dimension = ?1 \
@@ -449,6 +461,12 @@ impl Store {
                 )?;
             }
             week.exec("DELETE FROM tallies", &[])?;
+            // A summary row cannot be rebuilt (its records are gone): one that is not a count
+            // is dropped.
+            week.exec(
+                "DELETE FROM summary WHERE typeof(sessions) <> 'integer' OR sessions < 0",
+                &[],
+            )?;
             week.full.set(0);
             week.apply(&rebuilt.tallies)?;
             Ok((rebuilt.invalid.len() as u32).into())

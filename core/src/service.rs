@@ -283,6 +283,9 @@ fn readout_head(
     }
 }
 
+/// The weeks of a public series one admission pays for: the dashboard's default span.
+pub const PUBLIC_WEEKS_PER_REQUEST: usize = 13;
+
 /// A readout asked for without a token of a service whose readout is public. It counts
 /// against the client's abuse limit as a ping does: anyone may ask, and a series is a
 /// store read per week.
@@ -299,10 +302,24 @@ fn public_readout_head(
     {
         return reject(refused);
     }
-    match readout_of(head) {
-        Ok(readout) => Next::Readout(readout.public()),
-        Err(rejection) => reject(rejection),
+    let readout = match readout_of(head) {
+        Ok(readout) => readout.public(),
+        Err(rejection) => return reject(rejection),
+    };
+    // A series is a store read per week (on the Worker, a request to each week's object):
+    // past the first 13 weeks, each 13 more count as one more request against the limit.
+    let weeks = match &readout {
+        Readout::Series { weeks, .. } => weeks.len(),
+        Readout::Week { .. } => 1,
+    };
+    if let Some(client) = head.client {
+        for _ in 1..weeks.div_ceil(PUBLIC_WEEKS_PER_REQUEST) {
+            if let Err(refused) = limiter.admit(client, now_seconds) {
+                return reject(refused);
+            }
+        }
     }
+    Next::Readout(readout)
 }
 
 /// The readout a request's path and query ask for.
@@ -709,6 +726,29 @@ mod tests {
             status(&route(&right, &tokens, false, &mut limiter, 160).1),
             None
         );
+    }
+
+    #[test]
+    fn a_long_public_series_counts_as_one_request_per_thirteen_weeks() {
+        let tokens = tokens(true, false);
+        let public = |query, client| RequestHead {
+            client: Some(client),
+            query: Some(query),
+            ..head("GET", SERIES_PATH)
+        };
+        let mut limiter = AbuseLimiter::new(10);
+        let two_years = public("from=2025-W01&to=2026-W53", "203.0.113.5");
+        let (_, first) = route(&two_years, &tokens, true, &mut limiter, 100);
+        assert!(matches!(first, Next::Readout(_)), "{first:?}");
+        // 105 weeks took 9 of the 10 a minute: a second one is refused, a 13-week one is not.
+        let (_, second) = route(&two_years, &tokens, true, &mut limiter, 101);
+        assert_eq!(status(&second), Some(429));
+        let mut limiter = AbuseLimiter::new(10);
+        let quarter = public("from=2026-W01&to=2026-W13", "198.51.100.7");
+        for _ in 0..10 {
+            let (_, next) = route(&quarter, &tokens, true, &mut limiter, 100);
+            assert!(matches!(next, Next::Readout(_)), "{next:?}");
+        }
     }
 
     #[test]

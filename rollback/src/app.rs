@@ -144,15 +144,15 @@ async fn ping(state: &AppState, parts: &Parts, body: Body, head: &RequestHead<'_
 /// the store in order, and the core answers from them.
 async fn answer_readout(state: &AppState, readout: Readout) -> Handled {
     let week = readout.week();
+    let now = unix_now();
     let fetched = async {
         let mut tallies = Vec::new();
-        for (week, dimension) in readout.fetches() {
+        for (week, dimension) in readout.fetches(state.config.retention(), now) {
             tallies.push(state.store.tally_week(week, dimension).await?);
         }
         Ok::<_, crate::store::StoreError>(tallies)
     };
-    let answered =
-        (fetched.await).map(|tallies| readout.answer(tallies, &state.config, unix_now()));
+    let answered = (fetched.await).map(|tallies| readout.answer(tallies, &state.config, now));
     let response = answered.unwrap_or_else(|error| {
         crate::log_store_failure(StoreOperation::Read, week, &error.text());
         Rejection::StoreUnavailable.into_response()

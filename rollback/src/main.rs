@@ -242,6 +242,11 @@ async fn main() -> ExitCode {
     let Some(listener) = listener else {
         return fail("no listener");
     };
+    if let Err(error) = store.apply_retention(rollback::unix_now()).await {
+        return fail(&format!(
+            "applying SUMMARY_RETENTION_WEEKS to the store: {error}"
+        ));
+    }
     if let Some(address) = options.metrics_listen {
         match TcpListener::bind(address).await {
             Ok(metrics) => rollback::metrics::serve(metrics),

@@ -197,6 +197,17 @@ impl Store {
         .await
     }
 
+    /// Brings every week's summary to the configured retention, where the store set an
+    /// expiry when it wrote it (Redis); SQLite's expiry task reads the retention each time.
+    /// Run by the server at its start, never by a maintenance command, which may not see
+    /// the service's environment.
+    pub async fn apply_retention(&self, now: i64) -> Result<usize, StoreError> {
+        match self {
+            Self::Sqlite(_) => Ok(0),
+            Self::Redis(store) => store.apply_retention(now).await,
+        }
+    }
+
     /// When the next record expires, where the store deletes records itself (SQLite);
     /// `None` where the store expires them on its own (Redis) or holds none.
     pub async fn next_expiry(&self) -> Result<Option<i64>, StoreError> {

@@ -350,3 +350,95 @@ async fn damaged_tallies_and_records_are_repaired_and_every_write_lands() {
     let by_node = store.tally_week(w48, Dimension::NodeMajor).await.unwrap();
     assert_eq!(by_node, tally(&[("20", 1)]));
 }
+
+/// The week's `summary:` hash as (field, sessions), sorted.
+fn summary_hash(redis_server: &RedisServer, week: &str) -> Vec<(String, String)> {
+    let mut fields: Vec<(String, String)> = redis::cmd("HGETALL")
+        .arg(format!("summary:{week}"))
+        .query(&mut redis_server.connection())
+        .unwrap();
+    fields.sort();
+    fields
+}
+
+#[tokio::test]
+async fn a_week_whose_records_hash_expired_keeps_its_numbers_in_its_summary() {
+    use telemetry_core::summary::summary_made_at;
+    let redis_server = RedisServer::start(&scratch_dir("redis-summary"));
+    let url = StoreUrl::parse(&redis_server.url()).unwrap();
+    let store = Store::open(&url, Retention::default()).await.unwrap();
+    let w48 = IsoWeek::parse("2026-W48").unwrap();
+    let by_version = || store.tally_week(w48, Dimension::DaemonVersion);
+    // Three sessions whose records hash expires in two seconds.
+    let first = Arc::new([
+        write("2026-W48", "session-a", &version("1.0.0")),
+        write("2026-W48", "session-b", &version("1.0.0")),
+        write("2026-W48", "session-c", &version("1.1.0")),
+    ]);
+    store
+        .write_batch(first, rollback::unix_now() + 2)
+        .await
+        .unwrap();
+    let before = tally(&[("1.0.0", 2), ("1.1.0", 1)]);
+    assert_eq!(by_version().await.unwrap(), before);
+    std::thread::sleep(std::time::Duration::from_millis(3_500));
+    let records: i64 = redis::cmd("EXISTS")
+        .arg("sessions:2026-W48")
+        .query(&mut redis_server.connection())
+        .unwrap();
+    assert_eq!(records, 0, "the records hash expired");
+    assert_eq!(
+        by_version().await.unwrap(),
+        before,
+        "its tallies still count"
+    );
+    // The week's next write folds those tallies into its summary first.
+    let late = Arc::new([write("2026-W48", "session-d", &version("1.1.0"))]);
+    store
+        .write_batch(late, rollback::unix_now() + 600)
+        .await
+        .unwrap();
+    let folded = [
+        ("daemon_version:1.0.0", "2"),
+        ("daemon_version:1.1.0", "1"),
+        ("platform:linux", "3"),
+    ];
+    let summary = summary_hash(&redis_server, "2026-W48");
+    for (field, sessions) in folded {
+        assert!(
+            summary.contains(&(field.to_owned(), sessions.to_owned())),
+            "{field} {sessions} not in {summary:?}"
+        );
+    }
+    assert!(summary.iter().all(|(field, _)| !field.contains("session")));
+    assert_eq!(
+        by_version().await.unwrap(),
+        tally(&[("1.0.0", 2), ("1.1.0", 2)])
+    );
+    let summary_expires: i64 = redis::cmd("EXPIRETIME")
+        .arg("summary:2026-W48")
+        .query(&mut redis_server.connection())
+        .unwrap();
+    assert_eq!(
+        Some(summary_expires),
+        Retention::default().summary_expires_at(w48)
+    );
+    // After the week's summary is made, a deletion deletes the record and keeps the count.
+    let session_d = SessionId::parse("session-d").unwrap();
+    let made = summary_made_at(w48);
+    assert_eq!(store.delete_session(session_d, made).await.unwrap(), 1);
+    assert_eq!(store.count_week(w48).await.unwrap(), 4);
+    assert!(
+        summary_hash(&redis_server, "2026-W48")
+            .contains(&("daemon_version:1.1.0".to_owned(), "2".to_owned()))
+    );
+    // A server started with no summaries kept drops them, and the week then reads 0.
+    let none = Retention {
+        summary_weeks: 0,
+        ..Retention::default()
+    };
+    let without = Store::open(&url, none).await.unwrap();
+    assert!(without.apply_retention(rollback::unix_now()).await.unwrap() >= 1);
+    assert!(summary_hash(&redis_server, "2026-W48").is_empty());
+    assert_eq!(without.count_week(w48).await.unwrap(), 0);
+}

@@ -150,7 +150,7 @@ impl Wrangler {
             }
         }
         assert!(
-            !kept.contains("WEEKS") && kept.contains("SESSIONS"),
+            !kept.contains("name = \"WEEKS\"") && kept.contains("SESSIONS"),
             "{kept}"
         );
         // A deployment without a store is a configuration error: every request is a 500.

@@ -11,6 +11,7 @@ use crate::dimension::Dimension;
 use crate::rejection::Rejection;
 use crate::response::Response;
 use crate::stored_week::{COUNTED_BY, OTHER_VALUE, count};
+use crate::summary::Retention;
 use crate::week::IsoWeek;
 
 pub use self::render::{
@@ -108,26 +109,53 @@ impl Readout {
         }
     }
 
-    /// The tallies to fetch for this readout, in order: a week's count is its tally along
-    /// [`COUNTED_BY`], a breakdown its tally along its dimension, a series that tally of each
-    /// of its weeks. A store answers each from a few rows, whatever the week's size.
-    pub fn fetches(&self) -> Vec<(IsoWeek, Dimension)> {
+    /// Every week this readout answers, in order.
+    fn weeks(&self) -> Vec<IsoWeek> {
         match self {
-            Self::Week { week, by, .. } => vec![(*week, by.unwrap_or(COUNTED_BY))],
-            Self::Series { weeks, by, .. } => {
-                let along = by.unwrap_or(COUNTED_BY);
-                weeks.iter().map(|week| (*week, along)).collect()
-            }
+            Self::Week { week, .. } => vec![*week],
+            Self::Series { weeks, .. } => weeks.clone(),
         }
     }
 
-    /// The answer from the tallies of [`Readout::fetches`], in the same order, under the
-    /// privacy floor (and, for a public one, naming only published values), each week marked
-    /// when it is past what the stores keep at `now` (seconds since the epoch); a 500 if the
-    /// tallies do not match (an adapter's mistake).
+    /// The tallies to fetch for this readout, in order: a week's count is its tally along
+    /// [`COUNTED_BY`], a breakdown its tally along its dimension, a series that tally of each
+    /// of its weeks. A store answers each from a few rows, whatever the week's size. A week
+    /// no store can hold anything of at `now` (past what `retention` keeps, or not begun) is
+    /// not fetched: it is 0, and asking would only make an empty week object on the Worker.
+    pub fn fetches(&self, retention: Retention, now: i64) -> Vec<(IsoWeek, Dimension)> {
+        let along = match self {
+            Self::Week { by, .. } | Self::Series { by, .. } => by.unwrap_or(COUNTED_BY),
+        };
+        (self.weeks().into_iter())
+            .filter(|week| retention.may_hold(*week, now))
+            .map(|week| (week, along))
+            .collect()
+    }
+
+    /// The answer from the tallies of [`Readout::fetches`] (asked with `config`'s retention
+    /// and the same `now`, seconds since the epoch), in the same order, under the privacy
+    /// floor (and, for a public one, naming only published values), each week marked when it
+    /// is past what the stores keep; a 500 if the tallies do not match (an adapter's mistake).
     pub fn answer(self, fetched: Vec<Tally>, config: &Config, now: i64) -> Response {
         let retention = config.retention();
         let outside = |week: IsoWeek| !retention.keeps(week, now);
+        // One tally per week of the readout, 0 for the weeks not fetched.
+        let mut fetched = fetched.into_iter();
+        let mut tallies = Vec::new();
+        for week in self.weeks() {
+            if !retention.may_hold(week, now) {
+                tallies.push(Tally::default());
+                continue;
+            }
+            match fetched.next() {
+                Some(tally) => tallies.push(tally),
+                None => return Rejection::Internal.into_response(),
+            }
+        }
+        if fetched.next().is_some() {
+            return Rejection::Internal.into_response();
+        }
+        let fetched = tallies;
         let floor = config.breakdown_min_sessions;
         let shown = |public: bool, by: Dimension, tally: Tally| {
             if public {
@@ -375,7 +403,10 @@ mod tests {
         };
         let by_platform = tally(&[("linux", 6), ("darwin", 2)]);
         let count = Readout::for_week("2026-W48", None, Format::Json).unwrap();
-        assert_eq!(count.fetches(), [(week("2026-W48"), COUNTED_BY)]);
+        assert_eq!(
+            count.fetches(Retention::default(), NOW),
+            [(week("2026-W48"), COUNTED_BY)]
+        );
         assert_eq!(
             count
                 .answer(
@@ -388,7 +419,7 @@ mod tests {
         );
         let breakdown = Readout::for_week("2026-W48", Some("by=node_major"), Format::Json).unwrap();
         assert_eq!(
-            breakdown.fetches(),
+            breakdown.fetches(Retention::default(), NOW),
             [(week("2026-W48"), Dimension::NodeMajor)]
         );
         let answered = breakdown.clone().answer(
@@ -408,7 +439,7 @@ mod tests {
             "a tally missing"
         );
         let series = Readout::for_series(Some("from=2026-W47&to=2026-W48"), Format::Csv).unwrap();
-        assert_eq!(series.fetches().len(), 2);
+        assert_eq!(series.fetches(Retention::default(), NOW).len(), 2);
         assert_eq!(
             series
                 .clone()
@@ -444,7 +475,7 @@ mod tests {
         let query = Some("from=2026-W46&to=2026-W48&by=daemon_version");
         let adoption = Readout::for_series(query, Format::Json).unwrap();
         assert_eq!(
-            adoption.fetches(),
+            adoption.fetches(Retention::default(), NOW),
             ["2026-W46", "2026-W47", "2026-W48"].map(|w| (week(w), Dimension::DaemonVersion))
         );
         // 1.1.0 is rare in W46 (withheld there), common by W48; W47 is empty.
@@ -497,7 +528,7 @@ mod tests {
                 "" => Readout::for_series(query, Format::Json).unwrap(),
                 week => Readout::for_week(week, query, Format::Json).unwrap(),
             };
-            let tallies = vec![Tally::default(); readout.fetches().len()];
+            let tallies = vec![Tally::default(); readout.fetches(Retention::default(), NOW).len()];
             readout.answer(tallies, &defaults, NOW).body
         };
         // Two years of summaries: 2024-W48 ended 2024-12-02, 104 weeks before 2026-11-30.
@@ -516,7 +547,17 @@ mod tests {
         let mut records_only = config(PublishedValues::default());
         records_only.summary_retention_weeks = 0;
         let readout = Readout::for_week("2026-W35", None, Format::Json).unwrap();
-        let answered = readout.answer(vec![Tally::default()], &records_only, NOW);
+        // Past what is kept, or not begun: not fetched at all, and 0 whatever a store held.
+        assert!(readout.fetches(records_only.retention(), NOW).is_empty());
+        let future = Readout::for_series(Some("from=2026-W48&to=2026-W50"), Format::Json).unwrap();
+        assert_eq!(
+            future.fetches(records_only.retention(), NOW),
+            [
+                (week("2026-W48"), COUNTED_BY),
+                (week("2026-W49"), COUNTED_BY)
+            ]
+        );
+        let answered = readout.answer(vec![], &records_only, NOW);
         assert!(
             answered.body.contains("outside_retention"),
             "{}",

@@ -102,7 +102,14 @@ if redis.call('EXISTS', KEYS[1]) == 0 then
       folded = true
       local held = fields[i + 1]
       if ARGV[1] ~= '' and string.match(held, '^%d+$') and #held <= 18 then
-        redis.call('HINCRBY', KEYS[3], fields[i], held)
+        -- A summary count that is not one (a hand edit) is replaced, never added to: HINCRBY
+        -- would fail half-way, and a script is not rolled back.
+        local summarised = redis.call('HGET', KEYS[3], fields[i])
+        if summarised and (not string.match(summarised, '^%d+$') or #summarised > 18) then
+          redis.call('HSET', KEYS[3], fields[i], held)
+        else
+          redis.call('HINCRBY', KEYS[3], fields[i], held)
+        end
       end
     end
   end
@@ -193,7 +200,8 @@ redis.call('HINCRBY', KEYS[2], 'generation', 1)
 return 1
 "#;
 
-/// Replaces a week's tallies with a rebuild if the week has not changed since it was read.
+/// Replaces a week's tallies with a rebuild if the week has not changed since it was read,
+/// and drops the summary's counts that are not counts.
 /// `KEYS` as [`eval_on_week`] gives them; `ARGV`: the summary's expiry ([`FOLD_EXPIRED`]),
 /// the generation read (`""` for none), the tallies' expiry (`""`: the records'), the number
 /// of records to drop, then their session ids, then (tally field, sessions) pairs. Returns 0
@@ -204,6 +212,13 @@ fn replace_tallies_script() -> String {
 
 const REPLACE_TALLIES: &str = r#"
 if (redis.call('HGET', KEYS[2], 'generation') or '') ~= ARGV[2] then return 0 end
+-- A summary count that is not a count (a hand edit) cannot be rebuilt: it is dropped.
+local summary = redis.call('HGETALL', KEYS[3])
+for i = 1, #summary, 2 do
+  if not string.match(summary[i + 1], '^%d+$') or #summary[i + 1] > 18 then
+    redis.call('HDEL', KEYS[3], summary[i])
+  end
+end
 local dropped = tonumber(ARGV[4])
 for i = 5, 4 + dropped do redis.call('HDEL', KEYS[1], ARGV[i]) end
 local generation = tonumber(ARGV[2]) or 0
@@ -244,12 +259,14 @@ struct TallySnapshot {
 }
 
 impl TallySnapshot {
-    fn of(hash: Vec<(String, String)>) -> Self {
+    /// From the week's tallies and its summary: the bound is on what a readout of the week
+    /// names, both added.
+    fn of(tallies: HashFields, summary: HashFields) -> Self {
         let mut snapshot = Self {
             generation: "0".into(),
             ..Self::default()
         };
-        for (field, value) in hash {
+        for (field, value) in tallies.into_iter().chain(summary) {
             if field == GENERATION {
                 snapshot.generation = value;
             } else {
@@ -257,6 +274,7 @@ impl TallySnapshot {
             }
         }
         snapshot.fields.sort_unstable();
+        snapshot.fields.dedup();
         snapshot
     }
 }
@@ -461,15 +479,17 @@ impl RedisStore {
             read.atomic().cmd("HMGET").arg(week_key(week)).arg(ids);
             if pings {
                 read.cmd("HGETALL").arg(tallies_key(week));
+                read.cmd("HGETALL").arg(summary_key(week));
             }
-            let (stored, tallies): (Vec<Option<String>>, Vec<(String, String)>) = if pings {
+            let (stored, tallies, summary): (Vec<Option<String>>, HashFields, HashFields) = if pings
+            {
                 read.query_async(&mut connection).await?
             } else {
                 let (stored,): (Vec<Option<String>>,) = read.query_async(&mut connection).await?;
-                (stored, Vec::new())
+                (stored, Vec::new(), Vec::new())
             };
             let read = ids.iter().map(|id| (*id).to_owned()).zip(stored).collect();
-            let changes = changes(read, &TallySnapshot::of(tallies))?;
+            let changes = changes(read, &TallySnapshot::of(tallies, summary))?;
             if changes.writes.is_empty() {
                 return Ok(());
             }
@@ -570,6 +590,54 @@ impl RedisStore {
         )))
     }
 
+    /// Gives every week's tallies and summary the expiry the configured retention says, at
+    /// the server's start: a week written before summaries were kept (or under another
+    /// `SUMMARY_RETENTION_WEEKS`) would otherwise keep the expiry it was given then, its
+    /// numbers going with its records or staying past the retention. Returns how many weeks
+    /// it went through.
+    pub async fn apply_retention(&self, now: i64) -> Result<usize, StoreError> {
+        let mut connection = self.connection.clone();
+        let mut weeks = weeks_with(&mut connection, "tallies:").await?;
+        weeks.extend(weeks_with(&mut connection, "summary:").await?);
+        weeks.sort_unstable();
+        weeks.dedup();
+        for &week in &weeks {
+            let records_expire_at: i64 = redis::cmd("EXPIRETIME")
+                .arg(week_key(week))
+                .query_async(&mut connection)
+                .await?;
+            let mut pipe = redis::pipe();
+            match self.retention.summary_expires_at(week) {
+                Some(summary) if summary > now => {
+                    let tallies = self.tallies_expire_at(week, records_expire_at);
+                    pipe.cmd("EXPIREAT")
+                        .arg(tallies_key(week))
+                        .arg(tallies)
+                        .ignore();
+                    pipe.cmd("EXPIREAT")
+                        .arg(summary_key(week))
+                        .arg(summary)
+                        .ignore();
+                }
+                // Past its retention, or none kept: the summary goes, and the tallies go
+                // with the records (at once when those have gone).
+                _ => {
+                    pipe.cmd("DEL").arg(summary_key(week)).ignore();
+                    if records_expire_at > 0 {
+                        pipe.cmd("EXPIREAT")
+                            .arg(tallies_key(week))
+                            .arg(records_expire_at)
+                            .ignore();
+                    } else {
+                        pipe.cmd("DEL").arg(tallies_key(week)).ignore();
+                    }
+                }
+            }
+            pipe.query_async::<()>(&mut connection).await?;
+        }
+        Ok(weeks.len())
+    }
+
     /// `PING`.
     pub async fn check(&self) -> Result<(), StoreError> {
         Ok(redis::cmd("PING")
@@ -651,20 +719,28 @@ async fn week_records(
 
 /// Every week that has a records hash.
 async fn stored_weeks(connection: &mut ConnectionManager) -> Result<Vec<IsoWeek>, StoreError> {
+    weeks_with(connection, "sessions:").await
+}
+
+/// Every week that has a key named `<prefix><week>`.
+async fn weeks_with(
+    connection: &mut ConnectionManager,
+    prefix: &str,
+) -> Result<Vec<IsoWeek>, StoreError> {
     let mut weeks: Vec<IsoWeek> = Vec::new();
     let mut cursor = 0u64;
     loop {
         let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
             .arg(cursor)
             .arg("MATCH")
-            .arg("sessions:*")
+            .arg(format!("{prefix}*"))
             .arg("COUNT")
             .arg(1000)
             .query_async(connection)
             .await?;
         weeks.extend(
             keys.iter()
-                .filter_map(|key| key.strip_prefix("sessions:").and_then(IsoWeek::parse)),
+                .filter_map(|key| key.strip_prefix(prefix).and_then(IsoWeek::parse)),
         );
         if next == 0 {
             // SCAN may name a key twice.

@@ -147,11 +147,14 @@ impl<'a> Named<'a> {
 impl TalliedValues for Named<'_> {
     type Error = StoreError;
 
+    // Live and summary rows together: the bound is on what a readout of the week names.
     fn names(&mut self, dimension: Dimension, value: &str) -> Result<bool, StoreError> {
         Ok(self
             .connection
             .prepare_cached(
-                "SELECT 1 FROM tallies WHERE week = ?1 AND dimension = ?2 AND value = ?3",
+                "SELECT 1 FROM tallies WHERE week = ?1 AND dimension = ?2 AND value = ?3
+                 UNION ALL
+                 SELECT 1 FROM summaries WHERE week = ?1 AND dimension = ?2 AND value = ?3",
             )?
             .exists(params![self.week, dimension.name(), value])?)
     }
@@ -160,7 +163,11 @@ impl TalliedValues for Named<'_> {
         let distinct: i64 = self
             .connection
             .prepare_cached(
-                "SELECT count(*) FROM tallies WHERE week = ?1 AND dimension = ?2 AND value <> ?3",
+                "SELECT count(*) FROM (
+                     SELECT value FROM tallies WHERE week = ?1 AND dimension = ?2
+                     UNION
+                     SELECT value FROM summaries WHERE week = ?1 AND dimension = ?2
+                 ) WHERE value <> ?3",
             )?
             .query_row(params![self.week, dimension.name(), OTHER_VALUE], |row| {
                 row.get(0)

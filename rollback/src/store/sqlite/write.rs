@@ -207,7 +207,8 @@ pub(super) fn next_expiry(
 }
 
 /// Rebuilds a week's tallies from its records ([`stored_week::rebuild`]) and drops the
-/// records that are not records. Returns how many were dropped.
+/// records that are not records, and the summary rows that are not counts. Returns how many
+/// records were dropped.
 pub(super) fn repair(connection: &mut Connection, week: IsoWeek) -> Result<u64, StoreError> {
     let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let week_text = week.to_string();
@@ -229,6 +230,13 @@ pub(super) fn repair(connection: &mut Connection, week: IsoWeek) -> Result<u64, 
         )?;
     }
     tallies::replace(&transaction, week, &rebuilt.tallies)?;
+    // A summary row cannot be rebuilt (its records are gone): one whose count is not a count
+    // (a hand edit) is dropped, so that it stops no write, expiry or readout.
+    transaction.execute(
+        "DELETE FROM summaries WHERE week = ?1
+         AND (typeof(sessions) <> 'integer' OR sessions < 0)",
+        [&week_text],
+    )?;
     transaction.commit()?;
     if !rebuilt.invalid.is_empty() {
         forget_wal(connection)?;
