@@ -9,6 +9,7 @@ import { execFileSync } from "node:child_process";
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
+import { lastWeek } from "../tests/bundle.mjs";
 import { Miniflare, Log, LogLevel } from "miniflare";
 import WebSocket from "ws";
 
@@ -65,7 +66,7 @@ await send("Profiler.enable");
 await send("Profiler.setSamplingInterval", { interval: 100 });
 if (process.env.PROFILE_OFF !== "1") await send("Profiler.start");
 const wrk = execFileSync("wrk", ["-t1", "-c16", `-d${seconds}s`, "-s", script, `http://127.0.0.1:${port}`], {
-  env: { ...process.env, READOUT_PATH: "/v1/wau/2001-W07", READOUT_TOKEN: "bench-token-0123456789abcdef0123456789" },
+  env: { ...process.env, READOUT_PATH: `/v1/wau/${lastWeek().week}`, READOUT_TOKEN: "bench-token-0123456789abcdef0123456789" },
 });
 console.log(wrk.toString().split("\n").filter((line) => /Requests\/sec|Non-2xx/.test(line)).join("\n"));
 if (process.env.PROFILE_OFF === "1") process.exit(0);

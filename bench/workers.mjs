@@ -8,7 +8,7 @@
 // load), the 12-week TTL. The TypeScript bundle is esbuild's output (BENCH_TS_BUNDLE), built
 // once by the caller so that its cold start does not include the build.
 import { dirname } from "node:path";
-import { bundleModules } from "../tests/bundle.mjs";
+import { bundleModules, lastWeek } from "../tests/bundle.mjs";
 import { Miniflare, Log, LogLevel } from "miniflare";
 
 const [stateDir, ...wanted] = process.argv.slice(2);
@@ -68,20 +68,20 @@ const mf = new Miniflare({
   },
 });
 await mf.ready;
-// BENCH_SEED_SESSIONS=N fills week 2001-W07 of each namespace with the same N records, so that
+// BENCH_SEED_SESSIONS=N fills last week (lastWeek(), READOUT_PATH in scripts/bench-workers.sh) of each namespace with the same N records, so that
 // both readouts count the same week; the Rust Worker's week object gets them too, through the
 // request its Worker makes for a new session (the readout counts from there).
 const seeded = Number(process.env.BENCH_SEED_SESSIONS ?? 0);
 const record = {
   protocol_version: "1.0.0", daemon_version: "0.9.3", platform: "linux",
-  node_version: "v20.11.1", primary_framework: "react", first_seen_at: "2001-02-12T00:00:00Z",
+  node_version: "v20.11.1", primary_framework: "react", first_seen_at: lastWeek().monday,
 };
 for (const { name } of workers) {
   const kv = await mf.getKVNamespace("SESSIONS", name);
   for (let start = 0; start < seeded; start += 200) {
     const batch = [];
     for (let i = start; i < Math.min(seeded, start + 200); i++) {
-      const key = `session:2001-W07:seed-${String(i).padStart(8, "0")}`;
+      const key = `session:${lastWeek().week}:seed-${String(i).padStart(8, "0")}`;
       batch.push(kv.put(key, JSON.stringify(record), { metadata: record }));
     }
     await Promise.all(batch);
@@ -89,7 +89,7 @@ for (const { name } of workers) {
 }
 if (seeded > 0 && workers.some(({ name }) => name === "rust")) {
   const weeks = await mf.getDurableObjectNamespace("WEEKS", "rust");
-  const week = weeks.get(weeks.idFromName("2001-W07"));
+  const week = weeks.get(weeks.idFromName(lastWeek().week));
   const expiresAt = String(Math.floor(Date.now() / 1000) + 7 * 86_400);
   const seed = async (i) => {
     const headers = {

@@ -6,13 +6,13 @@
 // token's scheme is case-insensitive. Run by tests/deployment.rs (needs build/ and npm ci).
 import { execFileSync } from "node:child_process";
 import { createServer } from "node:net";
-import { bundleModules } from "./bundle.mjs";
+import { bundleModules, lastWeek } from "./bundle.mjs";
 import { Miniflare, Log, LogLevel } from "miniflare";
 
 const TOKEN = "backfill-test-read-token-0123456789abcdef";
 // The backfill writes records, so it takes the admin token; the read token is refused.
 const ADMIN = "backfill-test-admin-token-0123456789abcdef";
-const WEEK = "2001-W07";
+const { week: WEEK, monday: MONDAY } = lastWeek();
 const freePort = () =>
   new Promise((resolve) => {
     const server = createServer().listen(0, "127.0.0.1", () => {
@@ -63,7 +63,7 @@ try {
   for (let n = 0; n < 10; n++) {
     const record = {
       protocol_version: "1.0.0", daemon_version: n < 7 ? "1.0.0" : "2.0.0", platform: "linux",
-      node_version: "v20.11.1", primary_framework: "react", first_seen_at: "2001-02-12T00:00:00Z",
+      node_version: "v20.11.1", primary_framework: "react", first_seen_at: MONDAY,
     };
     const key = `session:${WEEK}:backfilled-relay-${String(n).padStart(2, "0")}`;
     await kv.put(key, JSON.stringify(record), { metadata: record, expiration });

@@ -1,5 +1,6 @@
 // The Worker's bundle as Miniflare takes it: every module under build/ (scripts/build-worker.sh
-// makes it), the wasm compiled, the rest as ES modules. Shared by the Node tests and benches.
+// makes it), the wasm compiled, the rest as ES modules; and the week a test or bench seeds.
+// Shared by the Node tests and benches.
 import { readdirSync } from "node:fs";
 import { join } from "node:path";
 
@@ -7,4 +8,21 @@ export function bundleModules(root = "build") {
   return readdirSync(root, { recursive: true })
     .filter((file) => /\.(m?js|wasm)$/.test(file))
     .map((file) => ({ type: file.endsWith(".wasm") ? "CompiledWasm" : "ESModule", path: join(root, file) }));
+}
+
+/**
+ * Last week, as the service names it (`YYYY-Www`, on the UTC calendar), and its Monday as a
+ * record's `first_seen_at`: a week the readout reads from its store. (A week past what the
+ * service keeps is answered 0 without asking the store.)
+ */
+export function lastWeek() {
+  const day = new Date(Date.now() - 7 * 86_400_000);
+  const monday = new Date(Date.UTC(day.getUTCFullYear(), day.getUTCMonth(), day.getUTCDate() - ((day.getUTCDay() + 6) % 7)));
+  const thursday = new Date(monday.getTime() + 3 * 86_400_000);
+  const yearStart = Date.UTC(thursday.getUTCFullYear(), 0, 1);
+  const week = Math.ceil(((thursday - yearStart) / 86_400_000 + 1) / 7);
+  return {
+    week: `${thursday.getUTCFullYear()}-W${String(week).padStart(2, "0")}`,
+    monday: `${monday.toISOString().slice(0, 10)}T00:00:00Z`,
+  };
 }
