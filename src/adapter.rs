@@ -19,9 +19,9 @@ use telemetry_core::limits::MAX_DISCARDED_BYTES;
 use telemetry_core::stored_week::COUNTED_BY;
 use telemetry_core::{
     AbuseLimiter, CappedBody, Config, IsoWeek, Next, Readout, Rejection, RequestHead, Response,
-    Route, SessionId, SessionWrite, decide_erasure, decide_ping, erased_response, expires_at,
-    forgotten_response, path_of_url, query_of_url, ready_response, record_to_write, retained_weeks,
-    route, session_key, utc_from_unix_millis,
+    Route, SessionId, SessionWrite, decide_erasure, decide_ping, deletion_key, erased_response,
+    expires_at, forgotten_response, path_of_url, query_of_url, ready_response, record_to_write,
+    retained_weeks, route, session_key, utc_from_unix_millis,
 };
 use time::OffsetDateTime;
 use worker::js_sys::{Date, Uint8Array};
@@ -467,9 +467,22 @@ async fn delete_everywhere(
         }
         for (read, key) in kv_reads {
             match async { read?.await }.await {
-                Ok(held) if held.as_string().is_some() => kv_deletes.push(sessions.delete(&key)),
+                Ok(held) if held.as_string().is_some() => {
+                    kv_deletes.push(sessions.delete(&key));
+                }
                 Ok(_) => {}
                 Err(error) => failed = Some(error),
+            }
+        }
+        // The deletion journal (RUNBOOK's DNS swap): a session this Worker held is noted for
+        // the TTL, so that the rollback deletes it too and no record of it comes back. Only
+        // when there was something to delete: an erasure of an id no one holds (which anyone
+        // may send) writes nothing.
+        if !kv_deletes.is_empty() {
+            let now_unix = now.unix_timestamp();
+            let until = expires_at(now_unix, isolate.config.session_ttl_seconds);
+            if let Err(error) = sessions.put_marker(&deletion_key(id), until).await {
+                failed = Some(error);
             }
         }
         for kv_delete in kv_deletes {

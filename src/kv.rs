@@ -67,6 +67,15 @@ impl Sessions {
         Ok(())
     }
 
+    /// Puts a key with an empty value that expires at `expires_at` (seconds since the
+    /// epoch): a deletion journal's entry.
+    pub async fn put_marker(&self, key: &str, expires_at: i64) -> Result<(), JsValue> {
+        let options = Object::new();
+        Reflect::set(&options, &"expiration".into(), &(expires_at as f64).into())?;
+        JsFuture::from(self.namespace.put(key, "", &options)?).await?;
+        Ok(())
+    }
+
     /// Deletes a key (a deletion request); deleting a missing key is no error. Sent at
     /// once; the future answers when KV has.
     pub fn delete(&self, key: &str) -> Result<JsFuture, JsValue> {

@@ -513,6 +513,19 @@ fn worker_forgets_a_session_on_request() {
         .header("authorization", &format!("Bearer {TOKEN}"));
     let by_platform = send(worker.addr, &by_platform).unwrap().json().unwrap();
     assert_eq!(by_platform["withheld_sessions"], 1, "{by_platform}");
+    // The deletion journal (RUNBOOK's DNS swap): the deleted session's id, for the TTL, and
+    // nothing for an id no week held (anyone may ask to erase one).
+    let erase = RawRequest::new("POST", "/v1/erase")
+        .header("content-type", "application/json")
+        .body(br#"{"session_id":"never-seen-here-3"}"#.to_vec());
+    assert_eq!(send(worker.addr, &erase).unwrap().status, 204);
+    let journal = wrangler_json(&worker, &["kv", "key", "list", "--prefix", "deletion:"]);
+    let journal = journal.as_array().unwrap();
+    assert_eq!(journal.len(), 1, "{journal:?}");
+    assert_eq!(journal[0]["name"], "deletion:forget-me-please-1");
+    let until = journal[0]["expiration"].as_i64().expect("an expiration");
+    let problems = expiry_problems(until, unix_now() - 60, TTL_SECONDS);
+    assert!(problems.is_empty(), "{}", problems.join("; "));
 }
 
 /// The dashboard as the Worker serves it (static assets under `wrangler dev`), in headless

@@ -48,8 +48,8 @@ pub use readout::{
     Breakdown, Format, PublishedValues, Readout, Series, series_response, weekly_active_response,
 };
 pub use record::{
-    SessionWrite, StoredRecord, day_start, expires_at, parse_session_key, record_to_write,
-    session_key, week_key_prefix,
+    SessionWrite, StoredRecord, day_start, deletion_key, expires_at, parse_deletion_key,
+    parse_session_key, record_to_write, session_key, week_key_prefix,
 };
 pub use rejection::Rejection;
 pub use response::Response;

@@ -31,6 +31,18 @@ pub fn parse_session_key(key: &str) -> Option<(IsoWeek, SessionId)> {
     Some((IsoWeek::parse(week)?, SessionId::parse(id)?))
 }
 
+/// `deletion:<session_id>`: a deletion journal's entry in KV, kept as long as a record of the
+/// session could still be held anywhere (the TTL), so that a record carried between the
+/// targets after the deletion (a DNS swap and back) is not put back. It holds the id only.
+pub fn deletion_key(session_id: &str) -> String {
+    format!("deletion:{session_id}")
+}
+
+/// The session of a key written as [`deletion_key`] makes it; `None` for any other text.
+pub fn parse_deletion_key(key: &str) -> Option<SessionId> {
+    SessionId::parse(key.strip_prefix("deletion:")?)
+}
+
 /// The stored record: the five non-key fields and the server's time. Nothing else exists
 /// in this type, so nothing else (no address, no user agent) can be stored by mistake, and
 /// reading one back (a KV import) refuses any other field. Read back as owned strings; a
@@ -343,6 +355,19 @@ mod tests {
             "",
         ] {
             assert_eq!(parse_session_key(bad), None, "{bad:?}");
+        }
+        let id = write.session_id.as_str();
+        assert_eq!(deletion_key(id), "deletion:relay-install_01");
+        assert_eq!(
+            parse_deletion_key(&deletion_key(id)),
+            Some(write.session_id.clone())
+        );
+        for bad in [
+            "deletion:short",
+            "deletion:",
+            "session:2026-W48:relay-install_01",
+        ] {
+            assert_eq!(parse_deletion_key(bad), None, "{bad:?}");
         }
     }
 

@@ -302,7 +302,7 @@ mod tests {
     fn break_store(path: &std::path::Path) {
         let connection = rusqlite::Connection::open(path).unwrap();
         connection
-            .execute_batch("DROP TABLE sessions; DROP TABLE tallies; DROP TABLE summaries")
+            .execute_batch("DROP TABLE sessions; DROP TABLE tallies; DROP TABLE summaries; DROP TABLE deletions")
             .unwrap();
     }
 

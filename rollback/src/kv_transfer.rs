@@ -6,6 +6,11 @@
 //!   session:<week>:` prints (key names with the record as metadata) into the store.
 //! - `rollback export-kv WEEK`: prints the week's records in the form `wrangler kv bulk put`
 //!   takes, for the swap back.
+//! - The deletion journals, so that a deletion made on either side during the swap holds on
+//!   both: `import-kv` skips sessions deleted here; `rollback import-deletions FILE` makes
+//!   here the deletions the Worker journaled (`deletion:<id>` keys in KV); `rollback
+//!   deletions` prints the sessions deleted here, for the Worker's `DELETE`, and `rollback
+//!   forget-deletions -` takes those that reached it out of the journal.
 //!
 //! Either way a record keeps the expiry it has, so moving it never extends its life past the
 //! retention, and its `first_seen_at` is cut to the day as every new record's is.
@@ -47,6 +52,8 @@ pub struct Imported {
     pub new: u64,
     /// Keys whose expiration had passed: their records are gone, not revived.
     pub expired: usize,
+    /// Records of sessions deleted here (the deletion journal): not put back.
+    pub deleted_here: usize,
 }
 
 /// How many keys one page of `wrangler kv key list` holds: a listing of exactly this many
@@ -117,6 +124,15 @@ pub async fn import(
             expiry,
         ));
     }
+    // A session deleted here stays deleted: its record in KV is older than the deletion.
+    let journal = (store.journal(now).await).map_err(|e| format!("reading the store: {e}"))?;
+    let before_journal = writes.len();
+    writes.retain(|(write, _)| {
+        journal
+            .binary_search_by(|id| id.as_str().cmp(write.session_id.as_str()))
+            .is_err()
+    });
+    let deleted_here = before_journal - writes.len();
     let written = writes.len();
     let mut weeks: Vec<IsoWeek> = writes.iter().map(|(write, _)| write.week).collect();
     weeks.sort();
@@ -134,6 +150,59 @@ pub async fn import(
         written,
         new,
         expired,
+        deleted_here,
+    })
+}
+
+/// One entry of `wrangler kv key list --prefix deletion:`: the Worker's deletion journal.
+#[derive(Debug, Deserialize)]
+struct ListedDeletion {
+    name: String,
+}
+
+/// What an import of the Worker's deletion journal did.
+#[derive(Debug, PartialEq, Eq)]
+pub struct DeletionsImported {
+    /// Sessions the listing named.
+    pub sessions: usize,
+    /// Records of them this store held, now deleted.
+    pub records: usize,
+}
+
+/// Makes here the deletions the Worker made (its journal, as `wrangler kv key list --prefix
+/// deletion:` prints it), at `now`: each session's records go from every week, and the
+/// session joins this store's journal, so that no later import brings it back. Refused as
+/// a whole if any key is not a journal entry, named by position (a key holds an id).
+pub async fn import_deletions(
+    store: &Store,
+    listing: &str,
+    now: i64,
+) -> Result<DeletionsImported, String> {
+    let keys: Vec<ListedDeletion> = serde_json::from_str(listing).map_err(|e| {
+        format!(
+            "not a `wrangler kv key list --prefix deletion:` dump (line {}, column {})",
+            e.line(),
+            e.column()
+        )
+    })?;
+    let mut ids = Vec::with_capacity(keys.len());
+    for (position, key) in keys.into_iter().enumerate() {
+        let id = telemetry_core::parse_deletion_key(&key.name).ok_or_else(|| {
+            format!(
+                "entry {}: not a deletion journal key (deletion:<session_id>)",
+                position + 1
+            )
+        })?;
+        ids.push(id);
+    }
+    let mut records = 0;
+    for id in &ids {
+        records += (store.delete_session(id.clone(), now).await)
+            .map_err(|e| format!("deleting from the store: {e}"))?;
+    }
+    Ok(DeletionsImported {
+        sessions: ids.len(),
+        records,
     })
 }
 

@@ -114,6 +114,26 @@ enum Command {
     DeleteSession { session_id: String },
     /// List the weeks the store holds records of, each with its weekly-active sessions.
     Weeks,
+    /// Make here the deletions the Worker made during a DNS swap: FILE is what `wrangler kv
+    /// key list --remote --prefix deletion:` prints, or - for standard input. Each session's
+    /// records go from every week, and later imports skip it.
+    ImportDeletions { file: std::path::PathBuf },
+    /// Print the sessions deleted here within the TTL (the deletion journal), one id a line,
+    /// for the Worker's `DELETE /v1/session/<id>` when traffic goes back to it.
+    Deletions,
+    /// Take the session ids read from FILE (or - for standard input), one a line, out of the
+    /// deletion journal: those whose deletion reached the Worker.
+    ForgetDeletions { file: std::path::PathBuf },
+}
+
+/// A command's input: the file, or standard input for `-` (no dump file left behind).
+fn read_input(file: &std::path::Path) -> Result<String, String> {
+    let text = if file.as_os_str() == "-" {
+        std::io::read_to_string(std::io::stdin())
+    } else {
+        std::fs::read_to_string(file)
+    };
+    text.map_err(|error| format!("cannot read {}: {error}", file.display()))
 }
 
 #[tokio::main]
@@ -170,14 +190,9 @@ async fn main() -> ExitCode {
             file,
             listing_is_whole,
         }) => {
-            let listing = if file.as_os_str() == "-" {
-                std::io::read_to_string(std::io::stdin())
-            } else {
-                std::fs::read_to_string(&file)
-            };
-            let listing = match listing {
+            let listing = match read_input(&file) {
                 Ok(text) => text,
-                Err(error) => return fail(&format!("cannot read {}: {error}", file.display())),
+                Err(error) => return fail(&error),
             };
             let imported = rollback::kv_transfer::import(
                 &store,
@@ -190,11 +205,12 @@ async fn main() -> ExitCode {
             return match imported {
                 Ok(imported) => {
                     println!(
-                        "imported {} records: {} new to the store, {} it held already ({} expired, not imported)",
+                        "imported {} records: {} new to the store, {} it held already ({} expired and {} of sessions deleted here, not imported)",
                         imported.written,
                         imported.new,
                         imported.written as u64 - imported.new,
-                        imported.expired
+                        imported.expired,
+                        imported.deleted_here
                     );
                     ExitCode::SUCCESS
                 }
@@ -224,6 +240,54 @@ async fn main() -> ExitCode {
                     ExitCode::SUCCESS
                 }
                 Err(error) => fail(&error),
+            };
+        }
+        Some(Command::ImportDeletions { file }) => {
+            let listing = match read_input(&file) {
+                Ok(text) => text,
+                Err(error) => return fail(&error),
+            };
+            let now = rollback::unix_now();
+            return match rollback::kv_transfer::import_deletions(&store, &listing, now).await {
+                Ok(done) => {
+                    println!(
+                        "deleted {} records of {} sessions deleted on the Worker",
+                        done.records, done.sessions
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(error) => fail(&error),
+            };
+        }
+        Some(Command::Deletions) => {
+            return match store.journal(rollback::unix_now()).await {
+                Ok(ids) => {
+                    for id in ids {
+                        println!("{id}");
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(error) => fail(&format!("reading the store: {error}")),
+            };
+        }
+        Some(Command::ForgetDeletions { file }) => {
+            let text = match read_input(&file) {
+                Ok(text) => text,
+                Err(error) => return fail(&error),
+            };
+            let mut ids = Vec::new();
+            for (at, line) in text.lines().filter(|l| !l.trim().is_empty()).enumerate() {
+                match telemetry_core::SessionId::parse(line.trim()) {
+                    Some(id) => ids.push(id),
+                    None => return fail(&format!("line {}: not a session id", at + 1)),
+                }
+            }
+            return match store.forget_journaled(ids).await {
+                Ok(forgotten) => {
+                    println!("took {forgotten} sessions out of the deletion journal");
+                    ExitCode::SUCCESS
+                }
+                Err(error) => fail(&format!("writing to the store: {error}")),
             };
         }
         Some(Command::Weeks) => {

@@ -197,6 +197,26 @@ impl Store {
         .await
     }
 
+    /// The deletion journal at `now`: every session deleted here (by `delete-session`, the
+    /// admin's `DELETE` or a relay's erasure) within the TTL, whether or not this store held
+    /// a record of it, so that the deletion can be made on the other target and no import
+    /// brings a record of it back. Holds the ids only, each for the TTL.
+    pub async fn journal(&self, now: i64) -> Result<Vec<String>, StoreError> {
+        match self {
+            Self::Sqlite(store) => store.journal(now).await,
+            Self::Redis(store) => store.journal(now).await,
+        }
+    }
+
+    /// Takes `ids` out of the deletion journal, once their deletion reached the other
+    /// target; returns how many it held.
+    pub async fn forget_journaled(&self, ids: Vec<SessionId>) -> Result<usize, StoreError> {
+        match self {
+            Self::Sqlite(store) => store.forget_journaled(ids).await,
+            Self::Redis(store) => store.forget_journaled(&ids).await,
+        }
+    }
+
     /// Brings every week's summary to the configured retention, where the store set an
     /// expiry when it wrote it (Redis); SQLite's expiry task reads the retention each time.
     /// Run by the server at its start, never by a maintenance command, which may not see

@@ -126,10 +126,27 @@ fn rollback_on_redis_keeps_the_contract_and_stores_nothing_more() {
     keys.sort();
     let week_key = format!("sessions:{}", current_iso_week());
     let tallies_key = format!("tallies:{}", current_iso_week());
+    // The deletion journal, when the run deleted anything: ids, each until its TTL ends.
+    if keys.first().map(String::as_str) == Some("deletions") {
+        keys.remove(0);
+        let journal: Vec<(String, i64)> = redis::cmd("ZRANGE")
+            .arg("deletions")
+            .arg(0)
+            .arg(-1)
+            .arg("WITHSCORES")
+            .query(&mut connection)
+            .unwrap();
+        assert!(!journal.is_empty());
+        for (id, until) in journal {
+            assert!(telemetry_core::SessionId::parse(&id).is_some(), "{id}");
+            let problems = expiry_problems(until, started, TTL_SECONDS);
+            assert!(problems.is_empty(), "journal: {}", problems.join("; "));
+        }
+    }
     assert_eq!(
         keys,
         [week_key.as_str(), tallies_key.as_str()],
-        "per week its sessions and their tallies, nothing else"
+        "per week its sessions and their tallies, and the deletion journal, nothing else"
     );
     let stored: HashMap<String, String> = redis::cmd("HGETALL")
         .arg(&week_key)

@@ -87,13 +87,13 @@ fn a_week_moves_from_kv_into_the_store_and_back_keeping_each_records_expiry() {
     );
     assert_eq!(
         succeeded(&output),
-        "imported 2 records: 2 new to the store, 0 it held already (1 expired, not imported)"
+        "imported 2 records: 2 new to the store, 0 it held already (1 expired and 0 of sessions deleted here, not imported)"
     );
     // The same listing again: nothing new.
     let again = rollback_with_input(&store, &["import-kv", "-"], &listing.to_string());
     assert_eq!(
         succeeded(&again),
-        "imported 2 records: 0 new to the store, 2 it held already (1 expired, not imported)"
+        "imported 2 records: 0 new to the store, 2 it held already (1 expired and 0 of sessions deleted here, not imported)"
     );
 
     // The server counts them with its own.
@@ -174,6 +174,14 @@ fn a_deletion_request_removes_the_session_from_every_week_of_the_file() {
         );
     }
     assert!(succeeded(&rollback(&store, &["export-kv", "2026-W47"])).contains("someone-else-01"));
+    // The id stays in the deletion journal only, until its deletion reached the Worker; then
+    // no byte of it is left in the file.
+    assert_eq!(
+        succeeded(&rollback(&store, &["deletions"])),
+        "asked-to-forget-me"
+    );
+    let forgotten = rollback_with_input(&store, &["forget-deletions", "-"], "asked-to-forget-me\n");
+    succeeded(&forgotten);
     let bytes = std::fs::read(dir.join("telemetry.db")).unwrap();
     assert!(
         !bytes.windows(18).any(|w| w == b"asked-to-forget-me"),
@@ -281,7 +289,7 @@ fn maintenance_commands_never_guess_a_store_or_a_whole_listing() {
     let whole = rollback_with_input(&store, &["import-kv", "--listing-is-whole", "-"], &page);
     assert_eq!(
         succeeded(&whole),
-        "imported 1000 records: 1000 new to the store, 0 it held already (0 expired, not imported)"
+        "imported 1000 records: 1000 new to the store, 0 it held already (0 expired and 0 of sessions deleted here, not imported)"
     );
     // The weeks the store holds, with their counts.
     assert_eq!(succeeded(&rollback(&store, &["weeks"])), "2026-W47 1000");
@@ -310,4 +318,81 @@ fn the_server_checks_its_port_before_it_makes_a_store() {
         !file.exists(),
         "a server that could not listen made its store"
     );
+}
+
+/// RUNBOOK's DNS swap with deletions on both sides: a session deleted on the rollback is not
+/// brought back by an import of the Worker's KV and is listed for the Worker's `DELETE`; a
+/// session the Worker journaled is deleted here, and later imports skip it too.
+#[test]
+fn deletions_on_either_side_of_the_swap_hold_on_both() {
+    let dir = scratch_dir("kv-deletions");
+    let store = format!("sqlite://{}", dir.join("telemetry.db").display());
+    let expiration = rollback::unix_now() + 3_000_000;
+    let key = |id: &str| {
+        json!({"name": format!("session:2026-W49:{id}"), "expiration": expiration,
+               "metadata": record("linux", "2026-11-30T00:00:00Z")})
+    };
+    let first = json!([key("held-on-both-01"), key("worker-deletes-01")]);
+    let imported = rollback_with_input(&store, &["import-kv", "--create", "-"], &first.to_string());
+    assert!(succeeded(&imported).starts_with("imported 2 records: 2 new"));
+    // Deleted on the rollback during the swap; then KV's half of the week is imported again
+    // (it still holds the record): the session is not put back.
+    succeeded(&rollback(&store, &["delete-session", "held-on-both-01"]));
+    let again = rollback_with_input(&store, &["import-kv", "-"], &first.to_string());
+    assert_eq!(
+        succeeded(&again),
+        "imported 1 records: 0 new to the store, 1 it held already (0 expired and 1 of sessions deleted here, not imported)"
+    );
+    assert_eq!(succeeded(&rollback(&store, &["weeks"])), "2026-W49 1");
+    // The Worker's journal: one session it deleted, made here too.
+    let journal = json!([{"name": "deletion:worker-deletes-01", "expiration": expiration}]);
+    let deleted = rollback_with_input(&store, &["import-deletions", "-"], &journal.to_string());
+    assert_eq!(
+        succeeded(&deleted),
+        "deleted 1 records of 1 sessions deleted on the Worker"
+    );
+    assert_eq!(
+        succeeded(&rollback(&store, &["weeks"])),
+        "",
+        "no week holds a record"
+    );
+    let third = rollback_with_input(&store, &["import-kv", "-"], &first.to_string());
+    assert!(
+        succeeded(&third).contains("2 of sessions deleted here"),
+        "{}",
+        succeeded(&third)
+    );
+    // Both are listed for the Worker's DELETE; those that reached it leave the journal.
+    let listed = succeeded(&rollback(&store, &["deletions"]));
+    assert_eq!(listed, "held-on-both-01\nworker-deletes-01");
+    let forgotten = rollback_with_input(&store, &["forget-deletions", "-"], "held-on-both-01\n");
+    assert_eq!(
+        succeeded(&forgotten),
+        "took 1 sessions out of the deletion journal"
+    );
+    assert_eq!(
+        succeeded(&rollback(&store, &["deletions"])),
+        "worker-deletes-01"
+    );
+    // A listing with anything but journal keys is refused whole, naming no key.
+    let wrong =
+        json!([{"name": "deletion:worker-deletes-01"}, {"name": "session:2026-W49:x-relay-99"}]);
+    let refused = rollback_with_input(&store, &["import-deletions", "-"], &wrong.to_string());
+    assert!(!refused.status.success());
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        said.contains("entry 2: not a deletion journal key"),
+        "{said}"
+    );
+    assert!(!said.contains("x-relay-99"), "{said}");
+    // The journal holds the ids only, and only until the TTL: no record, no time but its end.
+    let connection = rusqlite::Connection::open(dir.join("telemetry.db")).unwrap();
+    let columns: Vec<String> = connection
+        .prepare("SELECT name FROM pragma_table_info('deletions')")
+        .unwrap()
+        .query_map([], |row| row.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(columns, ["session_id", "expires_at"]);
 }

@@ -19,7 +19,7 @@ use telemetry_core::stored_week::{
     self, Inconsistent, KeepError, OTHER_VALUE, TalliedValues, Vocabulary,
 };
 use telemetry_core::summary::{self, Leaving, Retention};
-use telemetry_core::{Dimension, IsoWeek, SessionId, SessionWrite, Tally, TallyMoves};
+use telemetry_core::{Dimension, IsoWeek, SessionId, SessionWrite, Tally, TallyMoves, expires_at};
 
 use super::{LiveRecord, StoreError};
 
@@ -122,6 +122,10 @@ if redis.call('EXISTS', KEYS[1]) == 0 then
   end
 end
 "#;
+
+/// The deletion journal: a sorted set of the sessions deleted here, each scored by when its
+/// entry expires (the TTL after the deletion, as a record written then would).
+const DELETIONS: &str = "deletions";
 
 /// A hash's fields and values, as `HGETALL` answers them.
 type HashFields = Vec<(String, String)>;
@@ -638,6 +642,32 @@ impl RedisStore {
         Ok(weeks.len())
     }
 
+    /// The deletion journal at `now`: the sessions deleted here, for the other target.
+    pub async fn journal(&self, now: i64) -> Result<Vec<String>, StoreError> {
+        let mut ids: Vec<String> = redis::cmd("ZRANGE")
+            .arg(DELETIONS)
+            .arg(format!("({now}"))
+            .arg("+inf")
+            .arg("BYSCORE")
+            .query_async(&mut self.connection.clone())
+            .await?;
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// Takes `ids` out of the deletion journal; returns how many it held.
+    pub async fn forget_journaled(&self, ids: &[SessionId]) -> Result<usize, StoreError> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let ids: Vec<&str> = ids.iter().map(SessionId::as_str).collect();
+        Ok(redis::cmd("ZREM")
+            .arg(DELETIONS)
+            .arg(ids)
+            .query_async(&mut self.connection.clone())
+            .await?)
+    }
+
     /// `PING`.
     pub async fn check(&self) -> Result<(), StoreError> {
         Ok(redis::cmd("PING")
@@ -680,6 +710,34 @@ impl RedisStore {
     ) -> Result<usize, StoreError> {
         let mut deleted = 0;
         let id = session_id.as_str();
+        // Journaled whether or not this store held a record: the Worker's KV may hold one
+        // that an import would otherwise bring here after the deletion. The key lives as
+        // long as its latest entry.
+        let journal_until = expires_at(now, self.retention.session_ttl_seconds);
+        redis::pipe()
+            .atomic()
+            .cmd("ZADD")
+            .arg(DELETIONS)
+            .arg(journal_until)
+            .arg(id)
+            .ignore()
+            .cmd("ZREMRANGEBYSCORE")
+            .arg(DELETIONS)
+            .arg("-inf")
+            .arg(now)
+            .ignore()
+            .cmd("EXPIREAT")
+            .arg(DELETIONS)
+            .arg(journal_until)
+            .arg("NX")
+            .ignore()
+            .cmd("EXPIREAT")
+            .arg(DELETIONS)
+            .arg(journal_until)
+            .arg("GT")
+            .ignore()
+            .query_async::<()>(&mut self.connection.clone())
+            .await?;
         for week in stored_weeks(&mut self.connection.clone()).await? {
             // Atomic rather than a `Cell`: the future is held across awaits by a server task.
             let found = std::sync::atomic::AtomicBool::new(false);

@@ -120,6 +120,18 @@ impl SqliteStore {
         .await
     }
 
+    /// The deletion journal at `now`: the sessions deleted here, for the other target.
+    pub async fn journal(&self, now: i64) -> Result<Vec<String>, StoreError> {
+        self.with_connection(move |connection| write::journal(connection, now))
+            .await
+    }
+
+    /// Takes `ids` out of the deletion journal; returns how many it held.
+    pub async fn forget_journaled(&self, ids: Vec<SessionId>) -> Result<usize, StoreError> {
+        self.with_connection(move |connection| write::forget_journaled(connection, &ids))
+            .await
+    }
+
     /// Reads the schema's version: the file is there and readable.
     pub async fn check(&self) -> Result<(), StoreError> {
         self.with_connection(|connection| {

@@ -49,6 +49,11 @@ const TABLES: &str = "
         sessions INTEGER NOT NULL,
         PRIMARY KEY (week, dimension, value)
     ) WITHOUT ROWID;
+    CREATE TABLE deletions (
+        session_id TEXT PRIMARY KEY,
+        expires_at INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX deletions_by_expiry ON deletions (expires_at);
 ";
 
 /// The first schema released: `user_version` 2, the number its files already carry (rows
@@ -56,7 +61,7 @@ const TABLES: &str = "
 const FIRST_RELEASED: i64 = 2;
 
 /// The ladder: step `i` takes a file from version `FIRST_RELEASED + i` to the next one.
-const MIGRATIONS: [&str; 2] = [
+const MIGRATIONS: [&str; 3] = [
     // 2 → 3: one row per (week, session) keyed by both, no arrival numbers and no `weeks`
     // table (a count is read from the tallies, the next expiry from the index).
     "
@@ -83,6 +88,14 @@ const MIGRATIONS: [&str; 2] = [
         sessions INTEGER NOT NULL,
         PRIMARY KEY (week, dimension, value)
     ) WITHOUT ROWID;
+    ",
+    // 4 → 5: the deletion journal.
+    "
+    CREATE TABLE deletions (
+        session_id TEXT PRIMARY KEY,
+        expires_at INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX deletions_by_expiry ON deletions (expires_at);
     ",
 ];
 

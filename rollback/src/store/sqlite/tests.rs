@@ -308,7 +308,11 @@ async fn expired_and_deleted_records_leave_no_bytes_in_the_file_or_its_wal() {
 
     assert_eq!(store.expire(NOW).await.unwrap(), 300);
     let session = SessionId::parse("deleted-on-request").unwrap();
-    assert_eq!(store.delete_session(session, NOW).await.unwrap(), 1);
+    assert_eq!(store.delete_session(session.clone(), NOW).await.unwrap(), 1);
+    // The deletion journal holds the id until its deletion reached the other target.
+    assert!(holds(&bytes_on_disk(&path), "deleted-on-request"));
+    assert_eq!(store.journal(NOW).await.unwrap(), ["deleted-on-request"]);
+    assert_eq!(store.forget_journaled(vec![session]).await.unwrap(), 1);
 
     let on_disk = bytes_on_disk(&path);
     assert!(
@@ -572,10 +576,24 @@ async fn a_week_keeps_its_numbers_in_its_summary_after_its_records_go_with_the_t
     assert_eq!(store.expire(records_expire).await.unwrap(), 4);
     assert!(rows(&path).is_empty());
     assert_eq!(versions(&store).await, before);
+    // The expired sessions' ids are gone; the two deleted ones are in the deletion journal,
+    // until the TTL after each deletion.
     let on_disk = bytes_on_disk(&path);
+    for n in 2..6 {
+        let id = format!("relay-{n:04}");
+        assert!(!holds(&on_disk, &id), "{id} outlived its record");
+    }
+    let journal = store.journal(records_expire).await.unwrap();
+    assert_eq!(journal, ["relay-0000", "relay-0001"]);
+    let ttl = SUMMARIES.session_ttl_seconds;
+    let first_journaled = telemetry_core::expires_at(NOW, ttl);
+    assert_eq!(store.next_expiry().await.unwrap(), Some(first_journaled));
+    let last_journaled = telemetry_core::expires_at(made, ttl);
+    store.expire(last_journaled).await.unwrap();
+    assert!(store.journal(last_journaled).await.unwrap().is_empty());
     assert!(
-        !holds(&on_disk, "relay-0"),
-        "a session id outlived its record"
+        !holds(&bytes_on_disk(&path), "relay-000"),
+        "a journal entry outlived its TTL"
     );
     // The summary goes 104 weeks after the week ends, and the expiry task knows when.
     let summary_goes = SUMMARIES.summary_expires_at(w48).unwrap();

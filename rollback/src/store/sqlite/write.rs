@@ -5,7 +5,7 @@
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use telemetry_core::stored_week::{self, Departure, Inconsistent, KeepError, Vocabulary};
 use telemetry_core::summary::Retention;
-use telemetry_core::{IsoWeek, SessionId, SessionWrite, TallyMoves};
+use telemetry_core::{IsoWeek, SessionId, SessionWrite, TallyMoves, expires_at};
 
 use super::{forget_wal, tallies};
 use crate::store::StoreError;
@@ -91,6 +91,17 @@ pub(super) fn deletion(
     retention: Retention,
 ) -> Result<usize, StoreError> {
     let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    // Journaled whether or not this store held a record: the Worker's KV may hold one that
+    // an import would otherwise bring here after the deletion.
+    transaction
+        .prepare_cached(
+            "INSERT INTO deletions (session_id, expires_at) VALUES (?1, ?2)
+             ON CONFLICT (session_id) DO UPDATE SET expires_at = excluded.expires_at",
+        )?
+        .execute(params![
+            session_id.as_str(),
+            expires_at(now, retention.session_ttl_seconds)
+        ])?;
     let mut deleted = 0;
     for week in weeks_held(&transaction)? {
         let record: Option<String> = transaction
@@ -171,6 +182,9 @@ pub(super) fn expiry(
             break;
         }
     }
+    let journal_expired = connection
+        .prepare_cached("DELETE FROM deletions WHERE expires_at <= ?1")?
+        .execute([now])?;
     // Summaries hold no session id: nothing to overwrite in the WAL when they go.
     match retention.oldest_summarised(now) {
         Some(oldest) => connection.execute(
@@ -179,19 +193,24 @@ pub(super) fn expiry(
         )?,
         None => connection.execute("DELETE FROM summaries", [])?,
     };
-    if expired > 0 {
+    // The journal holds ids: its expired entries leave no copy in the WAL either.
+    if expired > 0 || journal_expired > 0 {
         forget_wal(connection)?;
     }
     Ok(expired)
 }
 
-/// When the next record expires or the next summary goes, whichever comes first.
+/// When the next record (or journal entry) expires or the next summary goes, whichever comes
+/// first.
 pub(super) fn next_expiry(
     connection: &Connection,
     retention: Retention,
 ) -> Result<Option<i64>, StoreError> {
     let record: Option<i64> = connection
-        .prepare_cached("SELECT min(expires_at) FROM sessions")?
+        .prepare_cached(
+            "SELECT min(at) FROM (SELECT min(expires_at) AS at FROM sessions
+             UNION ALL SELECT min(expires_at) FROM deletions)",
+        )?
         .query_row([], |row| row.get(0))?;
     let oldest_summary: Option<String> = connection
         .prepare_cached("SELECT min(week) FROM summaries")?
@@ -242,4 +261,32 @@ pub(super) fn repair(connection: &mut Connection, week: IsoWeek) -> Result<u64, 
         forget_wal(connection)?;
     }
     Ok(rebuilt.invalid.len() as u64)
+}
+
+/// The sessions deleted here whose journal entry has not expired at `now`, in order.
+pub(super) fn journal(connection: &Connection, now: i64) -> Result<Vec<String>, StoreError> {
+    let ids = connection
+        .prepare_cached("SELECT session_id FROM deletions WHERE expires_at > ?1 ORDER BY 1")?
+        .query_map([now], |row| row.get(0))?
+        .collect::<Result<_, _>>()?;
+    Ok(ids)
+}
+
+/// Takes `ids` out of the journal (once their deletion reached the other target).
+pub(super) fn forget_journaled(
+    connection: &mut Connection,
+    ids: &[SessionId],
+) -> Result<usize, StoreError> {
+    let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut forgotten = 0;
+    {
+        let mut delete =
+            transaction.prepare_cached("DELETE FROM deletions WHERE session_id = ?1")?;
+        for id in ids {
+            forgotten += delete.execute([id.as_str()])?;
+        }
+    }
+    transaction.commit()?;
+    forget_wal(connection)?;
+    Ok(forgotten)
 }
