@@ -106,9 +106,16 @@ enum Command {
         #[arg(long)]
         listing_is_whole: bool,
     },
-    /// Print a week's records (YYYY-Www) for `wrangler kv bulk put --remote`, each with the
-    /// expiry it has here.
-    ExportKv { week: String },
+    /// Print the records of the weeks given (YYYY-Www …), or of every week from --from to
+    /// --to, for `wrangler kv bulk put --remote`, each with the expiry it has here. Streamed:
+    /// memory stays flat however large the weeks.
+    ExportKv {
+        weeks: Vec<String>,
+        #[arg(long)]
+        from: Option<String>,
+        #[arg(long)]
+        to: Option<String>,
+    },
     /// Delete every record of one session, in every week (a deletion request). Run it with
     /// the server stopped or running.
     DeleteSession { session_id: String },
@@ -124,6 +131,37 @@ enum Command {
     /// Take the session ids read from FILE (or - for standard input), one a line, out of the
     /// deletion journal: those whose deletion reached the Worker.
     ForgetDeletions { file: std::path::PathBuf },
+}
+
+/// The weeks `export-kv` is asked for: those named, or every week from `from` to `to`.
+fn export_weeks(
+    named: &[String],
+    from: Option<&str>,
+    to: Option<&str>,
+) -> Result<Vec<telemetry_core::IsoWeek>, String> {
+    use telemetry_core::IsoWeek;
+    let parse = |text: &str| {
+        IsoWeek::parse(text).ok_or_else(|| "a week must be YYYY-Www, e.g. 2026-W48".to_owned())
+    };
+    match (named.is_empty(), from, to) {
+        (false, None, None) => named.iter().map(|week| parse(week)).collect(),
+        (true, Some(from), Some(to)) => {
+            let (from, to) = (parse(from)?, parse(to)?);
+            let mut weeks = vec![from];
+            while let Some(&last) = weeks.last().filter(|last| **last < to) {
+                let Some(next) = last.next() else { break };
+                weeks.push(next);
+                if weeks.len() > 1_000 {
+                    return Err("--from … --to spans more than 1,000 weeks".into());
+                }
+            }
+            if from > to {
+                return Err("--from must not be after --to".into());
+            }
+            Ok(weeks)
+        }
+        _ => Err("name the weeks (YYYY-Www …), or give both --from and --to".into()),
+    }
 }
 
 /// A command's input: the file, or standard input for `-` (no dump file left behind).
@@ -190,13 +228,19 @@ async fn main() -> ExitCode {
             file,
             listing_is_whole,
         }) => {
-            let listing = match read_input(&file) {
-                Ok(text) => text,
-                Err(error) => return fail(&error),
+            let input: Box<dyn std::io::Read + Send> = if file.as_os_str() == "-" {
+                Box::new(std::io::stdin())
+            } else {
+                match std::fs::File::open(&file) {
+                    Ok(opened) => Box::new(opened),
+                    Err(error) => {
+                        return fail(&format!("cannot read {}: {error}", file.display()));
+                    }
+                }
             };
             let imported = rollback::kv_transfer::import(
                 &store,
-                &listing,
+                input,
                 config.session_ttl_seconds,
                 rollback::unix_now(),
                 listing_is_whole,
@@ -230,15 +274,16 @@ async fn main() -> ExitCode {
                 Err(error) => fail(&format!("deleting from the store: {error}")),
             };
         }
-        Some(Command::ExportKv { week }) => {
-            let Some(week) = telemetry_core::IsoWeek::parse(&week) else {
-                return fail("the week must be YYYY-Www, e.g. 2026-W48");
+        Some(Command::ExportKv { weeks, from, to }) => {
+            let weeks = match export_weeks(&weeks, from.as_deref(), to.as_deref()) {
+                Ok(weeks) => weeks,
+                Err(error) => return fail(&error),
             };
-            return match rollback::kv_transfer::export(&store, week, rollback::unix_now()).await {
-                Ok(json) => {
-                    println!("{json}");
-                    ExitCode::SUCCESS
-                }
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            let exported =
+                rollback::kv_transfer::export(&store, &weeks, rollback::unix_now(), &mut out);
+            return match exported.await {
+                Ok(_) => ExitCode::SUCCESS,
                 Err(error) => fail(&error),
             };
         }

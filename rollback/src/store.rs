@@ -158,6 +158,20 @@ impl Store {
         }
     }
 
+    /// One page of the week's records that have not expired at `now`, from `cursor` (`None`:
+    /// the first page), and the next page's cursor (`None`: that was the last).
+    pub async fn records_page(
+        &self,
+        week: IsoWeek,
+        cursor: Option<String>,
+        now: i64,
+    ) -> Result<(Vec<LiveRecord>, Option<String>), StoreError> {
+        match self {
+            Self::Sqlite(store) => store.records_page(week, cursor, now).await,
+            Self::Redis(store) => store.records_page(week, cursor).await,
+        }
+    }
+
     /// Asks the store for the least it can answer (SQLite: a query, Redis: `PING`), for the
     /// readiness check.
     pub async fn check(&self) -> Result<(), StoreError> {

@@ -127,6 +127,9 @@ end
 /// entry expires (the TTL after the deletion, as a record written then would).
 const DELETIONS: &str = "deletions";
 
+/// Records an export reads at a time.
+const RECORDS_PER_PAGE: usize = 1_000;
+
 /// A hash's fields and values, as `HGETALL` answers them.
 type HashFields = Vec<(String, String)>;
 
@@ -699,6 +702,44 @@ impl RedisStore {
                 expires_at,
             })
             .collect())
+    }
+
+    /// One page of the week's records, from `cursor` (`None`: the first page), and the cursor
+    /// of the next page (`None`: that was the last): `HSCAN`, so that an export holds a page
+    /// in memory, never the week.
+    pub async fn records_page(
+        &self,
+        week: IsoWeek,
+        cursor: Option<String>,
+    ) -> Result<(Vec<LiveRecord>, Option<String>), StoreError> {
+        let mut connection = self.connection.clone();
+        let ((next, fields), expires_at): ((String, Vec<String>), i64) = redis::pipe()
+            .atomic()
+            .cmd("HSCAN")
+            .arg(week_key(week))
+            .arg(cursor.as_deref().unwrap_or("0"))
+            .arg("COUNT")
+            .arg(RECORDS_PER_PAGE)
+            .cmd("EXPIRETIME")
+            .arg(week_key(week))
+            .query_async(&mut connection)
+            .await?;
+        if expires_at < 0 && !fields.is_empty() {
+            return Err(StoreError::Unavailable(format!(
+                "{week}: the hash has no expiry"
+            )));
+        }
+        let records = (fields.chunks_exact(2))
+            .filter_map(|pair| match pair {
+                [session_id, record_json] => Some(LiveRecord {
+                    session_id: session_id.clone(),
+                    record_json: record_json.clone(),
+                    expires_at,
+                }),
+                _ => None,
+            })
+            .collect();
+        Ok((records, (next != "0").then_some(next)))
     }
 
     /// Deletes the session's field from every week's hash (found with `SCAN`, since which

@@ -22,6 +22,9 @@ use telemetry_core::{Dimension, IsoWeek, SessionId, SessionWrite, Tally};
 
 use super::{LiveRecord, StoreError};
 
+/// Records an export reads at a time.
+const RECORDS_PER_PAGE: usize = 1_000;
+
 impl From<rusqlite::Error> for StoreError {
     fn from(error: rusqlite::Error) -> Self {
         Self::Unavailable(error.to_string())
@@ -102,6 +105,46 @@ impl SqliteStore {
                 })?
                 .collect::<Result<_, _>>()
                 .map_err(StoreError::from)
+        })
+        .await
+    }
+
+    /// One page of the week's records that have not expired at `now`, after the session id
+    /// `cursor` (`None`: from the first), in order, and the cursor of the next page (`None`:
+    /// that was the last), so that an export holds a page in memory, never the week.
+    pub async fn records_page(
+        &self,
+        week: IsoWeek,
+        cursor: Option<String>,
+        now: i64,
+    ) -> Result<(Vec<LiveRecord>, Option<String>), StoreError> {
+        self.with_connection(move |connection| {
+            let records: Vec<LiveRecord> = connection
+                .prepare_cached(
+                    "SELECT session_id, record, expires_at FROM sessions
+                     WHERE week = ?1 AND session_id > ?2 AND expires_at > ?3
+                     ORDER BY session_id LIMIT ?4",
+                )?
+                .query_map(
+                    params![
+                        week.to_string(),
+                        cursor.unwrap_or_default(),
+                        now,
+                        RECORDS_PER_PAGE
+                    ],
+                    |row| {
+                        Ok(LiveRecord {
+                            session_id: row.get(0)?,
+                            record_json: row.get(1)?,
+                            expires_at: row.get(2)?,
+                        })
+                    },
+                )?
+                .collect::<Result<_, _>>()?;
+            let next = (records.len() == RECORDS_PER_PAGE)
+                .then(|| records.last().map(|last| last.session_id.clone()))
+                .flatten();
+            Ok((records, next))
         })
         .await
     }
