@@ -460,7 +460,7 @@ async fn delete_everywhere(
                 Ok(0) => kv_reads.push((sessions.lookup(&key), key)),
                 Ok(in_week) => {
                     deleted += in_week;
-                    kv_deletes.push(sessions.delete(&key));
+                    kv_deletes.push(key);
                 }
                 Err(error) => failed = Some(error),
             }
@@ -468,7 +468,7 @@ async fn delete_everywhere(
         for (read, key) in kv_reads {
             match async { read?.await }.await {
                 Ok(held) if held.as_string().is_some() => {
-                    kv_deletes.push(sessions.delete(&key));
+                    kv_deletes.push(key);
                 }
                 Ok(_) => {}
                 Err(error) => failed = Some(error),
@@ -477,15 +477,17 @@ async fn delete_everywhere(
         // The deletion journal (RUNBOOK's DNS swap): a session this Worker held is noted for
         // the TTL, so that the rollback deletes it too and no record of it comes back. Only
         // when there was something to delete: an erasure of an id no one holds (which anyone
-        // may send) writes nothing.
+        // may send) writes nothing. Before KV's records go: should the note fail, they stay,
+        // the request fails, and its retry (finding them) writes the note.
         if !kv_deletes.is_empty() {
             let now_unix = now.unix_timestamp();
             let until = expires_at(now_unix, isolate.config.session_ttl_seconds);
-            if let Err(error) = sessions.put_marker(&deletion_key(id), until).await {
-                failed = Some(error);
-            }
+            sessions.put_marker(&deletion_key(id), until).await?;
         }
-        for kv_delete in kv_deletes {
+        let sent: Vec<_> = (kv_deletes.iter())
+            .map(|key| sessions.delete(key))
+            .collect();
+        for kv_delete in sent {
             if let Err(error) = async { kv_delete?.await }.await {
                 failed = Some(error);
             }

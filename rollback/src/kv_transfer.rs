@@ -96,12 +96,19 @@ pub async fn import(
     };
     let (mut checked, mut expired, mut deleted_here) = (0, 0, 0);
     while let Some(entry) = entries.recv().await {
-        let stopped = |error: String| import.stopped(error);
-        let key = entry.map_err(stopped)?;
         checked += 1;
-        let Some((write, expiry)) =
-            checked_entry(key, checked, default_ttl, now).map_err(|e| import.stopped(e))?
-        else {
+        let checked_key = entry.and_then(|key| checked_entry(key, checked, default_ttl, now));
+        let checked_key = match checked_key {
+            Ok(checked_key) => checked_key,
+            // What was checked before the bad entry is written first (past the first page:
+            // before it, nothing is), so that the message says all that was imported.
+            Err(error) if checked > CHECKED_BEFORE_WRITING => {
+                import.flush().await?;
+                return Err(import.stopped(error));
+            }
+            Err(error) => return Err(error),
+        };
+        let Some((write, expiry)) = checked_key else {
             expired += 1;
             continue;
         };
@@ -127,6 +134,19 @@ pub async fn import(
         ));
     }
     import.flush().await?;
+    // A deletion made here while the import ran (the server keeps serving) wins: any session
+    // journaled since the start is deleted again, whatever the import wrote of it.
+    let journal_now = (store.journal(now).await).map_err(|e| format!("reading the store: {e}"))?;
+    for id in journal_now
+        .iter()
+        .filter(|id| journal.binary_search(id).is_err())
+    {
+        if let Some(id) = telemetry_core::SessionId::parse(id) {
+            (store.delete_session(id, now).await)
+                .map_err(|e| format!("deleting from the store: {e}"))?;
+        }
+    }
+    // Approximate while the server runs: its own pings and expiries move the counts too.
     let mut new = 0;
     for (week, before) in &import.before {
         let after =
@@ -271,6 +291,8 @@ fn checked_entry(
 #[derive(Debug, Deserialize)]
 struct ListedDeletion {
     name: String,
+    /// When the Worker's entry ends: this store's entry ends then too, never later.
+    expiration: Option<i64>,
 }
 
 /// What an import of the Worker's deletion journal did.
@@ -290,6 +312,7 @@ pub async fn import_deletions(
     store: &Store,
     listing: &str,
     now: i64,
+    default_ttl: u64,
 ) -> Result<DeletionsImported, String> {
     let keys: Vec<ListedDeletion> = serde_json::from_str(listing).map_err(|e| {
         format!(
@@ -306,11 +329,16 @@ pub async fn import_deletions(
                 position + 1
             )
         })?;
-        ids.push(id);
+        let until = key
+            .expiration
+            .unwrap_or_else(|| expires_at(now, default_ttl));
+        ids.push((id, until));
     }
     let mut records = 0;
-    for id in &ids {
-        records += (store.delete_session(id.clone(), now).await)
+    for (id, until) in &ids {
+        records += (store
+            .delete_session_journaled_until(id.clone(), now, *until)
+            .await)
             .map_err(|e| format!("deleting from the store: {e}"))?;
     }
     Ok(DeletionsImported {

@@ -223,6 +223,13 @@ async fn main() -> ExitCode {
         Ok(store) => store,
         Err(error) => return fail(&format!("cannot open the store: {error}")),
     };
+    // A maintenance command first deletes what has expired (records, the deletion journal's
+    // entries): with the server stopped (the swap back), nothing else would.
+    if options.command.is_some()
+        && let Err(error) = store.expire(rollback::unix_now()).await
+    {
+        return fail(&format!("expiring what is due: {error}"));
+    }
     match options.command {
         Some(Command::ImportKv {
             file,
@@ -252,7 +259,7 @@ async fn main() -> ExitCode {
                         "imported {} records: {} new to the store, {} it held already ({} expired and {} of sessions deleted here, not imported)",
                         imported.written,
                         imported.new,
-                        imported.written as u64 - imported.new,
+                        (imported.written as u64).saturating_sub(imported.new),
                         imported.expired,
                         imported.deleted_here
                     );
@@ -293,7 +300,9 @@ async fn main() -> ExitCode {
                 Err(error) => return fail(&error),
             };
             let now = rollback::unix_now();
-            return match rollback::kv_transfer::import_deletions(&store, &listing, now).await {
+            let ttl = config.session_ttl_seconds;
+            let imported = rollback::kv_transfer::import_deletions(&store, &listing, now, ttl);
+            return match imported.await {
                 Ok(done) => {
                     println!(
                         "deleted {} records of {} sessions deleted on the Worker",
@@ -321,7 +330,10 @@ async fn main() -> ExitCode {
                 Err(error) => return fail(&error),
             };
             let mut ids = Vec::new();
-            for (at, line) in text.lines().filter(|l| !l.trim().is_empty()).enumerate() {
+            for (at, line) in text.lines().enumerate() {
+                if line.trim().is_empty() {
+                    continue;
+                }
                 match telemetry_core::SessionId::parse(line.trim()) {
                     Some(id) => ids.push(id),
                     None => return fail(&format!("line {}: not a session id", at + 1)),

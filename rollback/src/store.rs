@@ -202,13 +202,35 @@ impl Store {
         session_id: SessionId,
         now: i64,
     ) -> Result<usize, StoreError> {
+        let until = telemetry_core::expires_at(now, self.retention().session_ttl_seconds);
+        self.delete_session_journaled_until(session_id, now, until)
+            .await
+    }
+
+    /// [`Store::delete_session`], its journal entry kept until `journal_until` (a deletion
+    /// the Worker journaled keeps the end the Worker gave it, never a later one).
+    pub async fn delete_session_journaled_until(
+        &self,
+        session_id: SessionId,
+        now: i64,
+        journal_until: i64,
+    ) -> Result<usize, StoreError> {
         self.repairing(StoreOperation::Delete, || async {
             match self {
-                Self::Sqlite(store) => store.delete_session(session_id.clone(), now).await,
-                Self::Redis(store) => store.delete_session(&session_id, now).await,
+                Self::Sqlite(store) => {
+                    (store.delete_session(session_id.clone(), now, journal_until)).await
+                }
+                Self::Redis(store) => store.delete_session(&session_id, now, journal_until).await,
             }
         })
         .await
+    }
+
+    fn retention(&self) -> Retention {
+        match self {
+            Self::Sqlite(store) => store.retention(),
+            Self::Redis(store) => store.retention(),
+        }
     }
 
     /// The deletion journal at `now`: every session deleted here (by `delete-session`, the
@@ -247,7 +269,8 @@ impl Store {
     pub async fn next_expiry(&self) -> Result<Option<i64>, StoreError> {
         match self {
             Self::Sqlite(store) => store.next_expiry().await,
-            Self::Redis(_) => Ok(None),
+            // Redis expires records itself; the deletion journal's entries are swept here.
+            Self::Redis(store) => store.next_journal_expiry().await,
         }
     }
 
@@ -256,7 +279,7 @@ impl Store {
         self.repairing(StoreOperation::Expire, || async {
             match self {
                 Self::Sqlite(store) => store.expire(now).await,
-                Self::Redis(_) => Ok(0),
+                Self::Redis(store) => store.expire_journal(now).await.map(|_| 0),
             }
         })
         .await

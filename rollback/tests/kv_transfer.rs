@@ -395,6 +395,15 @@ fn deletions_on_either_side_of_the_swap_hold_on_both() {
         .map(Result::unwrap)
         .collect();
     assert_eq!(columns, ["session_id", "expires_at"]);
+    // A deletion the Worker journaled ends here when it ends there, not a TTL later.
+    let until: i64 = connection
+        .query_row(
+            "SELECT expires_at FROM deletions WHERE session_id = 'worker-deletes-01'",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert_eq!(until, expiration);
 }
 
 /// The peak resident memory of `rollback import-kv -` reading `input`, in kB, from the

@@ -442,3 +442,29 @@ async fn a_week_whose_records_hash_expired_keeps_its_numbers_in_its_summary() {
     assert!(summary_hash(&redis_server, "2026-W48").is_empty());
     assert_eq!(without.count_week(w48).await.unwrap(), 0);
 }
+
+#[tokio::test]
+async fn the_deletion_journal_holds_an_id_until_its_end_and_no_longer() {
+    let redis_server = RedisServer::start(&scratch_dir("redis-journal"));
+    let url = StoreUrl::parse(&redis_server.url()).unwrap();
+    let store = Store::open(&url, Retention::default()).await.unwrap();
+    let now = rollback::unix_now();
+    let id = SessionId::parse("journaled-relay-01").unwrap();
+    // Held nowhere, journaled all the same: KV may hold it.
+    let deleted = store.delete_session_journaled_until(id.clone(), now, now + 60);
+    assert_eq!(deleted.await.unwrap(), 0);
+    assert_eq!(store.journal(now).await.unwrap(), ["journaled-relay-01"]);
+    assert_eq!(store.next_expiry().await.unwrap(), Some(now + 60));
+    // The expiry task sweeps it at its end: not hidden, gone.
+    store.expire(now + 60).await.unwrap();
+    let left: i64 = redis::cmd("ZCARD")
+        .arg("deletions")
+        .query(&mut redis_server.connection())
+        .unwrap();
+    assert_eq!(left, 0);
+    assert_eq!(store.next_expiry().await.unwrap(), None);
+    // Taken out once its deletion reached the Worker.
+    store.delete_session(id.clone(), now).await.unwrap();
+    assert_eq!(store.forget_journaled(vec![id]).await.unwrap(), 1);
+    assert!(store.journal(now).await.unwrap().is_empty());
+}

@@ -19,7 +19,7 @@ use telemetry_core::stored_week::{
     self, Inconsistent, KeepError, OTHER_VALUE, TalliedValues, Vocabulary,
 };
 use telemetry_core::summary::{self, Leaving, Retention};
-use telemetry_core::{Dimension, IsoWeek, SessionId, SessionWrite, Tally, TallyMoves, expires_at};
+use telemetry_core::{Dimension, IsoWeek, SessionId, SessionWrite, Tally, TallyMoves};
 
 use super::{LiveRecord, StoreError};
 
@@ -432,6 +432,10 @@ impl RedisStore {
         })
     }
 
+    pub fn retention(&self) -> Retention {
+        self.retention
+    }
+
     /// When a week's tallies hash expires: with the week's records hash when no summary is
     /// kept; else when the summary goes (tallies left without records are part of it), and
     /// never before the week's last record could.
@@ -645,6 +649,29 @@ impl RedisStore {
         Ok(weeks.len())
     }
 
+    /// Deletes the journal's entries that have expired at `now` (the expiry task), so that no
+    /// id stays past its TTL in memory or on disk.
+    pub async fn expire_journal(&self, now: i64) -> Result<usize, StoreError> {
+        Ok(redis::cmd("ZREMRANGEBYSCORE")
+            .arg(DELETIONS)
+            .arg("-inf")
+            .arg(now)
+            .query_async(&mut self.connection.clone())
+            .await?)
+    }
+
+    /// When the journal's next entry expires, if it holds one.
+    pub async fn next_journal_expiry(&self) -> Result<Option<i64>, StoreError> {
+        let first: Vec<(String, i64)> = redis::cmd("ZRANGE")
+            .arg(DELETIONS)
+            .arg(0)
+            .arg(0)
+            .arg("WITHSCORES")
+            .query_async(&mut self.connection.clone())
+            .await?;
+        Ok(first.first().map(|(_, at)| *at))
+    }
+
     /// The deletion journal at `now`: the sessions deleted here, for the other target.
     pub async fn journal(&self, now: i64) -> Result<Vec<String>, StoreError> {
         let mut ids: Vec<String> = redis::cmd("ZRANGE")
@@ -748,17 +775,18 @@ impl RedisStore {
         &self,
         session_id: &SessionId,
         now: i64,
+        journal_until: i64,
     ) -> Result<usize, StoreError> {
         let mut deleted = 0;
         let id = session_id.as_str();
         // Journaled whether or not this store held a record: the Worker's KV may hold one
         // that an import would otherwise bring here after the deletion. The key lives as
         // long as its latest entry.
-        let journal_until = expires_at(now, self.retention.session_ttl_seconds);
         redis::pipe()
             .atomic()
             .cmd("ZADD")
             .arg(DELETIONS)
+            .arg("GT")
             .arg(journal_until)
             .arg(id)
             .ignore()

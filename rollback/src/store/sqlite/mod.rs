@@ -49,6 +49,10 @@ impl SqliteStore {
         })
     }
 
+    pub fn retention(&self) -> Retention {
+        self.retention
+    }
+
     async fn with_connection<T: Send + 'static>(
         &self,
         work: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
@@ -155,10 +159,11 @@ impl SqliteStore {
         &self,
         session_id: SessionId,
         now: i64,
+        journal_until: i64,
     ) -> Result<usize, StoreError> {
         let retention = self.retention;
         self.with_connection(move |connection| {
-            write::deletion(connection, &session_id, now, retention)
+            write::deletion(connection, &session_id, now, retention, journal_until)
         })
         .await
     }

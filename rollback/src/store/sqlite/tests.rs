@@ -14,6 +14,11 @@ use crate::store::Store;
 /// 2026-11-24T00:00:00Z: the clock these tests pass in.
 const NOW: i64 = 1_795_478_400;
 
+/// When a deletion at `now` ends its journal entry: the TTL after it, as a record's.
+fn journal_until(now: i64) -> i64 {
+    telemetry_core::expires_at(now, 12 * 7 * 86_400)
+}
+
 /// No week summaries: a week's count is its records', as these tests check it.
 const RECORDS_ONLY: Retention = Retention {
     session_ttl_seconds: 12 * 7 * 86_400,
@@ -249,7 +254,7 @@ async fn a_session_is_deleted_from_every_week_and_the_counts_follow() {
     let session_a = SessionId::parse("session-a").unwrap();
     assert_eq!(
         deleter
-            .delete_session(session_a.clone(), NOW)
+            .delete_session(session_a.clone(), NOW, journal_until(NOW))
             .await
             .unwrap(),
         2
@@ -266,12 +271,18 @@ async fn a_session_is_deleted_from_every_week_and_the_counts_follow() {
     }
     assert_eq!(
         deleter
-            .delete_session(session_a.clone(), NOW)
+            .delete_session(session_a.clone(), NOW, journal_until(NOW))
             .await
             .unwrap(),
         1
     );
-    assert_eq!(deleter.delete_session(session_a, NOW).await.unwrap(), 0);
+    assert_eq!(
+        deleter
+            .delete_session(session_a, NOW, journal_until(NOW))
+            .await
+            .unwrap(),
+        0
+    );
     assert_count_is_exact(&server, &path, w48).await;
 }
 
@@ -308,7 +319,13 @@ async fn expired_and_deleted_records_leave_no_bytes_in_the_file_or_its_wal() {
 
     assert_eq!(store.expire(NOW).await.unwrap(), 300);
     let session = SessionId::parse("deleted-on-request").unwrap();
-    assert_eq!(store.delete_session(session.clone(), NOW).await.unwrap(), 1);
+    assert_eq!(
+        store
+            .delete_session(session.clone(), NOW, journal_until(NOW))
+            .await
+            .unwrap(),
+        1
+    );
     // The deletion journal holds the id until its deletion reached the other target.
     assert!(holds(&bytes_on_disk(&path), "deleted-on-request"));
     assert_eq!(store.journal(NOW).await.unwrap(), ["deleted-on-request"]);
@@ -564,12 +581,24 @@ async fn a_week_keeps_its_numbers_in_its_summary_after_its_records_go_with_the_t
         .unwrap();
     // During the week a deletion takes the session out of the count.
     let relay = |n: u32| SessionId::parse(&format!("relay-{n:04}")).unwrap();
-    assert_eq!(store.delete_session(relay(0), NOW).await.unwrap(), 1);
+    assert_eq!(
+        store
+            .delete_session(relay(0), NOW, journal_until(NOW))
+            .await
+            .unwrap(),
+        1
+    );
     let before = versions(&store).await;
     assert_eq!(before, [("1.0.0".to_owned(), 3), ("1.1.0".to_owned(), 2)]);
     // Once the summary is made, a deletion deletes the record and changes no count.
     let made = summary_made_at(w48);
-    assert_eq!(store.delete_session(relay(1), made).await.unwrap(), 1);
+    assert_eq!(
+        store
+            .delete_session(relay(1), made, journal_until(made))
+            .await
+            .unwrap(),
+        1
+    );
     assert_eq!(versions(&store).await, before);
     // The records expire: the week reads the same, from its summary rows, which hold no id.
     assert_eq!(store.next_expiry().await.unwrap(), Some(records_expire));

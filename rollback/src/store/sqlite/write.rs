@@ -5,7 +5,7 @@
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use telemetry_core::stored_week::{self, Departure, Inconsistent, KeepError, Vocabulary};
 use telemetry_core::summary::Retention;
-use telemetry_core::{IsoWeek, SessionId, SessionWrite, TallyMoves, expires_at};
+use telemetry_core::{IsoWeek, SessionId, SessionWrite, TallyMoves};
 
 use super::{forget_wal, tallies};
 use crate::store::StoreError;
@@ -89,6 +89,7 @@ pub(super) fn deletion(
     session_id: &SessionId,
     now: i64,
     retention: Retention,
+    journal_until: i64,
 ) -> Result<usize, StoreError> {
     let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
     // Journaled whether or not this store held a record: the Worker's KV may hold one that
@@ -96,12 +97,10 @@ pub(super) fn deletion(
     transaction
         .prepare_cached(
             "INSERT INTO deletions (session_id, expires_at) VALUES (?1, ?2)
-             ON CONFLICT (session_id) DO UPDATE SET expires_at = excluded.expires_at",
+             ON CONFLICT (session_id) DO UPDATE
+             SET expires_at = max(expires_at, excluded.expires_at)",
         )?
-        .execute(params![
-            session_id.as_str(),
-            expires_at(now, retention.session_ttl_seconds)
-        ])?;
+        .execute(params![session_id.as_str(), journal_until])?;
     let mut deleted = 0;
     for week in weeks_held(&transaction)? {
         let record: Option<String> = transaction
