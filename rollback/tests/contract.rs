@@ -195,79 +195,68 @@ fn rollback_without_a_token_has_no_readout() {
     assert!(run.failures.is_empty(), "{}", run.failures.join("\n"));
 }
 
-/// Breakdowns, series and CSV for a known population, on a store holding nothing else.
-fn check_population(store: &str, dir: &std::path::Path) {
-    let server = Rollback::start(
-        store,
-        dir,
-        &[
-            ("WAU_READ_TOKEN", TOKEN),
-            ("ADMIN_TOKEN", ADMIN_TOKEN),
-            ("ABUSE_LIMIT_PER_MINUTE", "0"),
-        ],
-    );
+/// Breakdowns, series and CSV for a known population, on a store holding nothing else,
+/// checked by `check` on a server started with `vars` besides the tokens and no abuse limit.
+fn check_population(
+    store: &str,
+    dir: &std::path::Path,
+    vars: &[(&str, &str)],
+    check: impl Fn(&Target) -> Vec<String>,
+) {
+    let mut all = vec![
+        ("WAU_READ_TOKEN", TOKEN),
+        ("ADMIN_TOKEN", ADMIN_TOKEN),
+        ("ABUSE_LIMIT_PER_MINUTE", "0"),
+    ];
+    all.extend_from_slice(vars);
+    let server = Rollback::start(store, dir, &all);
     let target = Target {
         addr: server.addr,
         token: TOKEN.into(),
         admin_token: Some(ADMIN_TOKEN.into()),
         abuse_limit: None,
     };
-    let failures = check_readouts(&target, "rollback");
+    let failures = check(&target);
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Every readout of the population.
+fn readouts(target: &Target) -> Vec<String> {
+    check_readouts(target, "rollback")
+}
+
+/// A week answered from its summary: the population's records expire after a minute (the
+/// shortest TTL) and every readout answers as before.
+const ONE_MINUTE_TTL: [(&str, &str); 1] = [("SESSION_TTL_SECONDS", "60")];
+
+fn from_summaries(target: &Target) -> Vec<String> {
+    check_readouts_from_summaries(target, "summaries", std::time::Duration::from_secs(60))
 }
 
 #[test]
 fn rollback_on_sqlite_answers_every_readout_query_for_a_known_population() {
     let dir = scratch_dir("population-sqlite");
-    check_population(
-        &format!("sqlite://{}", dir.join("telemetry.db").display()),
-        &dir,
-    );
+    let store = format!("sqlite://{}", dir.join("telemetry.db").display());
+    check_population(&store, &dir, &[], readouts);
 }
 
 #[test]
 fn rollback_on_redis_answers_every_readout_query_for_a_known_population() {
     let dir = scratch_dir("population-redis");
     let redis_server = RedisServer::start(&dir);
-    check_population(&redis_server.url(), &dir);
-}
-
-/// A week answered from its summary: the population's records expire after a minute (the
-/// shortest TTL) and every readout answers as before, on each store.
-fn check_summaries(store: &str, dir: &std::path::Path) {
-    let server = Rollback::start(
-        store,
-        dir,
-        &[
-            ("WAU_READ_TOKEN", TOKEN),
-            ("ADMIN_TOKEN", ADMIN_TOKEN),
-            ("ABUSE_LIMIT_PER_MINUTE", "0"),
-            ("SESSION_TTL_SECONDS", "60"),
-        ],
-    );
-    let target = Target {
-        addr: server.addr,
-        token: TOKEN.into(),
-        admin_token: Some(ADMIN_TOKEN.into()),
-        abuse_limit: None,
-    };
-    let ttl = std::time::Duration::from_secs(60);
-    let failures = check_readouts_from_summaries(&target, "summaries", ttl);
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    check_population(&redis_server.url(), &dir, &[], readouts);
 }
 
 #[test]
 fn rollback_on_sqlite_answers_from_a_week_s_summary_once_its_records_expire() {
     let dir = scratch_dir("summaries-sqlite");
-    check_summaries(
-        &format!("sqlite://{}", dir.join("telemetry.db").display()),
-        &dir,
-    );
+    let store = format!("sqlite://{}", dir.join("telemetry.db").display());
+    check_population(&store, &dir, &ONE_MINUTE_TTL, from_summaries);
 }
 
 #[test]
 fn rollback_on_redis_answers_from_a_week_s_summary_once_its_records_expire() {
     let dir = scratch_dir("summaries-redis");
     let redis_server = RedisServer::start(&dir);
-    check_summaries(&redis_server.url(), &dir);
+    check_population(&redis_server.url(), &dir, &ONE_MINUTE_TTL, from_summaries);
 }

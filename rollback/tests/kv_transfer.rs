@@ -33,8 +33,9 @@ fn rollback(store: &str, args: &[&str]) -> std::process::Output {
     rollback_with_input(store, args, "")
 }
 
-fn rollback_with_input(store: &str, args: &[&str], input: &str) -> std::process::Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rollback"))
+/// `rollback ARGS --store STORE`, its three streams piped, without the operator's tokens.
+fn spawn_rollback(store: &str, args: &[&str]) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_rollback"))
         .args(args)
         .args(["--store", store])
         .env_remove("WAU_READ_TOKEN")
@@ -43,7 +44,11 @@ fn rollback_with_input(store: &str, args: &[&str], input: &str) -> std::process:
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap();
+        .unwrap()
+}
+
+fn rollback_with_input(store: &str, args: &[&str], input: &str) -> std::process::Output {
+    let mut child = spawn_rollback(store, args);
     child
         .stdin
         .take()
@@ -409,15 +414,7 @@ fn deletions_on_either_side_of_the_swap_hold_on_both() {
 /// The peak resident memory of `rollback import-kv -` reading `input`, in kB, from the
 /// child's `VmHWM` (which only grows) as last read before it exited.
 fn import_peak_kb(store: &str, input: String) -> u64 {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rollback"))
-        .args(["import-kv", "--create", "-", "--store", store])
-        .env_remove("WAU_READ_TOKEN")
-        .env_remove("ADMIN_TOKEN")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_rollback(store, &["import-kv", "--create", "-"]);
     let status_file = format!("/proc/{}/status", child.id());
     let mut stdin = child.stdin.take().unwrap();
     let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()).unwrap());

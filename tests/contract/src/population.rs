@@ -152,13 +152,8 @@ pub fn seed_for_dashboard(target: &Target, tag: &str) -> Result<Value, String> {
 /// then checks every readout query against the truth. Returns one line per problem.
 pub fn check_readouts(target: &Target, tag: &str) -> Vec<String> {
     let mut failures = Vec::new();
-    match target.weekly_count() {
-        Ok(0) => {}
-        other => {
-            return vec![format!(
-                "needs a target with an empty week, found {other:?}"
-            )];
-        }
+    if let Err(refused) = an_empty_week(target) {
+        return refused;
     }
     let (mut sessions, seeded) = seed(target, tag);
     failures.extend(seeded);
@@ -185,6 +180,16 @@ pub fn check_readouts(target: &Target, tag: &str) -> Vec<String> {
     failures.extend(check_deletion(target, &week, &mut sessions));
     failures.extend(check_erasure(target, &week, &mut sessions));
     failures
+}
+
+/// The population's checks need a week no one else wrote to.
+fn an_empty_week(target: &Target) -> Result<(), Vec<String>> {
+    match target.weekly_count() {
+        Ok(0) => Ok(()),
+        other => Err(vec![format!(
+            "needs a target with an empty week, found {other:?}"
+        )]),
+    }
 }
 
 /// A relay's own erasure request: with no token, the session leaves the count and every
@@ -528,13 +533,8 @@ fn every_readout(target: &Target) -> Result<Vec<(String, &'static str, u16, Stri
 /// line per problem.
 pub fn check_readouts_from_summaries(target: &Target, tag: &str, ttl: Duration) -> Vec<String> {
     let mut failures = Vec::new();
-    match target.weekly_count() {
-        Ok(0) => {}
-        other => {
-            return vec![format!(
-                "needs a target with an empty week, found {other:?}"
-            )];
-        }
+    if let Err(refused) = an_empty_week(target) {
+        return refused;
     }
     let (sessions, seeded) = seed(target, tag);
     let last_ping = Instant::now();
