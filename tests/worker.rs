@@ -445,6 +445,38 @@ fn worker_counts_a_week_past_one_kv_list_page() {
         sessions,
         "{body}"
     );
+    // wrangler's local listing stops after its first page; scripts/kv-list.mjs, which a
+    // rehearsal of the DNS swap reads the Worker's KV with, follows the cursor.
+    let prefix = format!("session:{}:", current_iso_week());
+    let listed = wrangler_json(&worker, &["kv", "key", "list", "--prefix", &prefix]);
+    assert_eq!(listed.as_array().map(Vec::len), Some(1_000));
+    let output = std::process::Command::new("node")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args([
+            "scripts/kv-list.mjs",
+            "--prefix",
+            &prefix,
+            "--local",
+            "--persist-to",
+        ])
+        .arg(worker.kv_dir())
+        .output()
+        .expect("run node scripts/kv-list.mjs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let every: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let every = every.as_array().unwrap();
+    assert_eq!(every.len(), 1_050);
+    assert!(every.iter().all(|key| {
+        key["name"]
+            .as_str()
+            .is_some_and(|name| name.starts_with(&prefix))
+            && key["expiration"].as_i64().is_some()
+            && key["metadata"]["platform"].is_string()
+    }));
 }
 
 fn unix_now() -> i64 {
