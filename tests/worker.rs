@@ -9,6 +9,8 @@
     clippy::indexing_slicing
 )]
 
+// Each test binary uses part of the shared helpers.
+#[allow(dead_code)]
 mod support;
 
 use contract_suite::ADMIN_TOKEN;

@@ -157,10 +157,47 @@ impl Wrangler {
         Self::start_configured(vars, 500, Some(kept))
     }
 
+    /// Starts the backfill Worker (`scripts/backfill/wrangler.toml`, the same bundle with
+    /// `WORKER_ROLE=backfill`) beside this one, on the same local KV and reaching this one's
+    /// week objects, as RUNBOOK's rehearsal of the DNS swap runs it. Its `/healthz` is a
+    /// backfill request without a token: ready once it answers 405 (a `GET`).
+    pub fn start_backfill_beside(&self, vars: &[(&str, &str)]) -> Self {
+        let config = std::fs::read_to_string(root().join("scripts/backfill/wrangler.toml"))
+            .expect("scripts/backfill/wrangler.toml");
+        let mut kept = String::new();
+        let mut skipping = false;
+        for line in config.lines() {
+            if line.starts_with('[') {
+                skipping = line == "[build]";
+            }
+            if skipping {
+                continue;
+            }
+            if line.starts_with("main = ") {
+                let main = root().join("build/index.js");
+                kept.push_str(&format!("main = \"{}\"\n", main.display()));
+            } else {
+                kept.push_str(line);
+                kept.push('\n');
+            }
+        }
+        Self::start_in(vars, 405, Some(kept), Some(self.kv_dir()))
+    }
+
     fn start_configured(
         vars: &[(&str, &str)],
         healthz_status: u16,
         config: Option<String>,
+    ) -> Self {
+        Self::start_in(vars, healthz_status, config, None)
+    }
+
+    /// Starts `wrangler dev` with its local state in `persist` (its own, when `None`).
+    fn start_in(
+        vars: &[(&str, &str)],
+        healthz_status: u16,
+        config: Option<String>,
+        persist: Option<PathBuf>,
     ) -> Self {
         build_once();
         let state = std::env::temp_dir().join(format!(
@@ -169,6 +206,7 @@ impl Wrangler {
             free_local_port()
         ));
         std::fs::create_dir_all(&state).expect("state dir");
+        let persist = persist.unwrap_or_else(|| state.join("kv"));
         let log_path = state.join("wrangler.log");
         let log = File::create(&log_path).expect("log file");
         let port = free_local_port();
@@ -178,7 +216,7 @@ impl Wrangler {
             .args(["dev", "--ip", "127.0.0.1", "--port", &port.to_string()])
             .args(["--inspector-port", &free_local_port().to_string()])
             .arg("--persist-to")
-            .arg(state.join("kv"))
+            .arg(&persist)
             .args(["--env-file", "/dev/null"])
             // The Worker was built once by `build_once`; wrangler must not rebuild it per start.
             .env("TELEMETRY_WORKER_PREBUILT", "1")
