@@ -125,30 +125,10 @@ impl Wrangler {
     /// deployment that lost it, or an object that cannot be reached): `wrangler.toml` with
     /// the binding and its migration left out, from a copy in the instance's state.
     pub fn start_without_week_objects(vars: &[(&str, &str)]) -> Self {
-        let config = std::fs::read_to_string(root().join("wrangler.toml")).expect("wrangler.toml");
-        let mut kept = String::new();
-        let mut skipping = false;
-        for line in config.lines() {
-            if line.starts_with('[') {
-                skipping = line == "[[durable_objects.bindings]]"
-                    || line == "[[migrations]]"
-                    || line == "[build]";
-            }
-            if skipping {
-                continue;
-            }
-            // Paths relative to the repository, as the copy is read from elsewhere.
-            if line.starts_with("main = ") {
-                let main = root().join("build/index.js");
-                kept.push_str(&format!("main = \"{}\"\n", main.display()));
-            } else if line.starts_with("directory = ") {
-                let assets = root().join("public");
-                kept.push_str(&format!("directory = \"{}\"\n", assets.display()));
-            } else {
-                kept.push_str(line);
-                kept.push('\n');
-            }
-        }
+        let kept = config_copy(
+            "wrangler.toml",
+            &["[[durable_objects.bindings]]", "[[migrations]]"],
+        );
         assert!(
             !kept.contains("name = \"WEEKS\"") && kept.contains("SESSIONS"),
             "{kept}"
@@ -162,25 +142,7 @@ impl Wrangler {
     /// week objects, as RUNBOOK's rehearsal of the DNS swap runs it. Its `/healthz` is a
     /// backfill request without a token: ready once it answers 405 (a `GET`).
     pub fn start_backfill_beside(&self, vars: &[(&str, &str)]) -> Self {
-        let config = std::fs::read_to_string(root().join("scripts/backfill/wrangler.toml"))
-            .expect("scripts/backfill/wrangler.toml");
-        let mut kept = String::new();
-        let mut skipping = false;
-        for line in config.lines() {
-            if line.starts_with('[') {
-                skipping = line == "[build]";
-            }
-            if skipping {
-                continue;
-            }
-            if line.starts_with("main = ") {
-                let main = root().join("build/index.js");
-                kept.push_str(&format!("main = \"{}\"\n", main.display()));
-            } else {
-                kept.push_str(line);
-                kept.push('\n');
-            }
-        }
+        let kept = config_copy("scripts/backfill/wrangler.toml", &[]);
         Self::start_in(vars, 405, Some(kept), Some(self.kv_dir()))
     }
 
@@ -228,11 +190,13 @@ impl Wrangler {
         for (name, value) in vars {
             command.args(["--var", &format!("{name}:{value}")]);
         }
-        if let Some(config) = config {
-            let path = state.join("wrangler.toml");
-            std::fs::write(&path, config).expect("write the config");
-            command.arg("--config").arg(path);
-        }
+        // Always a copy without `[build]`: the Worker was built once by `build_once`, and
+        // wrangler's watch of the sources (which restarts workerd, on a port it may then find
+        // taken) has nothing to do in a test.
+        let config = config.unwrap_or_else(|| config_copy("wrangler.toml", &[]));
+        let path = state.join("wrangler.toml");
+        std::fs::write(&path, config).expect("write the config");
+        command.arg("--config").arg(path);
         std::os::unix::process::CommandExt::process_group(&mut command, 0);
         let child = command.spawn().expect("start wrangler dev");
         let mut worker = Self {
@@ -330,6 +294,38 @@ impl Drop for Wrangler {
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.state);
     }
+}
+
+/// A copy of the wrangler configuration at `relative` (to the repository) to run from the
+/// instance's state: without its `[build]` and the sections named in `left_out`, and with its
+/// paths (`main`, the assets' `directory`) made absolute.
+fn config_copy(relative: &str, left_out: &[&str]) -> String {
+    let path = root().join(relative);
+    let config = std::fs::read_to_string(&path).expect("a wrangler configuration");
+    let dir = path.parent().expect("its directory");
+    let mut kept = String::new();
+    let mut skipping = false;
+    for line in config.lines() {
+        if line.starts_with('[') {
+            skipping = line == "[build]" || left_out.contains(&line);
+        }
+        if skipping {
+            continue;
+        }
+        let absolute = |value: &str| {
+            let relative = value.trim().trim_matches('"');
+            dir.join(relative).display().to_string()
+        };
+        if let Some(main) = line.strip_prefix("main = ") {
+            kept.push_str(&format!("main = \"{}\"\n", absolute(main)));
+        } else if let Some(assets) = line.strip_prefix("directory = ") {
+            kept.push_str(&format!("directory = \"{}\"\n", absolute(assets)));
+        } else {
+            kept.push_str(line);
+            kept.push('\n');
+        }
+    }
+    kept
 }
 
 /// Runs a `wrangler kv …` command on the Worker's local KV and parses what it prints.
