@@ -91,8 +91,7 @@ impl Retention {
     /// summaries) a record written in it. A readout of a week past this says so, so that it
     /// reads differently from a week without sessions.
     pub fn keeps(self, week: IsoWeek, now: i64) -> bool {
-        let ttl = i64::try_from(self.session_ttl_seconds).unwrap_or(i64::MAX);
-        let records_until = week_end(week).saturating_add(ttl);
+        let records_until = self.records_until(week);
         let until = self
             .summary_expires_at(week)
             .map_or(records_until, |summary| summary.max(records_until));
@@ -102,6 +101,13 @@ impl Retention {
     /// Whether a store may hold anything of `week` at `now`: the week is kept and has begun.
     pub fn may_hold(self, week: IsoWeek, now: i64) -> bool {
         self.keeps(week, now) && week_end(week).saturating_sub(WEEK_SECONDS) <= now
+    }
+
+    /// When the last record `week` may hold has surely expired: the week's end, the hour its
+    /// late writes take, and the TTL.
+    pub fn records_until(self, week: IsoWeek) -> i64 {
+        let ttl = i64::try_from(self.session_ttl_seconds).unwrap_or(i64::MAX);
+        summary_made_at(week).saturating_add(ttl)
     }
 
     /// The oldest week whose summary is still kept at `now`; a store deletes the summaries of
@@ -207,7 +213,8 @@ mod tests {
             summary_weeks: 0,
             ..kept
         };
-        let twelve_weeks_on = at(datetime!(2027-02-22 00:00 UTC));
+        // Twelve weeks after the week's last late write (an hour past its end).
+        let twelve_weeks_on = at(datetime!(2027-02-22 01:00 UTC));
         assert!(records_only.keeps(w48, twelve_weeks_on - 1));
         assert!(!records_only.keeps(w48, twelve_weeks_on));
         // The oldest summary kept two years on is the week that ended then, 104 weeks ago.

@@ -52,6 +52,21 @@ impl IsoWeek {
         })
     }
 
+    /// The weeks from this one to `to`, both included, in order; `None` when `to` comes
+    /// before it or the span holds more than `at_most` weeks.
+    pub fn through(self, to: IsoWeek, at_most: usize) -> Option<Vec<IsoWeek>> {
+        let mut weeks = vec![self];
+        let mut week = self;
+        while week < to {
+            week = week.next()?;
+            weeks.push(week);
+            if weeks.len() > at_most {
+                return None;
+            }
+        }
+        (self <= to).then_some(weeks)
+    }
+
     pub fn year(self) -> i32 {
         self.year
     }

@@ -146,19 +146,9 @@ fn export_weeks(
     match (named.is_empty(), from, to) {
         (false, None, None) => named.iter().map(|week| parse(week)).collect(),
         (true, Some(from), Some(to)) => {
-            let (from, to) = (parse(from)?, parse(to)?);
-            let mut weeks = vec![from];
-            while let Some(&last) = weeks.last().filter(|last| **last < to) {
-                let Some(next) = last.next() else { break };
-                weeks.push(next);
-                if weeks.len() > 1_000 {
-                    return Err("--from … --to spans more than 1,000 weeks".into());
-                }
-            }
-            if from > to {
-                return Err("--from must not be after --to".into());
-            }
-            Ok(weeks)
+            (parse(from)?.through(parse(to)?, 1_000)).ok_or_else(|| {
+                "--from must not be after --to, and the span at most 1,000 weeks".to_owned()
+            })
         }
         _ => Err("name the weeks (YYYY-Www …), or give both --from and --to".into()),
     }

@@ -287,16 +287,7 @@ pub const MAX_SERIES_WEEKS: usize = 105;
 /// The weeks from `from` to `to`, both included, in order; `None` when `from` is after `to`
 /// or the span is longer than [`MAX_SERIES_WEEKS`].
 pub fn series_weeks(from: IsoWeek, to: IsoWeek) -> Option<Vec<IsoWeek>> {
-    let mut weeks = vec![from];
-    let mut week = from;
-    while week < to {
-        week = week.next()?;
-        weeks.push(week);
-        if weeks.len() > MAX_SERIES_WEEKS {
-            return None;
-        }
-    }
-    (from <= to).then_some(weeks)
+    from.through(to, MAX_SERIES_WEEKS)
 }
 
 #[cfg(test)]

@@ -95,11 +95,8 @@ impl Breakdown {
         }
     }
 
-    /// The rows shown and the withheld sessions as one more, `(withheld)`.
     fn rows(&self) -> impl Iterator<Item = (&str, u64)> {
-        (self.counts.iter())
-            .map(|(value, sessions)| (value.as_str(), *sessions))
-            .chain([("(withheld)", self.withheld_sessions)])
+        csv_rows(&self.counts, self.withheld_sessions)
     }
 
     pub fn into_response(self, format: Format) -> Response {
@@ -221,9 +218,7 @@ impl Adoption {
                 let mut csv = String::from("week,value,sessions\r\n");
                 for week in &self.weeks {
                     let name = week.week.to_string();
-                    let withheld = [("(withheld)", week.withheld_sessions)];
-                    let shown = week.counts.iter().map(|(v, n)| (v.as_str(), *n));
-                    for (value, sessions) in shown.chain(withheld) {
+                    for (value, sessions) in csv_rows(&week.counts, week.withheld_sessions) {
                         csv.push_str(&csv_row(&[&name, value, &sessions.to_string()]));
                     }
                 }
@@ -267,6 +262,14 @@ pub fn series_response(
         Some(series) => series.into_response(format),
         None => Rejection::Internal.into_response(),
     }
+}
+
+/// A breakdown's CSV rows: the values shown, and the withheld sessions as one more,
+/// `(withheld)`, so that the rows add up to the week's count.
+fn csv_rows(counts: &[(String, u64)], withheld: u64) -> impl Iterator<Item = (&str, u64)> {
+    (counts.iter())
+        .map(|(value, sessions)| (value.as_str(), *sessions))
+        .chain([("(withheld)", withheld)])
 }
 
 /// The form of a readout's answer.

@@ -18,7 +18,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use telemetry_core::stored_week::{
     self, Inconsistent, KeepError, OTHER_VALUE, TalliedValues, Vocabulary,
 };
-use telemetry_core::summary::{self, Leaving, Retention};
+use telemetry_core::summary::{Leaving, Retention};
 use telemetry_core::{Dimension, IsoWeek, SessionId, SessionWrite, Tally, TallyMoves};
 
 use super::{LiveRecord, StoreError};
@@ -440,12 +440,8 @@ impl RedisStore {
     /// kept; else when the summary goes (tallies left without records are part of it), and
     /// never before the week's last record could.
     fn tallies_expire_at(&self, week: IsoWeek, records_expire_at: i64) -> i64 {
-        let retention = self.retention;
-        let last_record = (summary::week_end(week))
-            .saturating_add(i64::try_from(retention.session_ttl_seconds).unwrap_or(i64::MAX))
-            .saturating_add(summary::LATE_WRITES_SECONDS);
-        retention
-            .summary_expires_at(week)
+        let last_record = self.retention.records_until(week);
+        (self.retention.summary_expires_at(week))
             .map_or(records_expire_at, |summary| summary.max(last_record))
     }
 
