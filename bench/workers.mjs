@@ -1,59 +1,21 @@
-// Serves the Rust bundle (build/) and the TypeScript yardstick (bench/reference-ts/) from one
-// workerd through Miniflare's API, each on its own port with its own local KV, and no dev
-// proxy in front (wrangler dev's proxy halves throughput and hides the Worker).
+// Serves the Rust bundle (build/) and the TypeScript yardsticks (bench/reference-ts/, as the
+// reference and as the obvious design) from one workerd through Miniflare's API, each on its
+// own port with its own local KV, and no dev proxy in front (wrangler dev's proxy halves
+// throughput and hides the Worker).
 //
-//   node bench/workers.mjs STATE_DIR rust=PORT ts=PORT   (either or both; runs until SIGTERM)
+//   node bench/workers.mjs STATE_DIR rust=PORT ts=PORT obvious=PORT   (any of them; runs until SIGTERM)
 //
-// Both get the same settings: the bench token, the abuse limit off (one client sends all the
-// load), the 12-week TTL. The TypeScript bundle is esbuild's output (BENCH_TS_BUNDLE), built
-// once by the caller so that its cold start does not include the build.
-import { dirname } from "node:path";
-import { bundleModules, lastWeek } from "../tests/bundle.mjs";
+// They get the same settings (bench/sides.mjs): the bench token, the abuse limit off (one
+// client sends all the load), the 12-week TTL. The TypeScript bundles are esbuild's output,
+// built once by the caller so that a cold start does not include the build.
+import { lastWeek } from "../tests/bundle.mjs";
+import { side } from "./sides.mjs";
 import { Miniflare, Log, LogLevel } from "miniflare";
 
 const [stateDir, ...wanted] = process.argv.slice(2);
-const bindings = {
-  WAU_READ_TOKEN: process.env.BENCH_TOKEN ?? "bench-token-0123456789abcdef0123456789",
-  ABUSE_LIMIT_PER_MINUTE: "0",
-  SESSION_TTL_SECONDS: "7257600",
-};
-const compatibilityDate = "2026-04-01";
-const tsBundle = process.env.BENCH_TS_BUNDLE;
-
-// worker-build's output: JavaScript modules and the wasm module, in build/ (or BENCH_RUST_DIR).
-const rustModules = bundleModules;
-
-function rust(port) {
-  const root = process.env.BENCH_RUST_DIR ?? "build";
-  return {
-    name: "rust",
-    compatibilityDate,
-    modulesRoot: root,
-    modules: rustModules(root),
-    bindings,
-    kvNamespaces: { SESSIONS: "rust-sessions" },
-    // As wrangler.toml binds it: the readout's week objects, with SQLite storage.
-    durableObjects: { WEEKS: { className: "WeekTally", useSQLite: true } },
-    unsafeDirectSockets: [{ host: "127.0.0.1", port }],
-  };
-}
-
-function typescript(port) {
-  return {
-    name: "ts",
-    compatibilityDate,
-    modulesRoot: dirname(tsBundle),
-    modules: [{ type: "ESModule", path: tsBundle }],
-    bindings,
-    kvNamespaces: { SESSIONS: "ts-sessions" },
-    unsafeDirectSockets: [{ host: "127.0.0.1", port }],
-  };
-}
-
-const makers = { rust, ts: typescript };
 const workers = wanted.map((arg) => {
   const [name, port] = arg.split("=");
-  return makers[name](Number(port));
+  return side(name, { port: Number(port) });
 });
 const mf = new Miniflare({
   workers,
@@ -89,7 +51,14 @@ for (const { name } of workers) {
 }
 if (seeded > 0 && workers.some(({ name }) => name === "rust")) {
   const weeks = await mf.getDurableObjectNamespace("WEEKS", "rust");
-  const week = weeks.get(weeks.idFromName(lastWeek().week));
+  // The core's `shard_of` and `week_object_name` (core/src/week.rs): FNV-1a of the id.
+  const shards = Number(process.env.BENCH_WEEK_SHARDS ?? 1);
+  const objectOf = (id) => {
+    let hash = 0x811c9dc5;
+    for (const byte of Buffer.from(id)) hash = Math.imul(hash ^ byte, 0x01000193) >>> 0;
+    const shard = hash % shards;
+    return weeks.get(weeks.idFromName(shard === 0 ? lastWeek().week : `${lastWeek().week}.${shard}`));
+  };
   const expiresAt = String(Math.floor(Date.now() / 1000) + 7 * 86_400);
   const seed = async (i) => {
     const headers = {
@@ -97,9 +66,9 @@ if (seeded > 0 && workers.some(({ name }) => name === "rust")) {
       "x-expires-at": expiresAt,
       "x-record": JSON.stringify(record),
     };
-    const response = await week.fetch("https://week/record", { method: "POST", headers });
+    const response = await objectOf(headers["x-session"]).fetch("https://week/record", { method: "POST", headers });
     await response.arrayBuffer();
-    if (response.status !== 200) throw new Error(`seeding the week object: ${response.status}`);
+    if (response.status !== 200 && response.status !== 204) throw new Error(`seeding the week object: ${response.status}`);
   };
   for (let start = 0; start < seeded; start += 200) {
     const batch = [];

@@ -20,8 +20,8 @@ use telemetry_core::stored_week::COUNTED_BY;
 use telemetry_core::{
     AbuseLimiter, CappedBody, Config, IsoWeek, Next, Readout, Rejection, RequestHead, Response,
     Route, SessionId, SessionWrite, decide_erasure, decide_ping, deletion_key, erased_response,
-    expires_at, forgotten_response, path_of_url, query_of_url, ready_response, record_to_write,
-    retained_weeks, route, session_key, utc_from_unix_millis,
+    expires_at, forgotten_response, path_of_url, query_of_url, ready_response, retained_weeks,
+    route, session_key, utc_from_unix_millis,
 };
 use time::OffsetDateTime;
 use worker::js_sys::{Date, Uint8Array};
@@ -134,7 +134,7 @@ pub fn fetch(req: web_sys::Request, env: Env, ctx: JsContext) -> Result<JsValue,
             Next::ReadErasure => erase(&req, &head.borrow(), &env, isolate, started_ms).await,
             Next::Readout(readout) => answer_readout(&env, isolate, readout).await,
             Next::Forget(session_id) => forget(&env, isolate, &session_id, started_ms).await,
-            Next::CheckStore => check_store(&env, started_ms).await,
+            Next::CheckStore => check_store(&env, isolate, started_ms).await,
             Next::Respond(response) => Handled::new(route_taken, response),
         };
         let handled = Handled {
@@ -171,7 +171,7 @@ fn isolate(env: &Env) -> Result<&'static Isolate, ConfigError> {
             if Sessions::bind(env).is_none() {
                 return Err(config_error(crate::kv::BINDING, "a KV namespace binding"));
             }
-            if Weeks::bind(env).is_none() {
+            if Weeks::bind(env, config.week_shards).is_none() {
                 return Err(config_error(
                     crate::weeks::BINDING,
                     "a Durable Object namespace binding (class WeekTally)",
@@ -275,7 +275,11 @@ async fn ping(
     let now = utc_from_unix_millis(now_ms as i64);
     let decide = |limiter: &mut AbuseLimiter| decide_ping(head, body.as_bytes(), now, limiter);
     let (decided, limited_by) = decide_counted(env, isolate, head, now, decide).await;
-    let (response, week) = match (decided, Sessions::bind(env), Weeks::bind(env)) {
+    let (response, week) = match (
+        decided,
+        Sessions::bind(env),
+        Weeks::bind(env, isolate.config.week_shards),
+    ) {
         (Ok(write), Some(sessions), Some(weeks)) => {
             let week = write.week;
             let expires_at = expires_at(now.unix_timestamp(), isolate.config.session_ttl_seconds);
@@ -295,24 +299,23 @@ async fn ping(
     }
 }
 
-/// Keeps an accepted ping, inside `waitUntil`. KV is read first: a repeat that changed
-/// nothing writes nothing (the core's `record_to_write`); a new or changed record goes to its
-/// week's object, which moves the tallies, and then what the object kept goes to KV. When the object fails, KV is not
-/// written and a `store_failure` is logged: KV and the tallies hold the same sessions, and the
-/// session's next ping, still new or changed to KV, is counted then.
+/// Keeps an accepted ping, inside `waitUntil`. Its session's object in its week decides, since
+/// it holds the week's records: a repeat that changed nothing writes nothing and costs no KV
+/// operation at all; a new or changed record moves the tallies there, and is then put in KV as
+/// the object wrote it. When the object fails, KV is not written. When KV fails, the object
+/// forgets the record again: KV never misses a session the tallies count, and the session's
+/// next ping, new to both, is counted and stored then. A failure logs a `store_failure`.
 async fn keep(sessions: Sessions, weeks: Weeks, write: SessionWrite, expires_at: i64) {
     let kept = async {
-        let stored = sessions.get(&write).await?;
-        let Some(record) = record_to_write(stored.as_deref(), &write.record_json) else {
+        let Some(written) = weeks.record(&write, &write.record_json, expires_at).await? else {
             return Ok(());
         };
-        // KV keeps what the object keeps (a value past the week's bound as `other`), so
-        // that the session's next ping is new to KV exactly when it is to the object.
-        let held = weeks.record(&write, &record, expires_at).await?;
-        if stored.as_deref() == Some(held.as_str()) {
-            return Ok(());
+        let put = sessions.put_record(&write, &written, expires_at).await;
+        if let Err(error) = put {
+            weeks.delete(write.week, write.session_id.as_str())?.await?;
+            return Err(error);
         }
-        sessions.put_record(&write, &held, expires_at).await
+        Ok(())
     };
     if let Err(error) = kept.await {
         let session_id = Some(write.session_id.as_str());
@@ -327,7 +330,7 @@ async fn answer_readout(env: &Env, isolate: &Isolate, readout: Readout) -> Handl
     let week = readout.week();
     let now_seconds = (Date::now() / 1000.0) as i64;
     let retention = isolate.config.retention();
-    let fetched = match Weeks::bind(env) {
+    let fetched = match Weeks::bind(env, isolate.config.week_shards) {
         None => Err(JsValue::from("no WEEKS binding")),
         Some(weeks) => {
             async {
@@ -357,12 +360,15 @@ async fn answer_readout(env: &Env, isolate: &Isolate, readout: Readout) -> Handl
     }
 }
 
-/// The readiness check: a KV read and a read of this week's object, the two stores a ping
+/// The readiness check: a KV read and a read of this week's objects, the two stores a ping
 /// needs; 503 while either fails.
-async fn check_store(env: &Env, now_ms: f64) -> Handled {
+async fn check_store(env: &Env, isolate: &Isolate, now_ms: f64) -> Handled {
     let week = IsoWeek::containing(utc_from_unix_millis(now_ms as i64));
     let checked = async {
-        let (sessions, weeks) = match (Sessions::bind(env), Weeks::bind(env)) {
+        let (sessions, weeks) = match (
+            Sessions::bind(env),
+            Weeks::bind(env, isolate.config.week_shards),
+        ) {
             (Some(sessions), Some(weeks)) => (sessions, weeks),
             _ => return Err(JsValue::from("no SESSIONS or WEEKS binding")),
         };
@@ -435,7 +441,10 @@ async fn delete_everywhere(
 ) -> Result<u64, Rejection> {
     let id = session_id.as_str();
     let forgotten = async {
-        let (sessions, weeks) = match (Sessions::bind(env), Weeks::bind(env)) {
+        let (sessions, weeks) = match (
+            Sessions::bind(env),
+            Weeks::bind(env, isolate.config.week_shards),
+        ) {
             (Some(sessions), Some(weeks)) => (sessions, weeks),
             _ => return Err(JsValue::from("no SESSIONS or WEEKS binding")),
         };

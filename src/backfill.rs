@@ -65,7 +65,10 @@ pub async fn answer(
         Ok(page) => page,
         Err(rejection) => return rejection.into_response(),
     };
-    let (Some(sessions), Some(weeks)) = (Sessions::bind(env), Weeks::bind(env)) else {
+    let (Some(sessions), Some(weeks)) = (
+        Sessions::bind(env),
+        Weeks::bind(env, isolate.config.week_shards),
+    ) else {
         return Rejection::Internal.into_response();
     };
     let size = env

@@ -1,5 +1,6 @@
 //! The `SESSIONS` KV namespace, the store of records: one key per week and session, put
-//! when a session is new or changed, with the record as its value and metadata.
+//! when its week's object finds the session new or changed, with the record as its value and
+//! metadata. A ping never reads it: the object decides.
 //!
 //! The binding is called directly rather than through workers-rs's `KvStore`, which looks up
 //! five methods on every bind and converts metadata through serde: a put hands the record's
@@ -97,12 +98,6 @@ impl Sessions {
             Reflect::set(&options, &"cursor".into(), &cursor.into())?;
         }
         JsFuture::from(self.namespace.list(&options)?).await
-    }
-
-    /// The record stored for a ping's week and session, if any.
-    pub async fn get(&self, write: &SessionWrite) -> Result<Option<String>, JsValue> {
-        let stored = self.lookup(&write.key())?.await?;
-        Ok(stored.as_string())
     }
 
     /// Reads a key: sent at once; the future answers its value (a string) or null.

@@ -9,7 +9,7 @@
 //! The Worker reaches it at [`Weeks`](crate::weeks::Weeks) through the paths and headers
 //! named there.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
 use telemetry_core::config::{SUMMARY_RETENTION_VAR, summary_retention_weeks};
@@ -20,6 +20,7 @@ use telemetry_core::stored_week::{
 };
 use telemetry_core::summary::{DEFAULT_SUMMARY_RETENTION_WEEKS, Leaving, Retention};
 use telemetry_core::tally::moved_row;
+use telemetry_core::week::week_of_object_name;
 use telemetry_core::{Dimension, IsoWeek, TallyMoves};
 use worker::console_log;
 use worker::js_sys::{Array, Date, Function, Object, Reflect};
@@ -80,10 +81,36 @@ pub struct WeekTally {
     week: Option<IsoWeek>,
     /// How long its summary is kept (`SUMMARY_RETENTION_WEEKS`, read from the vars).
     retention: Retention,
+    /// What this instance knows of its storage, so that a ping reads no more than it must.
+    known: Rc<Known>,
+}
+
+/// What an object's instance has learnt of its own storage, which only it writes (an object
+/// runs one request at a time): each is forgotten, or read again, where the storage could
+/// have changed under it, and a fresh instance starts knowing nothing.
+#[derive(Default)]
+struct Known {
     /// The dimensions (bits, in the order of `Dimension::ALL`) whose tally names the most
     /// values it may, as last counted: a flood's every ping would otherwise count a thousand
     /// rows. A bit goes whenever a row of its dimension is added or dropped.
-    full: Rc<Cell<u8>>,
+    full: Cell<u8>,
+    /// (dimension, value) that a tally or summary row named when last read, sorted: a new
+    /// session's values are nearly always among them, and are then not read again. A value
+    /// goes when its live row does.
+    named: RefCell<Vec<(u8, String)>>,
+    /// The earliest expiry among the week's sessions (`Some(None)`: it holds none), read once
+    /// per instance and kept by the writes and the alarm: the alarm is set from it.
+    earliest: Cell<Option<Option<f64>>>,
+}
+
+impl Known {
+    fn forget_named(&self, dimension: Dimension, value: &str) {
+        let mut named = self.named.borrow_mut();
+        let key = (dimension as u8, value);
+        if let Ok(at) = named.binary_search_by(|(d, v)| (*d, v.as_str()).cmp(&key)) {
+            named.remove(at);
+        }
+    }
 }
 
 #[wasm_bindgen(wasm_bindgen = ::worker::wasm_bindgen)]
@@ -94,8 +121,8 @@ impl WeekTally {
         let sql = storage.sql();
         sql.exec(SCHEMA, Array::new())?;
         let week = state.id().ok().and_then(|id| id.name());
-        let week = week.as_deref().and_then(IsoWeek::parse);
-        let full = Rc::default();
+        let week = week.as_deref().and_then(week_of_object_name);
+        let known = Rc::default();
         // The Worker refuses to run with a bad value (it reads the same variable through
         // `Config`), so the default here only ever stands in for an unset one.
         let var = Reflect::get(&env, &JsValue::from(SUMMARY_RETENTION_VAR)).ok();
@@ -109,7 +136,7 @@ impl WeekTally {
             sql,
             week,
             retention,
-            full,
+            known,
         })
     }
 
@@ -172,7 +199,7 @@ impl WeekTally {
             sql: self.sql.clone(),
             week: self.week,
             retention: self.retention,
-            full: Rc::clone(&self.full),
+            known: Rc::clone(&self.known),
         }
     }
 }
@@ -190,17 +217,28 @@ impl TalliedValues for Named<'_> {
 
     // Live and summary rows together: the bound is on what a readout of the week names.
     fn names(&mut self, dimension: Dimension, value: &str) -> Result<bool, JsValue> {
+        let key = (dimension as u8, value);
+        let found =
+            (self.0.known.named.borrow()).binary_search_by(|(d, v)| (*d, v.as_str()).cmp(&key));
+        let Err(insert_at) = found else {
+            return Ok(true);
+        };
         let rows = self.0.exec(
             "SELECT 1 FROM tallies WHERE dimension = ?1 AND value = ?2 \
              UNION ALL SELECT 1 FROM summary WHERE dimension = ?1 AND value = ?2",
             &[dimension.name().into(), value.into()],
         )?;
-        Ok(rows.length() > 0)
+        let named = rows.length() > 0;
+        if named {
+            let mut known = self.0.known.named.borrow_mut();
+            known.insert(insert_at, (dimension as u8, value.to_owned()));
+        }
+        Ok(named)
     }
 
     fn distinct(&mut self, dimension: Dimension) -> Result<u64, JsValue> {
         let bit = 1 << dimension as u8;
-        if self.0.full.get() & bit != 0 {
+        if self.0.known.full.get() & bit != 0 {
             return Ok(MAX_TALLIED_VALUES);
         }
         let rows = self.0.exec(
@@ -212,7 +250,7 @@ impl TalliedValues for Named<'_> {
         )?;
         let counted = first_column(&rows).and_then(|n| n.as_f64()).unwrap_or(0.0) as u64;
         if counted >= MAX_TALLIED_VALUES {
-            self.0.full.set(self.0.full.get() | bit);
+            self.0.known.full.set(self.0.known.full.get() | bit);
         }
         Ok(counted)
     }
@@ -228,7 +266,7 @@ struct Store {
     sql: SqlStorage,
     week: Option<IsoWeek>,
     retention: Retention,
-    full: Rc<Cell<u8>>,
+    known: Rc<Known>,
 }
 
 impl Store {
@@ -240,8 +278,8 @@ impl Store {
 
     /// Keeps a ping's record as the core decides ([`stored_week::keep_within`], its values
     /// bounded by the tallies as this request reads them) and moves the tallies with it, in
-    /// one transaction, at `now` (seconds since the epoch). Returns the record the object
-    /// holds afterwards (written now, or held already), which the Worker puts in KV.
+    /// one transaction, at `now` (seconds since the epoch). Returns the record it wrote, which
+    /// the Worker puts in KV, or `None` for a repeat that changed nothing (nothing written).
     fn record(
         &self,
         session_id: &str,
@@ -260,8 +298,8 @@ impl Store {
         let mut vocabulary = Vocabulary::new(Named(self));
         let kept = stored_week::keep_within(stored.as_deref(), incoming, &mut vocabulary);
         let (record, moves, found) = match kept {
-            // Held already: the record the object keeps is the one the Worker puts in KV.
-            Ok(None) => return Ok(stored),
+            // Held already: nothing to write, here or in KV.
+            Ok(None) => return Ok(None),
             Ok(Some(kept)) => (kept.record, kept.moves, None),
             // The stored record goes; the ping's is kept as a new session's, and the repair
             // below counts the week from its records.
@@ -276,7 +314,10 @@ impl Store {
             }
             Err(KeepError::Store(error)) => return Err(error),
         };
-        let next_expiry = self.next_expiry()?;
+        let next_expiry = match self.known.earliest.get() {
+            Some(known) => known,
+            None => self.next_expiry()?,
+        };
         let row = [session_id.into(), record.as_str().into(), expires_at.into()];
         let upsert = move |week: &Store| {
             week.exec(
@@ -314,6 +355,10 @@ impl Store {
             Some(next) if next <= expires_at => {}
             _ => self.set_alarm(expires_at)?,
         }
+        // A session whose expiry moved later, or that went, leaves this too early, which
+        // only sets an alarm that finds nothing due yet.
+        let earliest = next_expiry.map_or(expires_at, |next| next.min(expires_at));
+        self.known.earliest.set(Some(Some(earliest)));
         Ok(Some(record))
     }
 
@@ -342,6 +387,7 @@ impl Store {
     fn tally(&self, dimension: &str, now: f64) -> Result<String, JsValue> {
         if self.summary_expiry()?.is_some_and(|at| at <= now) {
             self.exec("DELETE FROM summary", &[])?;
+            self.known.named.borrow_mut().clear();
         }
         let rows = self.exec(
             "SELECT value, sum(sessions) FROM ( \
@@ -379,9 +425,12 @@ impl Store {
         let mut summary_goes = self.summary_expiry()?;
         if summary_goes.is_some_and(|at| at <= now) {
             self.exec("DELETE FROM summary", &[])?;
+            self.known.named.borrow_mut().clear();
             summary_goes = None;
         }
-        let next = match (self.next_expiry()?, summary_goes) {
+        let next_record = self.next_expiry()?;
+        self.known.earliest.set(Some(next_record));
+        let next = match (next_record, summary_goes) {
             (Some(record), Some(summary)) => Some(record.min(summary)),
             (record, summary) => record.or(summary),
         };
@@ -467,7 +516,8 @@ impl Store {
                 "DELETE FROM summary WHERE typeof(sessions) <> 'integer' OR sessions < 0",
                 &[],
             )?;
-            week.full.set(0);
+            week.known.full.set(0);
+            week.known.named.borrow_mut().clear();
             week.apply(&rebuilt.tallies)?;
             Ok((rebuilt.invalid.len() as u32).into())
         }))?;
@@ -503,35 +553,63 @@ impl Store {
         Ok(())
     }
 
-    /// Applies tally moves by the core's rule for a row ([`moved_row`]): a value whose count
-    /// falls to zero loses its row; one that would fall below zero is an inconsistency,
-    /// thrown as its name so that the transaction rolls back and the caller repairs.
+    /// Applies tally moves by the core's rule for a row ([`moved_row`]), in one statement
+    /// whatever their number: each row moved by its sessions and returned with its count
+    /// after. A value whose count falls to zero loses its row; one that would fall below zero
+    /// is an inconsistency, thrown as its name so that the transaction rolls back and the
+    /// caller repairs.
     fn apply(&self, moves: &TallyMoves) -> Result<(), JsValue> {
+        let mut statement =
+            String::from("INSERT INTO tallies (dimension, value, sessions) VALUES ");
+        let mut bindings = Vec::new();
         for (dimension, value, sessions) in moves.iter() {
-            let at = [dimension.name().into(), value.into()];
-            let held = self.exec(
-                "SELECT sessions FROM tallies WHERE dimension = ? AND value = ?",
-                &at,
-            )?;
-            let held = first_column(&held).and_then(|held| held.as_f64());
-            let held = match held {
-                Some(held) if held >= 0.0 => held as u64,
-                Some(_) => return Err(Inconsistent::TallyBelowZero.name().into()),
-                None => 0,
+            statement.push_str(if bindings.is_empty() {
+                "(?,?,?)"
+            } else {
+                ",(?,?,?)"
+            });
+            bindings.extend([
+                dimension.name().into(),
+                value.into(),
+                (sessions as f64).into(),
+            ]);
+        }
+        if bindings.is_empty() {
+            return Ok(());
+        }
+        statement.push_str(
+            " ON CONFLICT (dimension, value) DO UPDATE SET sessions = sessions + excluded.sessions \
+             RETURNING dimension, value, sessions",
+        );
+        for row in self.exec(&statement, &bindings)?.iter() {
+            let row = columns(&row);
+            let (Some(dimension), Some(value)) = (row.get(0).as_string(), row.get(1).as_string())
+            else {
+                continue;
             };
-            let after = moved_row(held, sessions).map_err(|found| found.name())?;
-            if held == 0 || after.is_none() {
+            let Some(dimension) = Dimension::parse(&dimension) else {
+                continue;
+            };
+            // The count after the move, judged as a row holding nothing moved by it.
+            let after = row.get(2).as_f64().unwrap_or(-1.0) as i64;
+            let kept = moved_row(0, after).map_err(|found| found.name())?;
+            // A row that holds exactly what moved into it was not there before.
+            let moved = moves
+                .iter()
+                .find(|(d, v, _)| *d == dimension && *v == value);
+            let added = moved.is_some_and(|(_, _, sessions)| sessions > 0 && sessions == after);
+            if added || kept.is_none() {
                 // A row added or dropped: the dimension is counted again when next asked.
-                self.full.set(self.full.get() & !(1 << dimension as u8));
+                let known = &self.known;
+                known.full.set(known.full.get() & !(1 << dimension as u8));
             }
-            match after {
-                Some(after) => self.exec(
-                    "INSERT INTO tallies (dimension, value, sessions) VALUES (?, ?, ?) \
-                     ON CONFLICT (dimension, value) DO UPDATE SET sessions = excluded.sessions",
-                    &[at[0].clone(), at[1].clone(), (after as f64).into()],
-                )?,
-                None => self.exec("DELETE FROM tallies WHERE dimension = ? AND value = ?", &at)?,
-            };
+            if kept.is_none() {
+                self.known.forget_named(dimension, &value);
+                self.exec(
+                    "DELETE FROM tallies WHERE dimension = ? AND value = ?",
+                    &[dimension.name().into(), value.into()],
+                )?;
+            }
         }
         Ok(())
     }

@@ -1,9 +1,11 @@
-//! The `WEEKS` Durable Object namespace as the Worker calls it: one [`WeekTally`] per ISO
-//! week, named by the week, and the internal protocol between them, named here once: the
+//! The `WEEKS` Durable Object namespace as the Worker calls it: a week's sessions spread over
+//! `WEEK_SHARDS` [`WeekTally`] objects by a hash of the session id (the core's `shard_of`
+//! and `week_object_name`), and the internal protocol between them, named here once: the
 //! paths, the headers a request carries, and the tally lines an answer holds.
 //!
 //! [`WeekTally`]: crate::week_tally::WeekTally
 
+use telemetry_core::week::{shard_of, week_object_name};
 use telemetry_core::{Dimension, IsoWeek, SessionWrite, Tally};
 use worker::Env;
 use worker::wasm_bindgen::{JsCast, JsValue};
@@ -17,7 +19,7 @@ pub const BINDING: &str = "WEEKS";
 const ORIGIN: &str = "https://week";
 
 /// `POST`: keep a ping's record ([`SESSION_HEADER`], [`EXPIRES_AT_HEADER`], [`RECORD_HEADER`]);
-/// answers 200 with the record kept, or 204 when the object held that record already.
+/// answers 200 with the record it wrote (for KV), or 204 when it held that record already.
 pub const RECORD_PATH: &str = "/record";
 /// `POST`: delete a session ([`SESSION_HEADER`]); answers how many records went.
 pub const DELETE_PATH: &str = "/delete";
@@ -49,80 +51,89 @@ fn parse_tally_lines(lines: &str) -> Result<Tally, JsValue> {
 
 pub struct Weeks {
     namespace: DurableObjectNamespace,
+    /// Objects per week (`WEEK_SHARDS`).
+    shards: u16,
 }
 
 impl Weeks {
-    /// The namespace bound as `WEEKS`; `None` when the deployment has no such binding.
-    pub fn bind(env: &Env) -> Option<Self> {
+    /// The namespace bound as `WEEKS`, a week spread over `shards` objects; `None` when the
+    /// deployment has no such binding.
+    pub fn bind(env: &Env, shards: u16) -> Option<Self> {
         let namespace = crate::kv::binding(env, BINDING)?.unchecked_into();
-        Some(Self { namespace })
+        Some(Self { namespace, shards })
     }
 
-    /// Hands a new or changed record to its week's object, which keeps it and moves the
-    /// tallies (or, if it holds that record already, does nothing). Answers the record the
-    /// object holds now: the one handed over, or with `other` in a field past the week's
-    /// bound on values (`telemetry_core::stored_week::keep_within`).
+    /// Hands a ping's record to its session's object in its week, which decides: a new or
+    /// changed record is kept and moves the tallies, and the object answers the record it
+    /// wrote (the one handed over, or with `other` in a field past the week's bound on values,
+    /// `telemetry_core::stored_week::keep_within`) for KV; a repeat that changed nothing
+    /// changes nothing, and answers `None`.
     pub async fn record(
         &self,
         write: &SessionWrite,
         record: &str,
         expires_at: i64,
-    ) -> Result<String, JsValue> {
+    ) -> Result<Option<String>, JsValue> {
         let headers = [
             (SESSION_HEADER, write.session_id.as_str()),
             (EXPIRES_AT_HEADER, &expires_at.to_string()),
             (RECORD_HEADER, record),
         ];
-        let (_, held) = self.call(write.week, RECORD_PATH, &headers).await?;
-        Ok(held)
+        let shard = shard_of(write.session_id.as_str(), self.shards);
+        let sent = self.send(write.week, shard, RECORD_PATH, &headers)?;
+        let (status, written) = answer(sent).await?;
+        Ok((status == 200).then_some(written))
     }
 
-    /// Deletes a session from a week (a deletion request): the request is sent at once, and
-    /// the future it returns answers how many records went, so that many weeks are asked
-    /// together without a join combinator in the bundle.
+    /// Deletes a session from a week (a deletion request), from the one object of the week
+    /// that can hold it: the request is sent at once, and the future it returns answers how
+    /// many records went, so that many weeks are asked together without a join combinator in
+    /// the bundle.
     pub fn delete(
         &self,
         week: IsoWeek,
         session_id: &str,
     ) -> Result<impl Future<Output = Result<u64, JsValue>> + use<>, JsValue> {
-        let sent = self.send(week, DELETE_PATH, &[(SESSION_HEADER, session_id)])?;
+        let shard = shard_of(session_id, self.shards);
+        let sent = self.send(week, shard, DELETE_PATH, &[(SESSION_HEADER, session_id)])?;
         Ok(async move {
             let (_, deleted) = answer(sent).await?;
             deleted.parse().map_err(|_| "a count".into())
         })
     }
 
-    /// The week's live sessions by value along `dimension`, from the object's tallies: one
-    /// request, a few rows, whatever the week's size. Sent at once, as [`Weeks::delete`].
+    /// The week's sessions by value along `dimension`, from its objects' tallies added up:
+    /// one request per object, a few rows each, whatever the week's size. Every object is
+    /// asked at once, and so is every week of a readout: the future answers when all have.
     pub fn tally(
         &self,
         week: IsoWeek,
         dimension: Dimension,
     ) -> Result<impl Future<Output = Result<Tally, JsValue>> + use<>, JsValue> {
         let path = format!("{TALLY_PREFIX}{}", dimension.name());
-        let sent = self.send(week, &path, &[])?;
-        Ok(async move { parse_tally_lines(&answer(sent).await?.1) })
+        let sent = (0..self.shards)
+            .map(|shard| self.send(week, shard, &path, &[]))
+            .collect::<Result<Vec<_>, JsValue>>()?;
+        Ok(async move {
+            let mut tally = Tally::default();
+            for shard in sent {
+                tally.add_all(&parse_tally_lines(&answer(shard).await?.1)?);
+            }
+            Ok(tally)
+        })
     }
 
-    /// One request to the week's object: its status and body, or the object's error.
-    async fn call(
-        &self,
-        week: IsoWeek,
-        path: &str,
-        headers: &[(&str, &str)],
-    ) -> Result<(u16, String), JsValue> {
-        answer(self.send(week, path, headers)?).await
-    }
-
-    /// Sends one request to the week's object. What a request carries goes in headers: the
+    /// Sends one request to a week's object. What a request carries goes in headers: the
     /// object then answers without reading a body.
     fn send(
         &self,
         week: IsoWeek,
+        shard: u16,
         path: &str,
         headers: &[(&str, &str)],
     ) -> Result<JsFuture, JsValue> {
-        let object: DurableObject = self.namespace.get_by_name(&week.to_string())?;
+        let name = week_object_name(week, shard);
+        let object: DurableObject = self.namespace.get_by_name(&name)?;
         let init = web_sys::RequestInit::new();
         if !headers.is_empty() {
             let sent = web_sys::Headers::new()?;

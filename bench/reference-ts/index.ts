@@ -1,7 +1,13 @@
-// The yardstick for the Rust Worker: the same contract written the way a competent TypeScript
+// The yardsticks for the Rust Worker: the same contract written the way a competent TypeScript
 // developer would (zod for the schema, KV put in waitUntil, the readout by listing, one wide
 // event per request). scripts/bench.sh serves it beside the Rust bundle; it is never deployed.
+//
+// Built twice by esbuild (scripts/bench-workers.sh): as the reference, which reads a ping's
+// record before it writes (a repeat that changed nothing writes nothing), and with
+// `--define:OBVIOUS=true` as the obvious design, which puts every ping's record, unread.
 import { z } from "zod";
+
+declare const OBVIOUS: boolean;
 
 interface Env {
   SESSIONS: KVNamespace;
@@ -127,8 +133,16 @@ async function session(request: Request, env: Env, ctx: ExecutionContext): Promi
   const record = { ...fields, first_seen_at: new Date(now).toISOString().slice(0, 10) + "T00:00:00Z" };
   const week = isoWeek(new Date(now));
   const key = `session:${week}:${session_id}`;
-  // A repeat keeps the first ping's day and writes only when a field changed.
+  // A repeat keeps the first ping's day and writes only when a field changed; the obvious
+  // design writes every ping, one KV put and nothing else.
   const write = async () => {
+    if (OBVIOUS) {
+      await env.SESSIONS.put(key, JSON.stringify(record), {
+        expirationTtl: Number(env.SESSION_TTL_SECONDS ?? 7_257_600),
+        metadata: record,
+      });
+      return;
+    }
     const stored = await env.SESSIONS.get<typeof record>(key, "json");
     if (stored) {
       record.first_seen_at = stored.first_seen_at;
@@ -190,7 +204,7 @@ export default {
     console.log(
       JSON.stringify({
         event: "request",
-        target: "reference-ts",
+        target: OBVIOUS ? "obvious-ts" : "reference-ts",
         route: routeName,
         method: request.method,
         status: reply.response.status,

@@ -9,6 +9,7 @@ use crate::limits::{
 };
 use crate::readout::PublishedValues;
 use crate::summary::{DEFAULT_SUMMARY_RETENTION_WEEKS, MAX_SUMMARY_RETENTION_WEEKS, Retention};
+use crate::week::MAX_WEEK_SHARDS;
 
 pub const READ_TOKEN_VAR: &str = "WAU_READ_TOKEN";
 pub const ADMIN_TOKEN_VAR: &str = "ADMIN_TOKEN";
@@ -21,6 +22,10 @@ pub const PUBLIC_DAEMON_VERSIONS_VAR: &str = "PUBLIC_DAEMON_VERSIONS";
 pub const PUBLIC_PROTOCOL_VERSIONS_VAR: &str = "PUBLIC_PROTOCOL_VERSIONS";
 pub const PUBLIC_NODE_MAJORS_VAR: &str = "PUBLIC_NODE_MAJORS";
 pub const SUMMARY_RETENTION_VAR: &str = "SUMMARY_RETENTION_WEEKS";
+pub const WEEK_SHARDS_VAR: &str = "WEEK_SHARDS";
+/// One object per week carries far more than a Free plan allows a day (RUNBOOK's capacity
+/// model); a busier deployment raises it.
+pub const DEFAULT_WEEK_SHARDS: u16 = 1;
 
 /// A breakdown shows a value only when at least this many sessions hold it.
 pub const DEFAULT_BREAKDOWN_MIN_SESSIONS: u64 = 5;
@@ -43,6 +48,9 @@ pub struct Config {
     pub published: PublishedValues,
     /// Weeks a week's summary is kept after it ends (0: none).
     pub summary_retention_weeks: u32,
+    /// How many objects the Worker spreads a week's sessions over (`crate::week::shard_of`).
+    /// The rollback's stores have no such ceiling and do not read it.
+    pub week_shards: u16,
 }
 
 impl Config {
@@ -200,7 +208,20 @@ impl Config {
         };
         let summary_retention_weeks =
             summary_retention_weeks(lookup(SUMMARY_RETENTION_VAR).as_deref())?;
+        let week_shards = match lookup(WEEK_SHARDS_VAR).filter(|v| !v.trim().is_empty()) {
+            None => DEFAULT_WEEK_SHARDS,
+            Some(raw) => raw
+                .trim()
+                .parse::<u16>()
+                .ok()
+                .filter(|shards| (1..=MAX_WEEK_SHARDS).contains(shards))
+                .ok_or(ConfigError {
+                    variable: WEEK_SHARDS_VAR,
+                    expected: "a whole number of objects per week, from 1 to 64",
+                })?,
+        };
         Ok(Self {
+            week_shards,
             summary_retention_weeks,
             public_readout,
             published,
@@ -224,6 +245,21 @@ mod tests {
                 .find(|(n, _)| *n == name)
                 .map(|(_, v)| v.to_string())
         })
+    }
+
+    #[test]
+    fn a_week_is_spread_over_one_to_64_objects() {
+        let shards = |raw: &str| config(&[(WEEK_SHARDS_VAR, raw)]).map(|c| c.week_shards);
+        assert_eq!(shards(""), Ok(DEFAULT_WEEK_SHARDS));
+        assert_eq!(shards("1"), Ok(1));
+        assert_eq!(shards(" 64 "), Ok(64));
+        for wrong in ["0", "65", "-1", "four", "2.5"] {
+            assert_eq!(
+                shards(wrong).unwrap_err().variable,
+                WEEK_SHARDS_VAR,
+                "{wrong}"
+            );
+        }
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! ISO 8601 weeks: the week a UTC instant falls in, and parsing `YYYY-Www` strictly.
+//! ISO 8601 weeks: the week a UTC instant falls in, parsing `YYYY-Www` strictly, and which
+//! of a week's shards (the Worker's objects) keeps a session.
 
 use std::fmt;
 
@@ -89,6 +90,35 @@ impl Serialize for IsoWeek {
     }
 }
 
+/// The most objects a week may be spread over (`WEEK_SHARDS`): a readout asks each of them,
+/// so a series of [`crate::readout::MAX_SERIES_WEEKS`] weeks makes at most 105 × 64 requests,
+/// inside a Paid plan invocation's 10,000.
+pub const MAX_WEEK_SHARDS: u16 = 64;
+
+/// Which of a week's `shards` objects keeps a session: FNV-1a (32 bits) of its id, modulo the
+/// shards. Stable across isolates, deployments and targets, and spread evenly whatever the
+/// ids look like (a relay's are random; a counter's are not).
+pub fn shard_of(session_id: &str, shards: u16) -> u16 {
+    let hash = session_id.bytes().fold(0x811c_9dc5_u32, |hash, byte| {
+        (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193)
+    });
+    (hash % u32::from(shards.max(1))) as u16
+}
+
+/// The name of a week's object `shard`: the week itself for shard 0, so that a deployment
+/// of one shard names its objects as before shards existed; `YYYY-Www.<shard>` otherwise.
+pub fn week_object_name(week: IsoWeek, shard: u16) -> String {
+    match shard {
+        0 => week.to_string(),
+        shard => format!("{week}.{shard}"),
+    }
+}
+
+/// The week a [`week_object_name`] names, its shard aside.
+pub fn week_of_object_name(name: &str) -> Option<IsoWeek> {
+    IsoWeek::parse(name.split_once('.').map_or(name, |(week, _)| week))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,6 +170,39 @@ mod tests {
         // Monday 00:30 in UTC+2 is still Sunday in UTC: the previous week.
         let instant = datetime!(2026-11-23 00:30 +2);
         assert_eq!(IsoWeek::containing(instant).to_string(), "2026-W47");
+    }
+
+    #[test]
+    fn sessions_spread_evenly_over_a_week_s_shards_and_stay_in_theirs() {
+        let mut held = [0u32; 7];
+        for n in 0..70_000 {
+            held[usize::from(shard_of(&format!("relay-{n:08}"), 7))] += 1;
+        }
+        // Within 5% of a seventh each, for ids that differ only in a counter.
+        assert!(
+            held.iter().all(|&n| (9_500..=10_500).contains(&n)),
+            "{held:?}"
+        );
+        assert_eq!(shard_of("relay-00000001", 7), shard_of("relay-00000001", 7));
+        assert_eq!(shard_of("anything", 1), 0);
+        assert_eq!(shard_of("anything", 0), 0);
+        // The hash itself is part of the protocol: a change would move every session.
+        assert_eq!(shard_of("a", u16::MAX), (0xe40c_292c_u32 % 65_535) as u16);
+    }
+
+    #[test]
+    fn a_week_s_objects_are_named_by_the_week_and_shard_and_name_their_week() {
+        let week = IsoWeek::parse("2026-W48").unwrap();
+        assert_eq!(week_object_name(week, 0), "2026-W48");
+        assert_eq!(week_object_name(week, 3), "2026-W48.3");
+        for shard in [0, 1, 63] {
+            assert_eq!(
+                week_of_object_name(&week_object_name(week, shard)),
+                Some(week)
+            );
+        }
+        assert_eq!(week_of_object_name("2026-W54.1"), None);
+        assert_eq!(week_of_object_name("garbage"), None);
     }
 
     #[test]

@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use contract_suite::{RawRequest, free_local_port, send};
 
+/// Objects per week in a test Worker: enough that a week's sessions spread over several.
+pub const TEST_WEEK_SHARDS: u16 = 3;
 /// The first start builds the Worker (worker-build, release): allow for a cold cache.
 const READY_WITHIN: Duration = Duration::from_secs(600);
 
@@ -155,6 +157,7 @@ impl Wrangler {
     }
 
     /// Starts `wrangler dev` with its local state in `persist` (its own, when `None`).
+    /// `WEEK_SHARDS` is [`TEST_WEEK_SHARDS`] unless `vars` sets it.
     fn start_in(
         vars: &[(&str, &str)],
         healthz_status: u16,
@@ -189,6 +192,11 @@ impl Wrangler {
             .stderr(log);
         for (name, value) in vars {
             command.args(["--var", &format!("{name}:{value}")]);
+        }
+        // Every test Worker spreads a week over several objects, so that the contract, the
+        // readout and the privacy suites run against a sharded week, unless a test says not.
+        if !vars.iter().any(|(name, _)| *name == "WEEK_SHARDS") {
+            command.args(["--var", &format!("WEEK_SHARDS:{TEST_WEEK_SHARDS}")]);
         }
         // Always a copy without `[build]`: the Worker was built once by `build_once`, and
         // wrangler's watch of the sources (which restarts workerd, on a port it may then find
