@@ -302,9 +302,10 @@ async fn ping(
 /// Keeps an accepted ping, inside `waitUntil`. Its session's object in its week decides, since
 /// it holds the week's records: a repeat that changed nothing writes nothing and costs no KV
 /// operation at all; a new or changed record moves the tallies there, and is then put in KV as
-/// the object wrote it. When the object fails, KV is not written. When KV fails, the object
-/// forgets the record again: KV never misses a session the tallies count, and the session's
-/// next ping, new to both, is counted and stored then. A failure logs a `store_failure`.
+/// the object wrote it. When the object fails, KV is not written, and the session's next ping,
+/// still new or changed to the object, is counted then. When KV fails (its daily write limit on
+/// the Free plan, say), the session stays counted and the object notes that KV missed it: its
+/// next ping, even an unchanged one, puts the record again. A failure logs a `store_failure`.
 async fn keep(sessions: Sessions, weeks: Weeks, write: SessionWrite, expires_at: i64) {
     let kept = async {
         let Some(written) = weeks.record(&write, &write.record_json, expires_at).await? else {
@@ -312,7 +313,7 @@ async fn keep(sessions: Sessions, weeks: Weeks, write: SessionWrite, expires_at:
         };
         let put = sessions.put_record(&write, &written, expires_at).await;
         if let Err(error) = put {
-            weeks.delete(write.week, write.session_id.as_str())?.await?;
+            weeks.note_not_in_kv(&write).await?;
             return Err(error);
         }
         Ok(())

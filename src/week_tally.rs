@@ -32,8 +32,8 @@ use worker::worker_sys::web_sys;
 use worker::worker_sys::{DurableObjectState, SqlStorage};
 
 use crate::weeks::{
-    DELETE_PATH, EXPIRES_AT_HEADER, RECORD_HEADER, RECORD_PATH, SESSION_HEADER, TALLY_PREFIX,
-    tally_line,
+    DELETE_PATH, EXPIRES_AT_HEADER, NOT_IN_KV_PATH, RECORD_HEADER, RECORD_PATH, SESSION_HEADER,
+    TALLY_PREFIX, tally_line,
 };
 
 /// `expires_at` is indexed so that the alarm finds the week's next expiry without a scan.
@@ -49,7 +49,8 @@ const SCHEMA: &str = "\
     CREATE TABLE IF NOT EXISTS summary (\
         dimension TEXT NOT NULL, value TEXT NOT NULL, sessions INTEGER NOT NULL, \
         PRIMARY KEY (dimension, value)\
-    ) WITHOUT ROWID;";
+    ) WITHOUT ROWID;\
+    CREATE TABLE IF NOT EXISTS not_in_kv (session_id TEXT PRIMARY KEY) WITHOUT ROWID;";
 
 /// Expired sessions deleted per transaction by the alarm, which comes back at once for the
 /// rest: a day of a large week's sessions expires at the same second.
@@ -158,6 +159,10 @@ impl WeekTally {
                     week.record(&session_id, &expires_at, &record, now)
                 }
                 _ => Err("a record update names its session, expiry and record".into()),
+            },
+            NOT_IN_KV_PATH => match header(SESSION_HEADER) {
+                Some(session_id) => week.note_not_in_kv(&session_id).map(|()| None),
+                None => Err("a note names its session".into()),
             },
             DELETE_PATH => match header(SESSION_HEADER) {
                 Some(session_id) => {
@@ -291,14 +296,25 @@ impl Store {
         let expires_at: i64 = expires_at.parse().map_err(|_| "an expiry in seconds")?;
         let expires_at = expires_at as f64;
         let stored = self.exec(
-            "SELECT record FROM sessions WHERE session_id = ?",
+            "SELECT record, EXISTS (SELECT 1 FROM not_in_kv WHERE session_id = ?1) \
+             FROM sessions WHERE session_id = ?1",
             &[session_id.into()],
         )?;
+        let not_in_kv = (stored.get(0).is_object()).then(|| columns(&stored.get(0)).get(1));
+        let not_in_kv = not_in_kv.is_some_and(|missing| missing.as_f64() == Some(1.0));
         let stored = first_column(&stored).and_then(|record| record.as_string());
         let mut vocabulary = Vocabulary::new(Named(self));
         let kept = stored_week::keep_within(stored.as_deref(), incoming, &mut vocabulary);
         let (record, moves, found) = match kept {
-            // Held already: nothing to write, here or in KV.
+            // Held already: nothing to write, here or in KV, unless KV missed the record
+            // (`not_in_kv`): the Worker puts it now, and says again should that fail.
+            Ok(None) if not_in_kv => {
+                self.exec(
+                    "DELETE FROM not_in_kv WHERE session_id = ?",
+                    &[session_id.into()],
+                )?;
+                return Ok(stored);
+            }
             Ok(None) => return Ok(None),
             Ok(Some(kept)) => (kept.record, kept.moves, None),
             // The stored record goes; the ping's is kept as a new session's, and the repair
@@ -325,8 +341,12 @@ impl Store {
                  ON CONFLICT (session_id) DO UPDATE \
                  SET record = excluded.record, expires_at = excluded.expires_at",
                 &row,
-            )
-            .map(drop)
+            )?;
+            // The record goes to KV now.
+            if not_in_kv {
+                week.exec("DELETE FROM not_in_kv WHERE session_id = ?", &row[..1])?;
+            }
+            Ok(())
         };
         let applied = match found {
             None => {
@@ -362,6 +382,17 @@ impl Store {
         Ok(Some(record))
     }
 
+    /// Notes that KV missed a session's record (the Worker's put failed): its next ping,
+    /// even one that changes nothing, is answered with the record to put again.
+    fn note_not_in_kv(&self, session_id: &str) -> Result<(), JsValue> {
+        self.exec(
+            "INSERT INTO not_in_kv (session_id) \
+             SELECT session_id FROM sessions WHERE session_id = ? ON CONFLICT DO NOTHING",
+            &[session_id.into()],
+        )?;
+        Ok(())
+    }
+
     /// Deletes a session's record (a deletion request, at `now`) and takes it out of the
     /// tallies: out of the week's count until its summary is made, into the summary after.
     fn delete(&self, session_id: &str, now: f64) -> Result<String, JsValue> {
@@ -373,6 +404,10 @@ impl Store {
         let delete = move |week: &Store| {
             let deleted = week.exec(
                 "DELETE FROM sessions WHERE session_id = ? RETURNING record",
+                std::slice::from_ref(&session_id),
+            )?;
+            week.exec(
+                "DELETE FROM not_in_kv WHERE session_id = ?",
                 std::slice::from_ref(&session_id),
             )?;
             Ok(deleted)
@@ -419,6 +454,11 @@ impl Store {
         };
         let leaving = self.retention.on_expiry();
         let deleted = self.repairing(StoreOperation::Expire, leaving, expire)?;
+        // What KV missed of sessions that have gone no longer matters.
+        self.exec(
+            "DELETE FROM not_in_kv WHERE session_id NOT IN (SELECT session_id FROM sessions)",
+            &[],
+        )?;
         if deleted == EXPIRED_PER_ALARM {
             return self.set_alarm(now);
         }

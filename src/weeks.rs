@@ -21,6 +21,9 @@ const ORIGIN: &str = "https://week";
 /// `POST`: keep a ping's record ([`SESSION_HEADER`], [`EXPIRES_AT_HEADER`], [`RECORD_HEADER`]);
 /// answers 200 with the record it wrote (for KV), or 204 when it held that record already.
 pub const RECORD_PATH: &str = "/record";
+/// `POST`: note that KV missed a session's record ([`SESSION_HEADER`]), so that its next ping
+/// puts it again; answers 204.
+pub const NOT_IN_KV_PATH: &str = "/not-in-kv";
 /// `POST`: delete a session ([`SESSION_HEADER`]); answers how many records went.
 pub const DELETE_PATH: &str = "/delete";
 /// `GET /tally/<dimension>`: the week's tally along a dimension, a [`tally_line`] per value.
@@ -83,6 +86,15 @@ impl Weeks {
         let sent = self.send(write.week, shard, RECORD_PATH, &headers)?;
         let (status, written) = answer(sent).await?;
         Ok((status == 200).then_some(written))
+    }
+
+    /// Tells a session's object that KV missed the record it wrote (the put failed): the
+    /// session stays counted, and its next ping puts the record again.
+    pub async fn note_not_in_kv(&self, write: &SessionWrite) -> Result<(), JsValue> {
+        let shard = shard_of(write.session_id.as_str(), self.shards);
+        let headers = [(SESSION_HEADER, write.session_id.as_str())];
+        answer(self.send(write.week, shard, NOT_IN_KV_PATH, &headers)?).await?;
+        Ok(())
     }
 
     /// Deletes a session from a week (a deletion request), from the one object of the week

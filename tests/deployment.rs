@@ -221,6 +221,13 @@ fn the_backfill_hands_kv_records_to_their_weeks_object_once() {
     run_against_the_bundle("tests/backfill.mjs");
 }
 
+/// `tests/kv_failure.mjs`: while KV refuses writes a new session is still counted, and its
+/// next ping puts the record KV missed.
+#[test]
+fn a_record_kv_refused_is_counted_and_put_by_the_session_s_next_ping() {
+    run_against_the_bundle("tests/kv_failure.mjs");
+}
+
 #[test]
 fn the_week_s_object_keeps_a_flood_of_distinct_values_to_the_bound() {
     run_against_the_bundle("tests/distinct_values.mjs");
