@@ -24,7 +24,7 @@ fi
 # worker-build's own wasm-opt step keeps the names section (it passes --debuginfo), which
 # is a fifth of the module; this script runs wasm-opt itself instead, from the npm package
 # binaryen pinned in package-lock.json (Debian's is too old for this compiler's output).
-worker-build --release --no-opt
+worker-build --profile worker --no-opt
 wasm_opt=${WASM_OPT_BIN:-node_modules/.bin/wasm-opt}
 if [ ! -x "$wasm_opt" ]; then
   # The shipped bundle and the one the tests run are the optimised one, or none at all.

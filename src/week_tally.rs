@@ -1,6 +1,7 @@
-//! `WeekTally`, the Durable Object that keeps one ISO week as the core models it
-//! (`telemetry_core::stored_week`): its sessions' latest records and their tallies along
-//! every dimension, changed together, so a readout reads a few rows; and the week's summary
+//! `WeekTally`, the Durable Object that keeps one ISO week (or one shard of it) as the core
+//! models it (`telemetry_core::stored_week`): its sessions' latest records and their tallies,
+//! kept as one row per profile (`telemetry_core::ProfileMoves`: a new session writes one tally
+//! row, not one per dimension) and changed together, so a readout reads a few rows; and the week's summary
 //! (`telemetry_core::summary`), which keeps counting the sessions whose records expired until
 //! `SUMMARY_RETENTION_WEEKS` after the week, when the object's alarm deletes it. Each request runs alone
 //! (an object is single-threaded), so an inconsistency is repaired in the request that finds
@@ -16,12 +17,12 @@ use telemetry_core::config::{SUMMARY_RETENTION_VAR, summary_retention_weeks};
 use telemetry_core::event::{StoreInconsistentEvent, StoreOperation, to_line};
 use telemetry_core::limits::MAX_TALLIED_VALUES;
 use telemetry_core::stored_week::{
-    self, Inconsistent, KeepError, OTHER_VALUE, TalliedValues, Vocabulary,
+    self, Inconsistent, KeepError, OTHER_VALUE, TalliedValues, Vocabulary, values_of,
 };
 use telemetry_core::summary::{DEFAULT_SUMMARY_RETENTION_WEEKS, Leaving, Retention};
-use telemetry_core::tally::moved_row;
+use telemetry_core::tally::{PROFILE_SEPARATOR, moved_row};
 use telemetry_core::week::week_of_object_name;
-use telemetry_core::{Dimension, IsoWeek, TallyMoves};
+use telemetry_core::{Dimension, IsoWeek, ProfileMoves, TallyMoves};
 use worker::console_log;
 use worker::js_sys::{Array, Date, Function, Object, Reflect};
 use worker::wasm_bindgen;
@@ -42,15 +43,38 @@ const SCHEMA: &str = "\
         session_id TEXT PRIMARY KEY, record TEXT NOT NULL, expires_at INTEGER NOT NULL\
     ) WITHOUT ROWID;\
     CREATE INDEX IF NOT EXISTS sessions_by_expiry ON sessions (expires_at);\
-    CREATE TABLE IF NOT EXISTS tallies (\
-        dimension TEXT NOT NULL, value TEXT NOT NULL, sessions INTEGER NOT NULL, \
-        PRIMARY KEY (dimension, value)\
+    CREATE TABLE IF NOT EXISTS profiles (\
+        platform TEXT NOT NULL, primary_framework TEXT NOT NULL, daemon_version TEXT NOT NULL, \
+        protocol_version TEXT NOT NULL, node_major TEXT NOT NULL, sessions INTEGER NOT NULL, \
+        PRIMARY KEY (platform, primary_framework, daemon_version, protocol_version, node_major)\
     ) WITHOUT ROWID;\
     CREATE TABLE IF NOT EXISTS summary (\
         dimension TEXT NOT NULL, value TEXT NOT NULL, sessions INTEGER NOT NULL, \
         PRIMARY KEY (dimension, value)\
     ) WITHOUT ROWID;\
     CREATE TABLE IF NOT EXISTS not_in_kv (session_id TEXT PRIMARY KEY) WITHOUT ROWID;";
+
+/// A profile's columns, in the order of `Dimension::ALL` (each named as its dimension).
+macro_rules! profile_columns {
+    () => {
+        "platform, primary_framework, daemon_version, protocol_version, node_major"
+    };
+}
+/// The statement that moves profiles: this, then a `(?,?,?,?,?,?)` per profile, then the tail.
+const MOVE_PROFILES: &str = concat!(
+    "INSERT INTO profiles (",
+    profile_columns!(),
+    ", sessions) VALUES "
+);
+const MOVE_PROFILES_TAIL: &str = concat!(
+    " ON CONFLICT (",
+    profile_columns!(),
+    ") DO UPDATE SET sessions = sessions + excluded.sessions RETURNING ",
+    profile_columns!(),
+    ", sessions"
+);
+/// Profiles per upsert: six bound values each, under SQLite's 100 per statement.
+const PROFILES_PER_STATEMENT: usize = 16;
 
 /// Expired sessions deleted per transaction by the alarm, which comes back at once for the
 /// rest: a day of a large week's sessions expires at the same second.
@@ -93,7 +117,7 @@ pub struct WeekTally {
 struct Known {
     /// The dimensions (bits, in the order of `Dimension::ALL`) whose tally names the most
     /// values it may, as last counted: a flood's every ping would otherwise count a thousand
-    /// rows. A bit goes whenever a row of its dimension is added or dropped.
+    /// rows. The bits go whenever a profile's row is dropped.
     full: Cell<u8>,
     /// (dimension, value) that a tally or summary row named when last read, sorted: a new
     /// session's values are nearly always among them, and are then not read again. A value
@@ -121,6 +145,10 @@ impl WeekTally {
         let storage: Storage = state.storage()?.unchecked_into();
         let sql = storage.sql();
         sql.exec(SCHEMA, Array::new())?;
+        // An object made before profiles kept a row per dimension and value: its tallies are
+        // rebuilt as profiles from its records, once.
+        let older = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'tallies'";
+        let migrate = sql.exec(older, Array::new())?.to_array().length() > 0;
         let week = state.id().ok().and_then(|id| id.name());
         let week = week.as_deref().and_then(week_of_object_name);
         let known = Rc::default();
@@ -132,13 +160,21 @@ impl WeekTally {
             summary_weeks: summary_weeks.unwrap_or(DEFAULT_SUMMARY_RETENTION_WEEKS),
             ..Retention::default()
         };
-        Ok(Self {
+        let object = Self {
             storage,
             sql,
             week,
             retention,
             known,
-        })
+        };
+        if migrate {
+            object.store().transaction(Box::new(|week| {
+                week.rebuild()?;
+                week.exec("DROP TABLE tallies", &[])?;
+                Ok(JsValue::UNDEFINED)
+            }))?;
+        }
+        Ok(object)
     }
 
     /// The Worker's requests (the paths of [`crate::weeks`]), answered at once: the object's
@@ -229,8 +265,11 @@ impl TalliedValues for Named<'_> {
             return Ok(true);
         };
         let rows = self.0.exec(
-            "SELECT 1 FROM tallies WHERE dimension = ?1 AND value = ?2 \
-             UNION ALL SELECT 1 FROM summary WHERE dimension = ?1 AND value = ?2",
+            &format!(
+                "SELECT 1 FROM profiles WHERE {} = ?2 \
+                 UNION ALL SELECT 1 FROM summary WHERE dimension = ?1 AND value = ?2 LIMIT 1",
+                dimension.name()
+            ),
             &[dimension.name().into(), value.into()],
         )?;
         let named = rows.length() > 0;
@@ -247,10 +286,13 @@ impl TalliedValues for Named<'_> {
             return Ok(MAX_TALLIED_VALUES);
         }
         let rows = self.0.exec(
-            "SELECT count(*) AS n FROM ( \
-                 SELECT value FROM tallies WHERE dimension = ?1 \
-                 UNION SELECT value FROM summary WHERE dimension = ?1 \
-             ) WHERE value <> ?2",
+            &format!(
+                "SELECT count(*) AS n FROM ( \
+                     SELECT {} AS value FROM profiles \
+                     UNION SELECT value FROM summary WHERE dimension = ?1 \
+                 ) WHERE value <> ?2",
+                dimension.name()
+            ),
             &[dimension.name().into(), OTHER_VALUE.into()],
         )?;
         let counted = first_column(&rows).and_then(|n| n.as_f64()).unwrap_or(0.0) as u64;
@@ -316,7 +358,15 @@ impl Store {
                 return Ok(stored);
             }
             Ok(None) => return Ok(None),
-            Ok(Some(kept)) => (kept.record, kept.moves, None),
+            Ok(Some(kept)) => {
+                let mut moves = ProfileMoves::default();
+                let before = stored.as_deref().map(values_of).transpose();
+                let after = values_of(&kept.record);
+                if let (Ok(before), Ok(after)) = (before, after) {
+                    moves.replace(before, Some(after));
+                }
+                (kept.record, moves, None)
+            }
             // The stored record goes; the ping's is kept as a new session's, and the repair
             // below counts the week from its records.
             Err(KeepError::Inconsistent(found)) => {
@@ -326,7 +376,7 @@ impl Store {
                     Ok(Some(kept)) => kept.record,
                     _ => incoming.to_owned(),
                 };
-                (record, TallyMoves::default(), Some(found))
+                (record, ProfileMoves::default(), Some(found))
             }
             Err(KeepError::Store(error)) => return Err(error),
         };
@@ -424,12 +474,16 @@ impl Store {
             self.exec("DELETE FROM summary", &[])?;
             self.known.named.borrow_mut().clear();
         }
+        let dimension = Dimension::parse(dimension).ok_or("no such dimension")?;
         let rows = self.exec(
-            "SELECT value, sum(sessions) FROM ( \
-                 SELECT value, sessions FROM tallies WHERE dimension = ?1 \
-                 UNION ALL SELECT value, sessions FROM summary WHERE dimension = ?1 \
-             ) GROUP BY value",
-            &[dimension.into()],
+            &format!(
+                "SELECT value, sum(sessions) FROM ( \
+                     SELECT {} AS value, sessions FROM profiles \
+                     UNION ALL SELECT value, sessions FROM summary WHERE dimension = ?1 \
+                 ) GROUP BY value",
+                dimension.name()
+            ),
+            &[dimension.name().into()],
         )?;
         let mut lines = String::new();
         for row in rows.iter() {
@@ -532,34 +586,7 @@ impl Store {
     ) -> Result<(), JsValue> {
         let dropped = self.transaction(Box::new(move |week| {
             first(week)?;
-            // Row by row from the cursor: an object's memory holds a large week's tallies,
-            // never its records.
-            let rows = (week.sql)
-                .exec("SELECT session_id, record FROM sessions", Array::new())?
-                .raw();
-            let mut rebuilt = stored_week::Rebuilt::default();
-            for row in rows.into_iter().filter_map(Result::ok) {
-                let row: Array = row.unchecked_into();
-                let text = |at| row.get(at).as_string().unwrap_or_default();
-                rebuilt.add(text(0), &text(1));
-            }
-            for session_id in &rebuilt.invalid {
-                week.exec(
-                    "DELETE FROM sessions WHERE session_id = ?",
-                    &[session_id.as_str().into()],
-                )?;
-            }
-            week.exec("DELETE FROM tallies", &[])?;
-            // A summary row cannot be rebuilt (its records are gone): one that is not a count
-            // is dropped.
-            week.exec(
-                "DELETE FROM summary WHERE typeof(sessions) <> 'integer' OR sessions < 0",
-                &[],
-            )?;
-            week.known.full.set(0);
-            week.known.named.borrow_mut().clear();
-            week.apply(&rebuilt.tallies)?;
-            Ok((rebuilt.invalid.len() as u32).into())
+            Ok(week.rebuild()?.into())
         }))?;
         let dropped = dropped.as_f64().unwrap_or(0.0) as u64;
         let event =
@@ -568,16 +595,55 @@ impl Store {
         Ok(())
     }
 
+    /// Counts the week's profiles afresh from its records (inside the caller's transaction),
+    /// dropping the records that are not records; returns how many were dropped.
+    fn rebuild(&self) -> Result<u32, JsValue> {
+        // Row by row from the cursor: an object's memory holds a large week's profiles,
+        // never its records.
+        let rows = (self.sql)
+            .exec("SELECT session_id, record FROM sessions", Array::new())?
+            .raw();
+        let mut profiles = ProfileMoves::default();
+        let mut invalid = Vec::new();
+        for row in rows.into_iter().filter_map(Result::ok) {
+            let row: Array = row.unchecked_into();
+            let record = row.get(1).as_string().unwrap_or_default();
+            match values_of(&record) {
+                Ok(values) => profiles.add(values, 1),
+                Err(_) => invalid.push(row.get(0)),
+            }
+        }
+        for session_id in &invalid {
+            self.exec(
+                "DELETE FROM sessions WHERE session_id = ?",
+                std::slice::from_ref(session_id),
+            )?;
+        }
+        self.exec("DELETE FROM profiles", &[])?;
+        // A summary row cannot be rebuilt (its records are gone): one that is not a count
+        // is dropped.
+        self.exec(
+            "DELETE FROM summary WHERE typeof(sessions) <> 'integer' OR sessions < 0",
+            &[],
+        )?;
+        self.known.full.set(0);
+        self.known.named.borrow_mut().clear();
+        self.apply(&profiles)?;
+        Ok(invalid.len() as u32)
+    }
+
     /// Takes deleted records (rows of one column) out of the tallies, and into the summary
     /// when they stay counted.
     fn take_out(&self, deleted: &Array, leaving: Leaving) -> Result<(), JsValue> {
         let mut departure = stored_week::Departure::default();
+        let mut live = ProfileMoves::default();
         for row in deleted.iter() {
             let record = columns(&row).get(0).as_string().unwrap_or_default();
             let gone = stored_week::depart(&record, leaving).map_err(|found| found.name())?;
             departure.extend(&gone);
+            live.replace(values_of(&record).ok(), None);
         }
-        self.apply(&departure.live)?;
+        self.apply(&live)?;
         self.add_to_summary(&departure.summary)
     }
 
@@ -593,61 +659,45 @@ impl Store {
         Ok(())
     }
 
-    /// Applies tally moves by the core's rule for a row ([`moved_row`]), in one statement
-    /// whatever their number: each row moved by its sessions and returned with its count
-    /// after. A value whose count falls to zero loses its row; one that would fall below zero
-    /// is an inconsistency, thrown as its name so that the transaction rolls back and the
-    /// caller repairs.
-    fn apply(&self, moves: &TallyMoves) -> Result<(), JsValue> {
-        let mut statement =
-            String::from("INSERT INTO tallies (dimension, value, sessions) VALUES ");
-        let mut bindings = Vec::new();
-        for (dimension, value, sessions) in moves.iter() {
-            statement.push_str(if bindings.is_empty() {
-                "(?,?,?)"
-            } else {
-                ",(?,?,?)"
-            });
-            bindings.extend([
-                dimension.name().into(),
-                value.into(),
-                (sessions as f64).into(),
-            ]);
-        }
-        if bindings.is_empty() {
-            return Ok(());
-        }
-        statement.push_str(
-            " ON CONFLICT (dimension, value) DO UPDATE SET sessions = sessions + excluded.sessions \
-             RETURNING dimension, value, sessions",
-        );
-        for row in self.exec(&statement, &bindings)?.iter() {
-            let row = columns(&row);
-            let (Some(dimension), Some(value)) = (row.get(0).as_string(), row.get(1).as_string())
-            else {
-                continue;
-            };
-            let Some(dimension) = Dimension::parse(&dimension) else {
-                continue;
-            };
-            // The count after the move, judged as a row holding nothing moved by it.
-            let after = row.get(2).as_f64().unwrap_or(-1.0) as i64;
-            let kept = moved_row(0, after).map_err(|found| found.name())?;
-            // A row that holds exactly what moved into it was not there before.
-            let moved = moves
-                .iter()
-                .find(|(d, v, _)| *d == dimension && *v == value);
-            let added = moved.is_some_and(|(_, _, sessions)| sessions > 0 && sessions == after);
-            if added || kept.is_none() {
-                // A row added or dropped: the dimension is counted again when next asked.
-                let known = &self.known;
-                known.full.set(known.full.get() & !(1 << dimension as u8));
+    /// Applies profile moves by the core's rule for a row ([`moved_row`]), a statement per
+    /// [`PROFILES_PER_STATEMENT`] profiles (a ping moves one or two): each row moved by its
+    /// sessions and returned with its count after. A profile whose count falls to zero loses
+    /// its row; one that would fall below zero is an inconsistency, thrown as its name so that
+    /// the transaction rolls back and the caller repairs.
+    fn apply(&self, moves: &ProfileMoves) -> Result<(), JsValue> {
+        let moves: Vec<_> = moves.iter().collect();
+        for batch in moves.chunks(PROFILES_PER_STATEMENT) {
+            let mut statement = String::from(MOVE_PROFILES);
+            let mut bindings = Vec::with_capacity(batch.len() * 6);
+            for (profile, sessions) in batch {
+                if !bindings.is_empty() {
+                    statement.push(',');
+                }
+                statement.push_str("(?,?,?,?,?,?)");
+                bindings.extend(profile.split(PROFILE_SEPARATOR).map(JsValue::from));
+                bindings.push((*sessions as f64).into());
             }
-            if kept.is_none() {
-                self.known.forget_named(dimension, &value);
+            statement.push_str(MOVE_PROFILES_TAIL);
+            for row in self.exec(&statement, &bindings)?.iter() {
+                let row = columns(&row);
+                // The count after the move, judged as a row holding nothing moved by it.
+                let after = row.get(5).as_f64().unwrap_or(-1.0) as i64;
+                if moved_row(0, after).map_err(|found| found.name())?.is_some() {
+                    continue;
+                }
+                // A row dropped: its values may be named no more, and a dimension at its
+                // bound may have room again. (A row added cannot fill a dimension up: a value
+                // is admitted only while there is room.)
+                self.known.full.set(0);
+                let key: Vec<JsValue> = (0..5).map(|at| row.get(at)).collect();
+                for (dimension, value) in Dimension::ALL.into_iter().zip(&key) {
+                    self.known
+                        .forget_named(dimension, &value.as_string().unwrap_or_default());
+                }
                 self.exec(
-                    "DELETE FROM tallies WHERE dimension = ? AND value = ?",
-                    &[dimension.name().into(), value.into()],
+                    "DELETE FROM profiles WHERE platform = ? AND primary_framework = ? \
+                     AND daemon_version = ? AND protocol_version = ? AND node_major = ?",
+                    &key,
                 )?;
             }
         }

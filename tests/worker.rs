@@ -352,7 +352,14 @@ fn worker_keeps_a_session_s_first_day_and_writes_a_repeat_only_when_it_changed()
             .output()
             .expect("run scripts/backfill.mjs");
         let said = String::from_utf8_lossy(&handed.stdout);
-        if handed.status.success() && said.contains(": 1 records handed") {
+        // Handed, and to the Worker's own objects: its readout counts the session.
+        let counted = || {
+            let readout = RawRequest::new("GET", &format!("/v1/wau/{week}"))
+                .header("authorization", &format!("Bearer {TOKEN}"));
+            send(worker.addr, &readout)
+                .is_ok_and(|answer| answer.text().contains(r#""weekly_active_sessions":1"#))
+        };
+        if handed.status.success() && said.contains(": 1 records handed") && counted() {
             break;
         }
         attempts += 1;
@@ -786,8 +793,8 @@ fn a_damaged_week_object_is_repaired_by_the_request_that_finds_it() {
         assert!(file.execute(sql, []).unwrap() > 0, "{sql}");
     };
 
-    // One dimension's tallies gone, then an upgrade that moves a session out of it.
-    damage("DELETE FROM tallies WHERE dimension = 'daemon_version'");
+    // The sessions' tally row gone, then an upgrade that moves a session out of it.
+    damage("DELETE FROM profiles WHERE daemon_version = '0.9.3'");
     assert_eq!(
         send(worker.addr, &upgrade("damaged-relay-1"))
             .unwrap()
@@ -804,8 +811,8 @@ fn a_damaged_week_object_is_repaired_by_the_request_that_finds_it() {
         204
     );
     assert_versions_settle(&worker, &[("0.9.3", 1), ("1.0.0", 2)]);
-    // Another dimension's tallies gone, then a deletion that takes a session out of it.
-    damage("DELETE FROM tallies WHERE dimension = 'node_major'");
+    // Its profile's row gone again, then a deletion that takes a session out of it.
+    damage("DELETE FROM profiles WHERE daemon_version = '0.9.3'");
     let forget = RawRequest::new("DELETE", "/v1/session/damaged-relay-3")
         .header("authorization", &format!("Bearer {ADMIN_TOKEN}"));
     let forgotten = send(worker.addr, &forget).unwrap();

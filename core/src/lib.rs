@@ -58,5 +58,5 @@ pub use service::{
     erased_response, forgotten_response, path_of_url, query_of_url, ready_response, retained_weeks,
     route, utc_from_unix_millis,
 };
-pub use tally::{Tally, TallyMoves};
+pub use tally::{ProfileMoves, Tally, TallyMoves};
 pub use week::IsoWeek;

@@ -121,6 +121,55 @@ impl TallyMoves {
     }
 }
 
+/// How a week's sessions move between profiles (a record's values along every dimension at
+/// once, in the order of [`Dimension::ALL`]), summed over any number of changes: the same
+/// moves as [`TallyMoves`], for a store that keeps one row per profile, so that a new session
+/// writes one row rather than one per dimension (the Worker's week object: rows written are
+/// most of its bill). A dimension's tally is then its profiles' sessions summed by value.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProfileMoves(Vec<(String, i64)>);
+
+/// What separates a profile's values in [`ProfileMoves::iter`]: no validated value holds one.
+pub const PROFILE_SEPARATOR: char = '\t';
+
+impl ProfileMoves {
+    /// A record replaced by another, as [`TallyMoves::replace`] takes them.
+    pub fn replace(&mut self, before: Option<[&str; 5]>, after: Option<[&str; 5]>) {
+        if before == after {
+            return;
+        }
+        if let Some(before) = before {
+            self.add(before, -1);
+        }
+        if let Some(after) = after {
+            self.add(after, 1);
+        }
+    }
+
+    /// Adds `sessions` to a profile's move.
+    pub fn add(&mut self, profile: [&str; 5], sessions: i64) {
+        let mut key = String::new();
+        for value in profile {
+            if !key.is_empty() {
+                key.push(PROFILE_SEPARATOR);
+            }
+            key.push_str(value);
+        }
+        match self.0.iter_mut().find(|(known, _)| *known == key) {
+            Some((_, moved)) => *moved += sessions,
+            None => self.0.push((key, sessions)),
+        }
+    }
+
+    /// Each profile whose sessions moved, as its values in the order of [`Dimension::ALL`]
+    /// joined by [`PROFILE_SEPARATOR`], and by how many.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, i64)> {
+        (self.0.iter())
+            .filter(|(_, sessions)| *sessions != 0)
+            .map(|(profile, sessions)| (profile.as_str(), *sessions))
+    }
+}
+
 /// One tally row after a move: `Some(sessions)` to keep, `None` when it falls to zero (a
 /// tally never names a value no live record holds), or an error when more sessions leave a
 /// value than it holds — the tallies disagree with the records, and the week must be rebuilt.
@@ -149,6 +198,34 @@ mod tests {
             .collect();
         moved.sort();
         moved
+    }
+
+    #[test]
+    fn profile_moves_sum_to_the_tally_moves_of_the_same_changes() {
+        let changes = [
+            (None, Some(values("0.9.3", "20"))),
+            (None, Some(values("0.9.3", "22"))),
+            (Some(values("0.9.3", "20")), Some(values("1.0.0", "20"))),
+            (Some(values("0.9.3", "22")), Some(values("0.9.3", "22"))),
+            (Some(values("1.0.0", "20")), None),
+        ];
+        let (mut tallies, mut profiles) = (TallyMoves::default(), ProfileMoves::default());
+        for (before, after) in changes {
+            tallies.replace(before, after);
+            profiles.replace(before, after);
+        }
+        // Only the second session is left, on its one profile.
+        let left: Vec<_> = profiles.iter().collect();
+        assert_eq!(left, vec![("linux\treact\t0.9.3\t1.0.0\t22", 1)]);
+        // Summed by value along each dimension, the profiles move as the tallies do.
+        let mut summed = TallyMoves::default();
+        for (profile, sessions) in profiles.iter() {
+            let values: Vec<&str> = profile.split(PROFILE_SEPARATOR).collect();
+            for _ in 0..sessions {
+                summed.replace(None, Some(values.clone().try_into().unwrap()));
+            }
+        }
+        assert_eq!(moved(&summed), moved(&tallies));
     }
 
     #[test]

@@ -43,6 +43,19 @@ impl Kind {
         }
     }
 
+    /// How long each of this kind's 204s took, in microseconds, for the percentiles printed
+    /// after the run.
+    fn latencies(self) -> &'static Mutex<Vec<u64>> {
+        static NEW_SESSIONS: Mutex<Vec<u64>> = Mutex::new(Vec::new());
+        static UNCHANGED_REPEATS: Mutex<Vec<u64>> = Mutex::new(Vec::new());
+        static UPGRADES: Mutex<Vec<u64>> = Mutex::new(Vec::new());
+        match self {
+            Self::NewSession => &NEW_SESSIONS,
+            Self::UnchangedRepeat => &UNCHANGED_REPEATS,
+            Self::Upgrade => &UPGRADES,
+        }
+    }
+
     fn answered(self) -> &'static AtomicU64 {
         static NEW_SESSIONS: AtomicU64 = AtomicU64::new(0);
         static UNCHANGED_REPEATS: AtomicU64 = AtomicU64::new(0);
@@ -70,12 +83,37 @@ pub fn limited_pings() -> (u64, u64) {
 /// was really loaded, whatever Goose's own report was told to leave out.
 pub fn answered_summary() -> String {
     let count = |kind: Kind| kind.answered().load(Ordering::Relaxed);
+    let kinds = [Kind::NewSession, Kind::UnchangedRepeat, Kind::Upgrade];
+    let mut all = Vec::new();
+    let mut latencies = Vec::new();
+    for kind in kinds {
+        let mut took = kind
+            .latencies()
+            .lock()
+            .map(|t| t.clone())
+            .unwrap_or_default();
+        all.extend_from_slice(&took);
+        latencies.push(format!("{} {}", kind.name(), percentiles(&mut took)));
+    }
     format!(
-        "relay pings answered 204: {} new session, {} unchanged repeat, {} upgrade",
+        "relay pings answered 204: {} new session, {} unchanged repeat, {} upgrade\n\
+         204 latency, p50 / p95: every ping {}; {}",
         count(Kind::NewSession),
         count(Kind::UnchangedRepeat),
-        count(Kind::Upgrade)
+        count(Kind::Upgrade),
+        percentiles(&mut all),
+        latencies.join("; ")
     )
+}
+
+/// The median and the 95th percentile of latencies in microseconds, as `p50 / p95 ms`.
+fn percentiles(took: &mut [u64]) -> String {
+    took.sort_unstable();
+    let at = |fraction: f64| {
+        let rank = ((took.len() as f64 * fraction).ceil() as usize).saturating_sub(1);
+        took.get(rank).map_or(0.0, |us| *us as f64 / 1000.0)
+    };
+    format!("{:.1} / {:.1} ms", at(0.50), at(0.95))
 }
 
 /// Relays, as they send: a relay pings when it starts and then every 24 hours with the same six
@@ -309,6 +347,11 @@ async fn ping(user: &mut GooseUser, kind: Kind, session: Session) -> Transaction
     SENT.fetch_add(1, Ordering::Relaxed);
     if accepted {
         kind.answered().fetch_add(1, Ordering::Relaxed);
+        let metric = &response.request;
+        let micros = metric.response_time * 1000 + u64::from(metric.response_time_fraction_us);
+        if let Ok(mut took) = kind.latencies().lock() {
+            took.push(micros);
+        }
         if let Ok(mut sessions) = ACCEPTED.lock() {
             sessions.insert(session.id.clone());
         }

@@ -100,6 +100,17 @@ fn a_short_run_passes_writes_its_report_and_verifies_the_count() {
             "no {kind} answered 204: {stdout}"
         );
     }
+    // The 204s' p50 and p95, every ping's and each kind's, each p95 at least its p50.
+    let latency = (stdout.lines())
+        .find_map(|line| line.strip_prefix("204 latency, p50 / p95: "))
+        .unwrap_or_else(|| panic!("no latency line: {stdout}"));
+    let figures: Vec<f64> = (latency.split(['/', ';', ' ']))
+        .filter_map(|word| word.parse().ok())
+        .collect();
+    assert_eq!(figures.len(), 8, "{latency}");
+    for pair in figures.chunks(2) {
+        assert!(pair[0] > 0.0 && pair[1] >= pair[0], "{latency}");
+    }
     // The run erased what it created: the week is as it found it.
     let created = stdout
         .lines()

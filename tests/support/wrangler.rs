@@ -16,6 +16,8 @@ const READY_WITHIN: Duration = Duration::from_secs(600);
 
 pub struct Wrangler {
     pub addr: SocketAddr,
+    /// The Worker's name in wrangler's dev registry, unique to this instance.
+    name: String,
     child: Child,
     state: PathBuf,
     log_path: PathBuf,
@@ -144,7 +146,11 @@ impl Wrangler {
     /// week objects, as RUNBOOK's rehearsal of the DNS swap runs it. Its `/healthz` is a
     /// backfill request without a token: ready once it answers 405 (a `GET`).
     pub fn start_backfill_beside(&self, vars: &[(&str, &str)]) -> Self {
-        let kept = config_copy("scripts/backfill/wrangler.toml", &[]);
+        // Its objects are this instance's, found in the dev registry by its unique name.
+        let kept = config_copy("scripts/backfill/wrangler.toml", &[]).replace(
+            "script_name = \"telemetry\"",
+            &format!("script_name = \"{}\"", self.name),
+        );
         Self::start_in(vars, 405, Some(kept), Some(self.kv_dir()))
     }
 
@@ -202,6 +208,14 @@ impl Wrangler {
         // wrangler's watch of the sources (which restarts workerd, on a port it may then find
         // taken) has nothing to do in a test.
         let config = config.unwrap_or_else(|| config_copy("wrangler.toml", &[]));
+        // Every instance registers under a name of its own in wrangler's dev registry, which
+        // all the tests running at once share: a backfill Worker started beside one reaches
+        // that one's objects, never another test's.
+        let name = format!("telemetry-test-{port}");
+        let config = config.replace(
+            "\nname = \"telemetry\"\n",
+            &format!("\nname = \"{name}\"\n"),
+        );
         let path = state.join("wrangler.toml");
         std::fs::write(&path, config).expect("write the config");
         command.arg("--config").arg(path);
@@ -209,6 +223,7 @@ impl Wrangler {
         let child = command.spawn().expect("start wrangler dev");
         let mut worker = Self {
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            name,
             child,
             state,
             log_path,

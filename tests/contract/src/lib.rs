@@ -126,7 +126,9 @@ impl Target {
             if count == expected || Instant::now() >= deadline {
                 return Ok(count);
             }
-            std::thread::sleep(Duration::from_millis(50));
+            // Every readout carries the token, and the abuse limit counts each: a slow write
+            // must not spend the limit the suite's last readout needs.
+            std::thread::sleep(Duration::from_millis(200));
         }
     }
 }
