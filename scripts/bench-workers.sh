@@ -152,7 +152,7 @@ stop
 echo
 echo "Storage operations per request, counted by wrapping each Worker's bindings (bench/count-ops.mjs):"
 echo
-node bench/count-ops.mjs "$work/count-state"
+[ -n "${BENCH_NO_COUNTS:-}" ] || node bench/count-ops.mjs "$work/count-state"
 echo
 
 [ -n "${BENCH_NO_COLD_START:-}" ] && exit 0

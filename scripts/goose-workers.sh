@@ -58,7 +58,7 @@ ts_port=$(start "$work/obvious/wrangler.toml" "$work/ts")
 run() { # port users
   local out
   out=$(WAU_READ_TOKEN=$TOKEN target/release/loadtest --host "http://127.0.0.1:$1" \
-    --users "$2" --hatch-rate "$2" --run-time "${SECONDS_EACH}s" --quiet 2>&1 || true)
+    --users "$2" --increase-rate "$2" --run-time "${SECONDS_EACH}s" --no-print-metrics 2>&1 || true)
   grep -q "count check passed" <<<"$out" || { echo "the harness failed on port $1:" >&2; echo "$out" >&2; exit 1; }
   awk -v seconds="$SECONDS_EACH" '
     /^relay pings answered 204:/ { pings = $5 + $8 + $11 }
@@ -78,7 +78,8 @@ for users in $USERS; do
     if ((round % 2)); then order="rust ts"; else order="ts rust"; fi
     for side in $order; do
       port_var=${side}_port
-      read -r rate p50 p95 n50 n95 u50 u95 g50 g95 <<<"$(run "${!port_var}" "$users")"
+      figures=$(run "${!port_var}" "$users") || exit 1
+      read -r rate p50 p95 n50 n95 u50 u95 g50 g95 <<<"$figures"
       name=$([ "$side" = rust ] && echo "Rust" || echo "obvious TypeScript")
       echo "| $users | $name | $rate | $p50 / $p95 ms | $n50 / $n95 ms | $u50 / $u95 ms | $g50 / $g95 ms |"
     done
