@@ -765,6 +765,68 @@ fn assert_versions_settle(worker: &Wrangler, expected: &[(&str, u64)]) {
 }
 
 #[test]
+fn a_week_object_made_before_profiles_counts_its_records_as_profiles_once() {
+    let vars = [
+        ("WEEK_SHARDS", "1"),
+        ("WAU_READ_TOKEN", TOKEN),
+        ("ABUSE_LIMIT_PER_MINUTE", "0"),
+        ("BREAKDOWN_MIN_SESSIONS", "1"),
+    ];
+    let worker = Wrangler::start(&vars);
+    for id in ["older-relay-1", "older-relay-2", "older-relay-3"] {
+        assert_eq!(send(worker.addr, &ping_request(id)).unwrap().status, 204);
+    }
+    let upgrade = RawRequest::new("POST", "/v1/session")
+        .header("content-type", "application/json")
+        .body(ping_json("older-relay-3").replace("0.9.3", "1.0.0"));
+    assert_eq!(send(worker.addr, &upgrade).unwrap().status, 204);
+    assert_versions_settle(&worker, &[("0.9.3", 2), ("1.0.0", 1)]);
+    let files = worker.week_object_files();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let state = worker.stop_keeping_state();
+
+    // The object as the version before profiles left it: a tally row per dimension and
+    // value (wrong ones, as a half-applied write could leave them), and no profiles.
+    let file = rusqlite::Connection::open(&files[0]).unwrap();
+    file.execute_batch(
+        "DROP TABLE profiles;
+         CREATE TABLE tallies (dimension TEXT NOT NULL, value TEXT NOT NULL,
+             sessions INTEGER NOT NULL, PRIMARY KEY (dimension, value)) WITHOUT ROWID;
+         INSERT INTO tallies VALUES ('daemon_version', '0.9.3', 7), ('platform', 'linux', 7);",
+    )
+    .unwrap();
+    drop(file);
+
+    // Its next instance counts the week from its records, as profiles, and drops the old rows.
+    let worker = Wrangler::start_on(state, &vars);
+    assert_versions_settle(&worker, &[("0.9.3", 2), ("1.0.0", 1)]);
+    let file = rusqlite::Connection::open(&files[0]).unwrap();
+    let tables: Vec<String> = (file.prepare("SELECT name FROM sqlite_master WHERE type = 'table'"))
+        .unwrap()
+        .query_map([], |row| row.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert!(!tables.contains(&"tallies".to_owned()), "{tables:?}");
+    let profiles: Vec<(String, i64)> = (file
+        .prepare("SELECT daemon_version, sessions FROM profiles ORDER BY daemon_version"))
+    .unwrap()
+    .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+    .unwrap()
+    .map(Result::unwrap)
+    .collect();
+    assert_eq!(profiles, [("0.9.3".to_owned(), 2), ("1.0.0".to_owned(), 1)]);
+    // And it keeps counting: a fourth session.
+    assert_eq!(
+        send(worker.addr, &ping_request("older-relay-4"))
+            .unwrap()
+            .status,
+        204
+    );
+    assert_versions_settle(&worker, &[("0.9.3", 3), ("1.0.0", 1)]);
+}
+
+#[test]
 fn a_damaged_week_object_is_repaired_by_the_request_that_finds_it() {
     // One object for the week, so that the test damages the one its sessions are in.
     let worker = Wrangler::start(&[

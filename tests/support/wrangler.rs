@@ -9,6 +9,12 @@ use std::time::{Duration, Instant};
 
 use contract_suite::{RawRequest, free_local_port, send};
 
+/// A stopped instance's local state and name, to start another on ([`Wrangler::start_on`]).
+pub struct Stopped {
+    state: PathBuf,
+    name: String,
+}
+
 /// Objects per week in a test Worker: enough that a week's sessions spread over several.
 pub const TEST_WEEK_SHARDS: u16 = 3;
 /// The first start builds the Worker (worker-build, release): allow for a cold cache.
@@ -21,6 +27,8 @@ pub struct Wrangler {
     child: Child,
     state: PathBuf,
     log_path: PathBuf,
+    /// The state of a stopped instance this one was started on, removed with this one's.
+    adopted: Option<PathBuf>,
 }
 
 fn root() -> &'static Path {
@@ -170,6 +178,17 @@ impl Wrangler {
         config: Option<String>,
         persist: Option<PathBuf>,
     ) -> Self {
+        Self::start_named(vars, healthz_status, config, persist, None)
+    }
+
+    /// [`Wrangler::start_in`], under `name` in the dev registry (a new one when `None`).
+    fn start_named(
+        vars: &[(&str, &str)],
+        healthz_status: u16,
+        config: Option<String>,
+        persist: Option<PathBuf>,
+        name: Option<String>,
+    ) -> Self {
         build_once();
         let state = std::env::temp_dir().join(format!(
             "telemetry-worker-test-{}-{}",
@@ -211,7 +230,7 @@ impl Wrangler {
         // Every instance registers under a name of its own in wrangler's dev registry, which
         // all the tests running at once share: a backfill Worker started beside one reaches
         // that one's objects, never another test's.
-        let name = format!("telemetry-test-{port}");
+        let name = name.unwrap_or_else(|| format!("telemetry-test-{port}"));
         let config = config.replace(
             "\nname = \"telemetry\"\n",
             &format!("\nname = \"{name}\"\n"),
@@ -224,6 +243,7 @@ impl Wrangler {
         let mut worker = Self {
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
             name,
+            adopted: None,
             child,
             state,
             log_path,
@@ -273,6 +293,24 @@ impl Wrangler {
     }
 
     /// Where this instance keeps its local KV (`--persist-to`).
+    /// Stops this `wrangler dev` and hands over its local state (KV and the objects' files)
+    /// and its name for [`Wrangler::start_on`]: what a deployment's next isolates find.
+    pub fn stop_keeping_state(mut self) -> Stopped {
+        Stopped {
+            state: std::mem::take(&mut self.state),
+            name: self.name.clone(),
+        }
+    }
+
+    /// Starts `wrangler dev` on the local state of a stopped instance, under its name (the
+    /// objects' files are kept by the Worker's name).
+    pub fn start_on(stopped: Stopped, vars: &[(&str, &str)]) -> Self {
+        let persist = Some(stopped.state.join("kv"));
+        let mut worker = Self::start_named(vars, 200, None, persist, Some(stopped.name));
+        worker.adopted = Some(stopped.state);
+        worker
+    }
+
     pub fn kv_dir(&self) -> PathBuf {
         self.state.join("kv")
     }
@@ -315,7 +353,11 @@ impl Drop for Wrangler {
         }
         let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
         let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.state);
+        for state in std::iter::once(&self.state).chain(&self.adopted) {
+            if !state.as_os_str().is_empty() {
+                let _ = std::fs::remove_dir_all(state);
+            }
+        }
     }
 }
 
