@@ -34,9 +34,9 @@ binding = "SESSIONS"
 id = "00000000000000000000000000000000"
 TOML
 
-# Starts `wrangler dev` with config $1 on a free port in its own process group; echoes the port.
+# Starts `wrangler dev` with config $1 on a free port in its own process group (kept in
+# `servers` for the cleanup), and sets `port` to it.
 start() { # config persist-dir
-  local port
   port=$(free_port)
   TELEMETRY_WORKER_PREBUILT=1 WRANGLER_SEND_METRICS=false setsid node_modules/.bin/wrangler dev \
     --config "$1" --ip 127.0.0.1 --port "$port" --inspector-port "$(free_port)" \
@@ -44,15 +44,17 @@ start() { # config persist-dir
     --var ABUSE_LIMIT_PER_MINUTE:0 >"$2.log" 2>&1 </dev/null &
   servers+=($!)
   for _ in $(seq 600); do
-    curl -sf -o /dev/null "http://127.0.0.1:$port/healthz" && { echo "$port"; return 0; }
+    curl -sf -o /dev/null "http://127.0.0.1:$port/healthz" && return 0
     sleep 0.1
   done
   echo "wrangler dev ($1) did not start:" >&2
   cat "$2.log" >&2
   exit 1
 }
-rust_port=$(start wrangler.toml "$work/rust")
-ts_port=$(start "$work/obvious/wrangler.toml" "$work/ts")
+start wrangler.toml "$work/rust"
+rust_port=$port
+start "$work/obvious/wrangler.toml" "$work/ts"
+ts_port=$port
 
 # One harness run: "pings-per-second p50 p95 new-p50 new-p95 unchanged-p50 unchanged-p95".
 run() { # port users

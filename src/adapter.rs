@@ -307,25 +307,26 @@ async fn ping(
 /// the Free plan, say), the session stays counted and the object notes that KV missed it: its
 /// next ping, even an unchanged one, puts the record again. A failure logs a `store_failure`.
 async fn keep(sessions: Sessions, weeks: Weeks, write: SessionWrite, expires_at: i64) {
+    let id = write.session_id.as_str();
     let kept = async {
         let Some(written) = weeks.record(&write, &write.record_json, expires_at).await? else {
             return Ok(());
         };
         let put = sessions.put_record(&write, &written, expires_at).await;
         if let Err(error) = put {
+            // The put's failure is logged whether or not the object takes the note.
+            log_failure(StoreOperation::Write, Some(write.week), Some(id), &error);
             weeks.note_not_in_kv(&write).await?;
-            return Err(error);
         }
         Ok(())
     };
     if let Err(error) = kept.await {
-        let session_id = Some(write.session_id.as_str());
-        log_failure(StoreOperation::Write, Some(write.week), session_id, &error);
+        log_failure(StoreOperation::Write, Some(write.week), Some(id), &error);
     }
 }
 
 /// A readout the head admitted: the core says which tallies to fetch, the weeks' objects
-/// answer them at once (one request per week, a few rows each, whatever the week's size),
+/// answer them at once (one request per week and shard, a few rows each, whatever the week's size),
 /// and the core answers from them.
 async fn answer_readout(env: &Env, isolate: &Isolate, readout: Readout) -> Handled {
     let week = readout.week();
@@ -455,8 +456,8 @@ async fn delete_everywhere(
             .map(|&week| weeks.delete(week, id))
             .collect::<Result<Vec<_>, JsValue>>()?;
         // A week whose object failed stops nothing: every week whose object answered is
-        // cleared from KV too, so KV never holds a record its week no longer counts (its
-        // next ping would look unchanged to KV and never be counted again). Where the object
+        // cleared from KV too, so KV never holds a record its week no longer counts (the
+        // rollback would take it back at the DNS swap). Where the object
         // held nothing, KV is read first and deleted only if it holds the key: a read costs
         // a tenth of a delete, so an erasure of an id no week holds (which anyone may send)
         // costs no writes.

@@ -52,6 +52,10 @@ const SCHEMA: &str = "\
         dimension TEXT NOT NULL, value TEXT NOT NULL, sessions INTEGER NOT NULL, \
         PRIMARY KEY (dimension, value)\
     ) WITHOUT ROWID;\
+    CREATE INDEX IF NOT EXISTS profiles_by_framework ON profiles (primary_framework);\
+    CREATE INDEX IF NOT EXISTS profiles_by_daemon ON profiles (daemon_version);\
+    CREATE INDEX IF NOT EXISTS profiles_by_protocol ON profiles (protocol_version);\
+    CREATE INDEX IF NOT EXISTS profiles_by_node ON profiles (node_major);\
     CREATE TABLE IF NOT EXISTS not_in_kv (session_id TEXT PRIMARY KEY) WITHOUT ROWID;";
 
 /// A profile's columns, in the order of `Dimension::ALL` (each named as its dimension).
@@ -473,6 +477,7 @@ impl Store {
         if self.summary_expiry()?.is_some_and(|at| at <= now) {
             self.exec("DELETE FROM summary", &[])?;
             self.known.named.borrow_mut().clear();
+            self.known.full.set(0);
         }
         let dimension = Dimension::parse(dimension).ok_or("no such dimension")?;
         let rows = self.exec(
@@ -520,6 +525,7 @@ impl Store {
         if summary_goes.is_some_and(|at| at <= now) {
             self.exec("DELETE FROM summary", &[])?;
             self.known.named.borrow_mut().clear();
+            self.known.full.set(0);
             summary_goes = None;
         }
         let next_record = self.next_expiry()?;
@@ -619,6 +625,10 @@ impl Store {
                 std::slice::from_ref(session_id),
             )?;
         }
+        self.exec(
+            "DELETE FROM not_in_kv WHERE session_id NOT IN (SELECT session_id FROM sessions)",
+            &[],
+        )?;
         self.exec("DELETE FROM profiles", &[])?;
         // A summary row cannot be rebuilt (its records are gone): one that is not a count
         // is dropped.
@@ -686,8 +696,9 @@ impl Store {
                     continue;
                 }
                 // A row dropped: its values may be named no more, and a dimension at its
-                // bound may have room again. (A row added cannot fill a dimension up: a value
-                // is admitted only while there is room.)
+                // bound may have room again. (A row added leaves the bits as they are: a full
+                // dimension admits no value, and one that fills up is counted again when
+                // next asked, since its bit was not set.)
                 self.known.full.set(0);
                 let key: Vec<JsValue> = (0..5).map(|at| row.get(at)).collect();
                 for (dimension, value) in Dimension::ALL.into_iter().zip(&key) {

@@ -63,6 +63,8 @@ impl Weeks {
     /// deployment has no such binding.
     pub fn bind(env: &Env, shards: u16) -> Option<Self> {
         let namespace = crate::kv::binding(env, BINDING)?.unchecked_into();
+        // At least one: the configuration refuses 0, and no count may lose a week's objects.
+        let shards = shards.max(1);
         Some(Self { namespace, shards })
     }
 

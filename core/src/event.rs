@@ -83,8 +83,8 @@ pub const LIMITED_BY_PROCESS: &str = "process";
 /// Every operation a store performs for a target, by the one name both targets log it under.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StoreOperation {
-    /// Keeping an accepted ping: the rollback's batch write; the Worker's KV read, week
-    /// object and KV put.
+    /// Keeping an accepted ping: the rollback's batch write; the Worker's request to its
+    /// session's week object and its KV put.
     Write,
     /// Answering a readout (a count, a breakdown, a series).
     Read,

@@ -155,9 +155,18 @@ impl ProfileMoves {
             }
             key.push_str(value);
         }
-        match self.0.iter_mut().find(|(known, _)| *known == key) {
-            Some((_, moved)) => *moved += sessions,
-            None => self.0.push((key, sessions)),
+        // Sorted, so that a repair's rebuild (a week's every record, its few profiles) costs
+        // a binary search per record, not a walk of every profile.
+        match self
+            .0
+            .binary_search_by(|(known, _)| known.as_str().cmp(&key))
+        {
+            Ok(at) => {
+                if let Some((_, moved)) = self.0.get_mut(at) {
+                    *moved += sessions;
+                }
+            }
+            Err(at) => self.0.insert(at, (key, sessions)),
         }
     }
 

@@ -292,7 +292,6 @@ impl Wrangler {
         }
     }
 
-    /// Where this instance keeps its local KV (`--persist-to`).
     /// Stops this `wrangler dev` and hands over its local state (KV and the objects' files)
     /// and its name for [`Wrangler::start_on`]: what a deployment's next isolates find.
     pub fn stop_keeping_state(mut self) -> Stopped {
@@ -311,6 +310,7 @@ impl Wrangler {
         worker
     }
 
+    /// Where this instance keeps its local KV (`--persist-to`).
     pub fn kv_dir(&self) -> PathBuf {
         self.state.join("kv")
     }
