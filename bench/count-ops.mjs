@@ -4,9 +4,8 @@
 // bindings (bench/sides.mjs), never by reading code. Prints a markdown table, per request.
 //
 //   node bench/count-ops.mjs STATE_DIR   (BENCH_TS_BUNDLE and BENCH_OBVIOUS_BUNDLE set)
-import { Miniflare, Log, LogLevel } from "miniflare";
 import { createServer } from "node:net";
-import { side, token } from "./sides.mjs";
+import { serve, side, token } from "./sides.mjs";
 
 const [stateDir] = process.argv.slice(2);
 const names = (process.env.BENCH_SIDES ?? "rust ts obvious").split(" ");
@@ -19,18 +18,7 @@ const freePort = () =>
   });
 const ports = {};
 for (const name of names) ports[name] = await freePort();
-const mf = new Miniflare({
-  workers: names.map((name) => side(name, { port: ports[name], counted: true })),
-  cf: false,
-  kvPersist: `${stateDir}/kv`,
-  durableObjectsPersist: `${stateDir}/do`,
-  log: new Log(LogLevel.WARN),
-  handleRuntimeStdio(stdout, stderr) {
-    stdout.resume();
-    stderr.pipe(process.stderr);
-  },
-});
-await mf.ready;
+const mf = await serve(stateDir, names.map((name) => side(name, { port: ports[name], counted: true })));
 
 const url = (name, path) => `http://127.0.0.1:${ports[name]}${path}`;
 const counts = async (name) => (await fetch(url(name, "/__bench/counts"))).json();

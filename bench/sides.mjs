@@ -5,6 +5,7 @@
 // bindings (bench/count-ops.mjs reads the counts at /__bench/counts).
 import { dirname } from "node:path";
 import { bundleModules } from "../tests/bundle.mjs";
+import { Miniflare, Log, LogLevel } from "miniflare";
 
 export const token = process.env.BENCH_TOKEN ?? "bench-token-0123456789abcdef0123456789";
 const bindings = {
@@ -46,6 +47,24 @@ export function side(name, { port, counted = false } = {}) {
     kvNamespaces: { SESSIONS: `${name}-sessions` },
     ...sockets,
   };
+}
+
+/** One workerd serving `workers` (options of `side`) with its state in `stateDir`, ready. */
+export async function serve(stateDir, workers) {
+  const mf = new Miniflare({
+    workers,
+    cf: false, // no fetch of the real `Request.cf` (offline); a placeholder instead
+    kvPersist: `${stateDir}/kv`,
+    durableObjectsPersist: `${stateDir}/do`,
+    log: new Log(LogLevel.WARN),
+    // The wide events go to workerd's stdout, which is discarded; they are still made.
+    handleRuntimeStdio(stdout, stderr) {
+      stdout.resume();
+      stderr.pipe(process.stderr);
+    },
+  });
+  await mf.ready;
+  return mf;
 }
 
 /** The wrapper module that counts KV calls, object requests and SQL rows, as the entry. */

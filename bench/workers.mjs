@@ -9,27 +9,14 @@
 // client sends all the load), the 12-week TTL. The TypeScript bundles are esbuild's output,
 // built once by the caller so that a cold start does not include the build.
 import { lastWeek } from "../tests/bundle.mjs";
-import { side } from "./sides.mjs";
-import { Miniflare, Log, LogLevel } from "miniflare";
+import { serve, side } from "./sides.mjs";
 
 const [stateDir, ...wanted] = process.argv.slice(2);
 const workers = wanted.map((arg) => {
   const [name, port] = arg.split("=");
   return side(name, { port: Number(port) });
 });
-const mf = new Miniflare({
-  workers,
-  cf: false, // no fetch of the real `Request.cf` (offline); a placeholder instead
-  kvPersist: `${stateDir}/kv`,
-  durableObjectsPersist: `${stateDir}/do`,
-  log: new Log(LogLevel.WARN),
-  // The wide events go to workerd's stdout, which the caller may discard; they are still made.
-  handleRuntimeStdio(stdout, stderr) {
-    stdout.resume();
-    stderr.pipe(process.stderr);
-  },
-});
-await mf.ready;
+const mf = await serve(stateDir, workers);
 // BENCH_SEED_SESSIONS=N fills last week (lastWeek(), READOUT_PATH in scripts/bench-workers.sh) of each namespace with the same N records, so that
 // both readouts count the same week; the Rust Worker's week object gets them too, through the
 // request its Worker makes for a new session (the readout counts from there).
