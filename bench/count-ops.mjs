@@ -4,18 +4,11 @@
 // bindings (bench/sides.mjs), never by reading code. Prints a markdown table, per request.
 //
 //   node bench/count-ops.mjs STATE_DIR   (BENCH_TS_BUNDLE and BENCH_OBVIOUS_BUNDLE set)
-import { createServer } from "node:net";
+import { freePort, thisWeek } from "../tests/bundle.mjs";
 import { serve, side, token } from "./sides.mjs";
 
 const [stateDir] = process.argv.slice(2);
 const names = (process.env.BENCH_SIDES ?? "rust ts obvious").split(" ");
-const freePort = () =>
-  new Promise((resolve) => {
-    const server = createServer().listen(0, "127.0.0.1", () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-  });
 const ports = {};
 for (const name of names) ports[name] = await freePort();
 const mf = await serve(stateDir, names.map((name) => side(name, { port: ports[name], counted: true })));
@@ -38,12 +31,7 @@ const ping = (id, version = "0.9.3", extra = "") =>
   `"node_version":"v20.11.1","primary_framework":"react"${extra}}`;
 const post = (name, body) =>
   fetch(url(name, "/v1/session"), { method: "POST", headers: { "content-type": "application/json" }, body });
-const week = (() => {
-  const day = new Date();
-  const thursday = new Date(Date.UTC(day.getUTCFullYear(), day.getUTCMonth(), day.getUTCDate() + 3 - ((day.getUTCDay() + 6) % 7)));
-  const number = Math.ceil(((thursday - Date.UTC(thursday.getUTCFullYear(), 0, 1)) / 86_400_000 + 1) / 7);
-  return `${thursday.getUTCFullYear()}-W${String(number).padStart(2, "0")}`;
-})();
+const { week } = thisWeek();
 
 const N = 100;
 const ids = Array.from({ length: N }, (_, i) => `count-ops-session-${String(i).padStart(4, "0")}`);

@@ -5,21 +5,13 @@
 // twice. The backfill takes the core's rules: a week that does not exist is refused, the
 // token's scheme is case-insensitive. Run by tests/deployment.rs (needs build/ and npm ci).
 import { execFileSync } from "node:child_process";
-import { createServer } from "node:net";
-import { bundleModules, lastWeek } from "./bundle.mjs";
+import { bundleModules, freePort, lastWeek } from "./bundle.mjs";
 import { Miniflare, Log, LogLevel } from "miniflare";
 
 const TOKEN = "backfill-test-read-token-0123456789abcdef";
 // The backfill writes records, so it takes the admin token; the read token is refused.
 const ADMIN = "backfill-test-admin-token-0123456789abcdef";
 const { week: WEEK, monday: MONDAY } = lastWeek();
-const freePort = () =>
-  new Promise((resolve) => {
-    const server = createServer().listen(0, "127.0.0.1", () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-  });
 const fail = (message) => {
   console.error(message);
   process.exit(1);

@@ -2,6 +2,7 @@
 // makes it), the wasm compiled, the rest as ES modules; and the week a test or bench seeds.
 // Shared by the Node tests and benches.
 import { readdirSync } from "node:fs";
+import { createServer } from "node:net";
 import { join } from "node:path";
 
 export function bundleModules(root = "build") {
@@ -16,7 +17,27 @@ export function bundleModules(root = "build") {
  * service keeps is answered 0 without asking the store.)
  */
 export function lastWeek() {
-  const day = new Date(Date.now() - 7 * 86_400_000);
+  return weekOf(Date.now() - 7 * 86_400_000);
+}
+
+/** This week, as [`lastWeek`] names it: the week a ping sent now is counted in. */
+export function thisWeek() {
+  return weekOf(Date.now());
+}
+
+/** A free port on 127.0.0.1, for a Worker's socket. */
+export function freePort() {
+  return new Promise((resolve) => {
+    const server = createServer().listen(0, "127.0.0.1", () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/** The ISO week holding `millis` (since the epoch) and its Monday. */
+function weekOf(millis) {
+  const day = new Date(millis);
   const monday = new Date(Date.UTC(day.getUTCFullYear(), day.getUTCMonth(), day.getUTCDate() - ((day.getUTCDay() + 6) % 7)));
   const thursday = new Date(monday.getTime() + 3 * 86_400_000);
   const yearStart = Date.UTC(thursday.getUTCFullYear(), 0, 1);
