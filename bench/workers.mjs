@@ -44,23 +44,27 @@ if (seeded > 0 && workers.some(({ name }) => name === "rust")) {
     let hash = 0x811c9dc5;
     for (const byte of Buffer.from(id)) hash = Math.imul(hash ^ byte, 0x01000193) >>> 0;
     const shard = hash % shards;
-    return weeks.get(weeks.idFromName(shard === 0 ? lastWeek().week : `${lastWeek().week}.${shard}`));
+    return shard === 0 ? lastWeek().week : `${lastWeek().week}.${shard}`;
   };
-  const expiresAt = String(Math.floor(Date.now() / 1000) + 7 * 86_400);
-  const seed = async (i) => {
-    const headers = {
-      "x-session": `seed-${String(i).padStart(8, "0")}`,
-      "x-expires-at": expiresAt,
-      "x-record": JSON.stringify(record),
-    };
-    const response = await objectOf(headers["x-session"]).fetch("https://week/record", { method: "POST", headers });
-    await response.arrayBuffer();
-    if (response.status !== 200 && response.status !== 204) throw new Error(`seeding the week object: ${response.status}`);
-  };
-  for (let start = 0; start < seeded; start += 200) {
-    const batch = [];
-    for (let i = start; i < Math.min(seeded, start + 200); i++) batch.push(seed(i));
-    await Promise.all(batch);
+  // As the Worker hands records over (src/weeks.rs, `record_line`): a line per record.
+  const expiresAt = Math.floor(Date.now() / 1000) + 7 * 86_400;
+  const lines = new Map();
+  for (let i = 0; i < seeded; i++) {
+    const id = `seed-${String(i).padStart(8, "0")}`;
+    const object = objectOf(id);
+    if (!lines.has(object)) lines.set(object, []);
+    lines.get(object).push(`${id} ${expiresAt} ${JSON.stringify(record)}`);
+  }
+  for (const [object, held] of lines) {
+    const stub = weeks.get(weeks.idFromName(object));
+    for (let start = 0; start < held.length; start += 200) {
+      const body = held.slice(start, start + 200).join("\n");
+      const response = await stub.fetch("https://week/record", { method: "POST", body });
+      const answers = (await response.text()).split("\n").filter(Boolean);
+      if (response.status !== 200 || answers.some((line) => line.startsWith("!"))) {
+        throw new Error(`seeding the week object: ${response.status} ${answers.find((line) => line.startsWith("!"))}`);
+      }
+    }
   }
 }
 console.log("ready");

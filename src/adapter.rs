@@ -35,8 +35,9 @@ use worker::{ByteStream, Context, Env, console_log};
 
 use crate::backfill;
 use crate::kv::{Sessions, TARGET, log_failure};
+use crate::record_batch::{self, Pending};
 use crate::shared_limit::SharedLimit;
-use crate::weeks::Weeks;
+use crate::weeks::{Weeks, record_line};
 
 /// What an isolate keeps between requests, made from `env` on its first request. A Worker's
 /// vars and secrets do not change for the life of an isolate: a new value is a new
@@ -299,29 +300,68 @@ async fn ping(
     }
 }
 
-/// Keeps an accepted ping, inside `waitUntil`. Its session's object in its week decides, since
-/// it holds the week's records: a repeat that changed nothing writes nothing and costs no KV
-/// operation at all; a new or changed record moves the tallies there, and is then put in KV as
-/// the object wrote it. When the object fails, KV is not written, and the session's next ping,
-/// still new or changed to the object, is counted then. When KV fails (its daily write limit on
-/// the Free plan, say), the session stays counted and the object notes that KV missed it: its
-/// next ping, even an unchanged one, puts the record again. A failure logs a `store_failure`.
+/// Keeps an accepted ping, inside `waitUntil`, with the pings bound for the same object that
+/// reach this isolate meanwhile ([`record_batch`]).
 async fn keep(sessions: Sessions, weeks: Weeks, write: SessionWrite, expires_at: i64) {
-    let id = write.session_id.as_str();
-    let kept = async {
-        let Some(written) = weeks.record(&write, &write.record_json, expires_at).await? else {
-            return Ok(());
+    let object = weeks.object_of(&write);
+    let pending = Pending { write, expires_at };
+    let keep_batch = |batch| keep_batch(&sessions, &weeks, &object, batch);
+    record_batch::keep(&object, pending, keep_batch).await;
+}
+
+/// Keeps a batch of pings bound for one object, in one request to it. The object decides each,
+/// since it holds the week's records: a repeat that changed nothing writes nothing and costs no
+/// KV operation at all; a new or changed record moves the tallies there, and is then put in KV
+/// as the object wrote it. When the object fails, KV is not written, and the session's next
+/// ping, still new or changed to the object, is counted then. When KV fails (its daily write
+/// limit on the Free plan, say), the session stays counted and the object notes that KV missed
+/// it: its next ping, even an unchanged one, puts the record again. A failure logs a
+/// `store_failure` for each ping it touched.
+async fn keep_batch(sessions: &Sessions, weeks: &Weeks, object: &str, batch: Vec<Pending>) {
+    let lines = (batch.iter())
+        .map(|kept| {
+            record_line(
+                kept.write.session_id.as_str(),
+                kept.expires_at,
+                &kept.write.record_json,
+            )
+        })
+        .collect();
+    let answers = weeks.send_records(object, lines).await;
+    let failed = |write: &SessionWrite, error: &JsValue| {
+        log_failure(
+            StoreOperation::Write,
+            Some(write.week),
+            Some(write.session_id.as_str()),
+            error,
+        );
+    };
+    // Every put is sent before the first is awaited.
+    let mut puts = Vec::new();
+    for (kept, answer) in batch.iter().zip(answers) {
+        match answer {
+            Ok(None) => {}
+            Ok(Some(written)) => {
+                puts.push((
+                    &kept.write,
+                    sessions.put_record(&kept.write, &written, kept.expires_at),
+                ));
+            }
+            Err(error) => failed(&kept.write, &error.into()),
+        }
+    }
+    for (write, put) in puts {
+        let put = match put {
+            Ok(sent) => sent.await.map(drop),
+            Err(error) => Err(error),
         };
-        let put = sessions.put_record(&write, &written, expires_at).await;
         if let Err(error) = put {
             // The put's failure is logged whether or not the object takes the note.
-            log_failure(StoreOperation::Write, Some(write.week), Some(id), &error);
-            weeks.note_not_in_kv(&write).await?;
+            failed(write, &error);
+            if let Err(error) = weeks.note_not_in_kv(write).await {
+                failed(write, &error);
+            }
         }
-        Ok(())
-    };
-    if let Err(error) = kept.await {
-        log_failure(StoreOperation::Write, Some(write.week), Some(id), &error);
     }
 }
 

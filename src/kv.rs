@@ -54,18 +54,22 @@ impl Sessions {
     }
 
     /// Puts a record with its expiry, as the value and as the key's metadata (which
-    /// `export-kv` reads from a listing without reading values).
-    pub async fn put_record(
+    /// `export-kv` reads from a listing without reading values). Sent at once; the future
+    /// answers when KV has.
+    pub fn put_record(
         &self,
         write: &SessionWrite,
         record: &str,
         expires_at: i64,
-    ) -> Result<(), JsValue> {
+    ) -> Result<JsFuture, JsValue> {
         let options = Object::new();
         Reflect::set(&options, &"expiration".into(), &(expires_at as f64).into())?;
         Reflect::set(&options, &"metadata".into(), &JSON::parse(record)?)?;
-        JsFuture::from(self.namespace.put(&write.key(), record, &options)?).await?;
-        Ok(())
+        Ok(JsFuture::from(self.namespace.put(
+            &write.key(),
+            record,
+            &options,
+        )?))
     }
 
     /// Puts a key with an empty value that expires at `expires_at` (seconds since the

@@ -15,6 +15,8 @@ mod backfill;
 #[cfg(target_arch = "wasm32")]
 mod kv;
 #[cfg(target_arch = "wasm32")]
+mod record_batch;
+#[cfg(target_arch = "wasm32")]
 mod shared_limit;
 #[cfg(target_arch = "wasm32")]
 mod week_tally;

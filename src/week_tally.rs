@@ -29,12 +29,13 @@ use worker::wasm_bindgen;
 use worker::wasm_bindgen::closure::Closure;
 use worker::wasm_bindgen::prelude::wasm_bindgen;
 use worker::wasm_bindgen::{JsCast, JsValue};
+use worker::wasm_bindgen_futures::{JsFuture, future_to_promise};
 use worker::worker_sys::web_sys;
 use worker::worker_sys::{DurableObjectState, SqlStorage};
 
 use crate::weeks::{
-    DELETE_PATH, EXPIRES_AT_HEADER, NOT_IN_KV_PATH, RECORD_HEADER, RECORD_PATH, SESSION_HEADER,
-    TALLY_PREFIX, tally_line,
+    DELETE_PATH, FAILED, HELD, NOT_IN_KV_PATH, RECORD_PATH, SESSION_HEADER, TALLY_PREFIX, WRITTEN,
+    tally_line,
 };
 
 /// `expires_at` is indexed so that the alarm finds the week's next expiry without a scan.
@@ -181,25 +182,30 @@ impl WeekTally {
         Ok(object)
     }
 
-    /// The Worker's requests (the paths of [`crate::weeks`]), answered at once: the object's
-    /// storage calls are synchronous.
-    pub fn fetch(&self, req: web_sys::Request) -> Result<web_sys::Response, JsValue> {
+    /// The Worker's requests (the paths of [`crate::weeks`]), answered at once (the object's
+    /// storage calls are synchronous) but for a batch of records, answered once its body is
+    /// read.
+    pub fn fetch(&self, req: web_sys::Request) -> Result<JsValue, JsValue> {
         let url = req.url();
+        let week = self.store();
+        let path = telemetry_core::path_of_url(&url);
+        if path == RECORD_PATH {
+            let body = JsFuture::from(req.text()?);
+            let answer = async move {
+                let body = body.await?.as_string().unwrap_or_default();
+                let now = (Date::now() / 1000.0).floor();
+                let mut answers = String::with_capacity(body.len() + 16);
+                for line in body.lines() {
+                    week.record_line(line, now, &mut answers);
+                    answers.push('\n');
+                }
+                response(200, Some(&answers)).map(JsValue::from)
+            };
+            return Ok(future_to_promise(answer).into());
+        }
         let headers = req.headers();
         let header = |name: &str| headers.get(name).ok().flatten();
-        let week = self.store();
-        let answer = match telemetry_core::path_of_url(&url) {
-            RECORD_PATH => match (
-                header(SESSION_HEADER),
-                header(EXPIRES_AT_HEADER),
-                header(RECORD_HEADER),
-            ) {
-                (Some(session_id), Some(expires_at), Some(record)) => {
-                    let now = (Date::now() / 1000.0).floor();
-                    week.record(&session_id, &expires_at, &record, now)
-                }
-                _ => Err("a record update names its session, expiry and record".into()),
-            },
+        let answer = match path {
             NOT_IN_KV_PATH => match header(SESSION_HEADER) {
                 Some(session_id) => week.note_not_in_kv(&session_id).map(|()| None),
                 None => Err("a note names its session".into()),
@@ -224,9 +230,7 @@ impl WeekTally {
             Ok(None) => (204, None),
             Err(error) => (500, Some(crate::kv::describe(&error))),
         };
-        let init = web_sys::ResponseInit::new();
-        init.set_status(status);
-        web_sys::Response::new_with_opt_str_and_init(body.as_deref(), &init)
+        response(status, body.as_deref()).map(JsValue::from)
     }
 
     /// Deletes the sessions whose expiry has come, moving them from the tallies to the
@@ -320,7 +324,37 @@ struct Store {
     known: Rc<Known>,
 }
 
+/// An answer of the object to the Worker.
+fn response(status: u16, body: Option<&str>) -> Result<web_sys::Response, JsValue> {
+    let init = web_sys::ResponseInit::new();
+    init.set_status(status);
+    web_sys::Response::new_with_opt_str_and_init(body, &init)
+}
+
 impl Store {
+    /// Keeps one [`crate::weeks::record_line`] ([`Self::record`]) and appends its answer line
+    /// to `answers`. A record that fails fails alone: the batch's others are kept.
+    fn record_line(&self, line: &str, now: f64, answers: &mut String) {
+        let mut fields = line.splitn(3, ' ');
+        let kept = match (fields.next(), fields.next(), fields.next()) {
+            (Some(session_id), Some(expires_at), Some(record)) => {
+                self.record(session_id, expires_at, record, now)
+            }
+            _ => Err("a record line names its session, expiry and record".into()),
+        };
+        match kept {
+            Ok(Some(written)) => {
+                answers.push(WRITTEN);
+                answers.push_str(&written);
+            }
+            Ok(None) => answers.push(HELD),
+            Err(error) => {
+                answers.push(FAILED);
+                answers.push_str(&crate::kv::describe(&error).replace('\n', " "));
+            }
+        }
+    }
+
     /// Runs one statement; its rows, each an object of columns (see [`columns`]).
     fn exec(&self, query: &str, bindings: &[JsValue]) -> Result<Array, JsValue> {
         let bindings: Array = bindings.iter().collect();

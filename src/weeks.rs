@@ -18,9 +18,14 @@ pub const BINDING: &str = "WEEKS";
 /// Any origin: a stub's `fetch` goes to its object whatever the URL's host.
 const ORIGIN: &str = "https://week";
 
-/// `POST`: keep a ping's record ([`SESSION_HEADER`], [`EXPIRES_AT_HEADER`], [`RECORD_HEADER`]);
-/// answers 200 with the record it wrote (for KV), or 204 when it held that record already.
+/// `POST`: keep records, a [`record_line`] each in the body (the pings that reached an
+/// isolate together, `crate::record_batch`); answers 200 with one line per record, in order:
+/// [`WRITTEN`] and the record it wrote (for KV), [`HELD`] alone when it held that record
+/// already, or [`FAILED`] and what failed.
 pub const RECORD_PATH: &str = "/record";
+pub const WRITTEN: char = '+';
+pub const HELD: char = '=';
+pub const FAILED: char = '!';
 /// `POST`: note that KV missed a session's record ([`SESSION_HEADER`]), so that its next ping
 /// puts it again; answers 204.
 pub const NOT_IN_KV_PATH: &str = "/not-in-kv";
@@ -29,9 +34,28 @@ pub const DELETE_PATH: &str = "/delete";
 /// `GET /tally/<dimension>`: the week's tally along a dimension, a [`tally_line`] per value.
 pub const TALLY_PREFIX: &str = "/tally/";
 pub const SESSION_HEADER: &str = "x-session";
-/// Seconds since the epoch, as an integer.
-pub const EXPIRES_AT_HEADER: &str = "x-expires-at";
-pub const RECORD_HEADER: &str = "x-record";
+
+/// A record to keep, as a line of [`RECORD_PATH`]'s body: `<session> <expires at> <record>`,
+/// the expiry in seconds since the epoch (a session id is never a space, and a record's JSON
+/// never a line break).
+pub fn record_line(session_id: &str, expires_at: i64, record: &str) -> String {
+    format!("{session_id} {expires_at} {record}")
+}
+
+/// A record's answer from its object: the record it wrote, `None` for one it held already, or
+/// what failed.
+pub type Answer = Result<Option<String>, String>;
+
+/// One line of [`RECORD_PATH`]'s answer as the record's [`Answer`].
+fn parse_answer_line(line: &str) -> Answer {
+    let mut chars = line.chars();
+    match chars.next() {
+        Some(WRITTEN) => Ok(Some(chars.as_str().to_owned())),
+        Some(HELD) => Ok(None),
+        Some(FAILED) => Err(chars.as_str().to_owned()),
+        _ => Err("an answer line".into()),
+    }
+}
 
 /// One value of a tally in an answer's body: `<value> <sessions>` and a line break (values
 /// are versions and names of a validated ping: never a space or a line break).
@@ -72,22 +96,41 @@ impl Weeks {
     /// changed record is kept and moves the tallies, and the object answers the record it
     /// wrote (the one handed over, or with `other` in a field past the week's bound on values,
     /// `telemetry_core::stored_week::keep_within`) for KV; a repeat that changed nothing
-    /// changes nothing, and answers `None`.
+    /// changes nothing, and answers `None`. One record, one request: pings go in batches
+    /// ([`Self::send_records`], `crate::record_batch`).
     pub async fn record(
         &self,
         write: &SessionWrite,
         record: &str,
         expires_at: i64,
     ) -> Result<Option<String>, JsValue> {
-        let headers = [
-            (SESSION_HEADER, write.session_id.as_str()),
-            (EXPIRES_AT_HEADER, &expires_at.to_string()),
-            (RECORD_HEADER, record),
-        ];
-        let shard = shard_of(write.session_id.as_str(), self.shards);
-        let sent = self.send(write.week, shard, RECORD_PATH, &headers)?;
-        let (status, written) = answer(sent).await?;
-        Ok((status == 200).then_some(written))
+        let line = record_line(write.session_id.as_str(), expires_at, record);
+        let answers = self.send_records(&self.object_of(write), vec![line]).await;
+        let answer = answers.into_iter().next();
+        answer
+            .unwrap_or(Err("no answer".into()))
+            .map_err(JsValue::from)
+    }
+
+    /// The name of the object that keeps `write`'s session in its week.
+    pub fn object_of(&self, write: &SessionWrite) -> String {
+        week_object_name(write.week, shard_of(write.session_id.as_str(), self.shards))
+    }
+
+    /// Sends [`record_line`]s to the object named `object` in one request; answers each
+    /// line's [`Answer`] in order, every one the request's error should it fail.
+    pub async fn send_records(&self, object: &str, lines: Vec<String>) -> Vec<Answer> {
+        let sent = lines.len();
+        let answered = async {
+            let request = self.send(object, RECORD_PATH, &[], Some(&lines.join("\n")))?;
+            answer(request).await
+        };
+        let mut answers: Vec<Answer> = match answered.await {
+            Ok((_, text)) => text.lines().take(sent).map(parse_answer_line).collect(),
+            Err(error) => vec![Err(crate::kv::describe(&error)); sent],
+        };
+        answers.resize(sent, Err("no answer for a record".into()));
+        answers
     }
 
     /// Tells a session's object that KV missed the record it wrote (the put failed): the
@@ -95,7 +138,7 @@ impl Weeks {
     pub async fn note_not_in_kv(&self, write: &SessionWrite) -> Result<(), JsValue> {
         let shard = shard_of(write.session_id.as_str(), self.shards);
         let headers = [(SESSION_HEADER, write.session_id.as_str())];
-        answer(self.send(write.week, shard, NOT_IN_KV_PATH, &headers)?).await?;
+        answer(self.send_to(write.week, shard, NOT_IN_KV_PATH, &headers)?).await?;
         Ok(())
     }
 
@@ -109,7 +152,7 @@ impl Weeks {
         session_id: &str,
     ) -> Result<impl Future<Output = Result<u64, JsValue>> + use<>, JsValue> {
         let shard = shard_of(session_id, self.shards);
-        let sent = self.send(week, shard, DELETE_PATH, &[(SESSION_HEADER, session_id)])?;
+        let sent = self.send_to(week, shard, DELETE_PATH, &[(SESSION_HEADER, session_id)])?;
         Ok(async move {
             let (_, deleted) = answer(sent).await?;
             deleted.parse().map_err(|_| "a count".into())
@@ -126,7 +169,7 @@ impl Weeks {
     ) -> Result<impl Future<Output = Result<Tally, JsValue>> + use<>, JsValue> {
         let path = format!("{TALLY_PREFIX}{}", dimension.name());
         let sent = (0..self.shards)
-            .map(|shard| self.send(week, shard, &path, &[]))
+            .map(|shard| self.send_to(week, shard, &path, &[]))
             .collect::<Result<Vec<_>, JsValue>>()?;
         Ok(async move {
             let mut tally = Tally::default();
@@ -137,25 +180,41 @@ impl Weeks {
         })
     }
 
-    /// Sends one request to a week's object. What a request carries goes in headers: the
-    /// object then answers without reading a body.
-    fn send(
+    /// Sends one request to a shard of a week's object.
+    fn send_to(
         &self,
         week: IsoWeek,
         shard: u16,
         path: &str,
         headers: &[(&str, &str)],
     ) -> Result<JsFuture, JsValue> {
-        let name = week_object_name(week, shard);
-        let object: DurableObject = self.namespace.get_by_name(&name)?;
+        self.send(&week_object_name(week, shard), path, headers, None)
+    }
+
+    /// Sends one request to the object named `name`, a `POST` when it carries headers or a
+    /// body. A request of one session carries it in headers, which the object reads without
+    /// awaiting a body.
+    fn send(
+        &self,
+        name: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&str>,
+    ) -> Result<JsFuture, JsValue> {
+        let object: DurableObject = self.namespace.get_by_name(name)?;
         let init = web_sys::RequestInit::new();
         if !headers.is_empty() {
             let sent = web_sys::Headers::new()?;
             for (name, value) in headers {
                 sent.set(name, value)?;
             }
-            init.set_method("POST");
             init.set_headers(&sent);
+        }
+        if let Some(body) = body {
+            init.set_body(&JsValue::from_str(body));
+        }
+        if !headers.is_empty() || body.is_some() {
+            init.set_method("POST");
         }
         let request = web_sys::Request::new_with_str_and_init(&format!("{ORIGIN}{path}"), &init)?;
         Ok(JsFuture::from(object.fetch_with_request(&request)?))

@@ -228,6 +228,13 @@ fn a_record_kv_refused_is_counted_and_put_by_the_session_s_next_ping() {
     run_against_the_bundle("tests/kv_failure.mjs");
 }
 
+/// `tests/batching.mjs`: 16 clients' pings at once, through the Worker's own socket, are kept
+/// in batches and every one is counted, put in KV once, or left unwritten as unchanged.
+#[test]
+fn pings_that_arrive_together_are_kept_together_and_none_is_lost() {
+    run_against_the_bundle("tests/batching.mjs");
+}
+
 #[test]
 fn the_week_s_object_keeps_a_flood_of_distinct_values_to_the_bound() {
     run_against_the_bundle("tests/distinct_values.mjs");
