@@ -18,8 +18,8 @@ const workers = wanted.map((arg) => {
 });
 const mf = await serve(stateDir, workers);
 // BENCH_SEED_SESSIONS=N fills last week (lastWeek(), READOUT_PATH in scripts/bench-workers.sh) of each namespace with the same N records, so that
-// both readouts count the same week; the Rust Worker's week object gets them too, through the
-// request its Worker makes for a new session (the readout counts from there).
+// both readouts count the same week; the Rust Worker's week objects get them too, in the
+// requests its Worker makes to keep pings (the readout counts from there).
 const seeded = Number(process.env.BENCH_SEED_SESSIONS ?? 0);
 const record = {
   protocol_version: "1.0.0", daemon_version: "0.9.3", platform: "linux",

@@ -301,12 +301,13 @@ async fn ping(
 }
 
 /// Keeps an accepted ping, inside `waitUntil`, with the pings bound for the same object that
-/// reach this isolate meanwhile ([`record_batch`]).
+/// reach this isolate meanwhile ([`record_batch`]): this ping's future keeps their batches, or
+/// hands this ping to the future that keeps them.
 async fn keep(sessions: Sessions, weeks: Weeks, write: SessionWrite, expires_at: i64) {
     let object = weeks.object_of(&write);
     let pending = Pending { write, expires_at };
-    let keep_batch = |batch| keep_batch(&sessions, &weeks, &object, batch);
-    record_batch::keep(&object, pending, keep_batch).await;
+    let in_one_request = |batch| keep_batch(&sessions, &weeks, &object, batch);
+    record_batch::keep(&object, pending, in_one_request).await;
 }
 
 /// Keeps a batch of pings bound for one object, in one request to it. The object decides each,
@@ -329,38 +330,55 @@ async fn keep_batch(sessions: &Sessions, weeks: &Weeks, object: &str, batch: Vec
         .collect();
     let answers = weeks.send_records(object, lines).await;
     let failed = |write: &SessionWrite, error: &JsValue| {
-        log_failure(
-            StoreOperation::Write,
-            Some(write.week),
-            Some(write.session_id.as_str()),
-            error,
-        );
+        let id = write.session_id.as_str();
+        log_failure(StoreOperation::Write, Some(write.week), Some(id), error);
     };
-    // Every put is sent before the first is awaited.
+    let written: Vec<_> = (batch.iter().zip(answers))
+        .filter_map(|(kept, answer)| Some((kept, answer.transpose()?)))
+        .collect();
+    // Every put is sent before the first is awaited; a session twice in the batch is put once,
+    // as its last ping left it. The sessions KV may have missed are noted in one request: those
+    // whose put failed, and those the object failed to answer (it may have kept them).
     let mut puts = Vec::new();
-    for (kept, answer) in batch.iter().zip(answers) {
+    let mut missed = Vec::new();
+    let put_later = |at: usize, id: &str| {
+        let mut later = written.iter().skip(at + 1);
+        later.any(|(kept, answer)| answer.is_ok() && kept.write.session_id.as_str() == id)
+    };
+    for (at, (kept, answer)) in written.iter().enumerate() {
         match answer {
-            Ok(None) => {}
-            Ok(Some(written)) => {
-                puts.push((
-                    &kept.write,
-                    sessions.put_record(&kept.write, &written, kept.expires_at),
-                ));
+            Ok(_) if put_later(at, kept.write.session_id.as_str()) => {}
+            Ok(record) => {
+                let put = sessions.put_record(&kept.write, record, kept.expires_at);
+                puts.push((kept, put));
             }
-            Err(error) => failed(&kept.write, &error.into()),
+            Err(error) => {
+                failed(&kept.write, &JsValue::from(error.as_str()));
+                missed.push(kept);
+            }
         }
     }
-    for (write, put) in puts {
+    for (kept, put) in puts {
         let put = match put {
             Ok(sent) => sent.await.map(drop),
             Err(error) => Err(error),
         };
         if let Err(error) = put {
             // The put's failure is logged whether or not the object takes the note.
-            failed(write, &error);
-            if let Err(error) = weeks.note_not_in_kv(write).await {
-                failed(write, &error);
-            }
+            failed(&kept.write, &error);
+            missed.push(kept);
+        }
+    }
+    if missed.is_empty() {
+        return;
+    }
+    let ids: Vec<_> = missed
+        .iter()
+        .map(|kept| kept.write.session_id.as_str())
+        .collect();
+    if let Err(error) = weeks.note_not_in_kv(object, &ids).await {
+        for kept in missed {
+            failed(&kept.write, &error);
         }
     }
 }

@@ -2,25 +2,31 @@
 //! in flight wait, and are kept together in the next: under load, one request and one object
 //! event carry many pings; alone, a ping is kept at once.
 //!
-//! The ping that finds no request in flight leads: its own `waitUntil` future keeps its batch
-//! (the object's request, the KV puts, any failure logged), then the pings that arrived
-//! meanwhile, round after round, until none wait or [`MAX_ROUNDS`] have passed; then it
-//! retires, and the next ping leads anew. A waiting ping does nothing after its batch is kept,
-//! which matters: the runtime gives I/O to the request whose code starts it and cancels it when
-//! that request ends, and a waiting ping is resumed in its leader's request. Every ping's
-//! future waits until its batch is kept, so each ping's `waitUntil` lasts as long as its write.
+//! The ping that finds no leader for its object leads: its own `waitUntil` future keeps its
+//! batch (the object's request, the KV puts, any failure logged), then the pings that arrived
+//! meanwhile, for [`MAX_ROUNDS`] more batches of up to [`MAX_BATCH`]; then it retires, and the
+//! next ping leads anew. A ping that joins a leader's queue is the leader's from then on, and
+//! its own `waitUntil` ends at once: the leader's keeps the isolate alive for it. It must not
+//! wait to be woken either. The runtime gives I/O to the request whose code starts it, and
+//! ends a request whose `waitUntil` waits on nothing of its own: its continuation would be
+//! cancelled, with a warning for each.
 
 use std::cell::{Cell, RefCell};
-use std::future::poll_fn;
 use std::rc::Rc;
-use std::task::{Poll, Waker};
 
 use telemetry_core::SessionWrite;
+use worker::js_sys::Date;
 
-/// Pings per request at most: an object keeps a batch in one event, kept short.
-const MAX_BATCH: usize = 64;
-/// Rounds a leader keeps before it retires, which bounds its `waitUntil` under a steady load.
-const MAX_ROUNDS: usize = 16;
+/// Pings a queue holds at most: a ping that finds it full leads anew.
+const MAX_BATCH: usize = 16;
+/// Batches a leader keeps after its own ping, the last taking what waits as it retires. With
+/// [`MAX_BATCH`] this bounds a leader's `waitUntil` to 33 pings (49 when it takes over a
+/// stalled leader's): as many KV puts, three object requests and at most three notes, within
+/// the Free plan's 50 subrequests a request.
+const MAX_ROUNDS: usize = 2;
+/// A leader that has not moved on for this long (its request ended while it waited on I/O,
+/// say) is taken over: the next ping leads, with the pings that waited for it.
+const STALLED_AFTER_MS: f64 = 10_000.0;
 
 /// A ping to keep: its record and when the record expires (seconds since the epoch).
 pub struct Pending {
@@ -28,26 +34,10 @@ pub struct Pending {
     pub expires_at: i64,
 }
 
-/// Whether a waiting ping's batch is kept, and who to wake when it is.
-#[derive(Default)]
-struct Slot {
-    kept: Cell<bool>,
-    waker: RefCell<Option<Waker>>,
-}
-
-impl Slot {
-    fn wake(&self) {
-        self.kept.set(true);
-        if let Some(waker) = self.waker.take() {
-            waker.wake();
-        }
-    }
-}
-
-/// The pings waiting for one object's next request, while a leader keeps its batches.
-#[derive(Default)]
+/// The pings waiting for a leader's next batch, and when the leader last moved on.
 struct Queue {
-    waiting: RefCell<Vec<(Pending, Rc<Slot>)>>,
+    waiting: RefCell<Vec<Pending>>,
+    progress_ms: Cell<f64>,
 }
 
 thread_local! {
@@ -56,58 +46,65 @@ thread_local! {
 }
 
 /// Keeps `pending`, bound for the object named `object`, with the pings that wait for the
-/// same object: `keep` keeps one batch (every error handled and logged inside it).
-pub async fn keep<F, Kept>(object: &str, pending: Pending, keep: F)
+/// same object: `keep_batch` keeps one batch (every error handled and logged inside it).
+/// Returns at once when a leader takes the ping.
+pub async fn keep<F, Kept>(object: &str, pending: Pending, keep_batch: F)
 where
     F: Fn(Vec<Pending>) -> Kept,
     Kept: Future<Output = ()>,
 {
-    // A leader keeps this object's batches: wait in its queue.
-    let queue = LEADING.with(|leading| {
-        let leading = leading.borrow();
-        let (_, queue) = leading.iter().find(|(name, _)| name == object)?;
-        Some(Rc::clone(queue))
+    let now = Date::now();
+    let Some(mut batch) = join(object, pending, now) else {
+        return;
+    };
+    let queue = Rc::new(Queue {
+        waiting: RefCell::default(),
+        progress_ms: Cell::new(now),
     });
-    if let Some(queue) = queue {
-        let slot = Rc::new(Slot::default());
-        queue.waiting.borrow_mut().push((pending, Rc::clone(&slot)));
-        return kept(&slot).await;
-    }
-    let queue = Rc::new(Queue::default());
-    let leading = Leading::start(object, &queue);
-    keep(vec![pending]).await;
-    let mut retired = false;
-    for round in 1.. {
-        let batch: Vec<_> = {
-            let mut waiting = queue.waiting.borrow_mut();
-            if !retired && (waiting.is_empty() || round == MAX_ROUNDS) {
-                // From here no ping joins this queue: the next leads anew.
-                retire(&queue);
-                retired = true;
-            }
-            let taken = waiting.len().min(MAX_BATCH);
-            waiting.drain(..taken).collect()
-        };
+    let _leading = Leading::start(object, &queue);
+    for round in 0..=MAX_ROUNDS {
+        queue.progress_ms.set(Date::now());
+        keep_batch(batch).await;
+        if round == MAX_ROUNDS {
+            break;
+        }
+        if round + 1 == MAX_ROUNDS {
+            // The last batch takes what waits now, and no ping joins after: the next leads.
+            retire(&queue);
+        }
+        batch = queue.waiting.take();
         if batch.is_empty() {
             break;
         }
-        let (batch, slots): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
-        leading.in_flight.replace(slots);
-        keep(batch).await;
-        leading.release();
     }
 }
 
-/// Waits until the batch holding `slot` is kept.
-async fn kept(slot: &Slot) {
-    poll_fn(|cx| {
-        if slot.kept.get() {
-            return Poll::Ready(());
+/// Puts `pending` in the queue of this isolate's leader for `object` (`None`); or, when this
+/// ping is to lead (no leader, its queue full, or stalled), answers its first batch: the ping,
+/// and those a stalled leader left waiting.
+fn join(object: &str, pending: Pending, now: f64) -> Option<Vec<Pending>> {
+    LEADING.with(|leading| {
+        let mut leading = leading.borrow_mut();
+        let found = (leading.iter().enumerate())
+            .find(|(_, (name, _))| name == object)
+            .map(|(at, (_, queue))| (at, Rc::clone(queue)));
+        let Some((at, queue)) = found else {
+            return Some(vec![pending]);
+        };
+        if now - queue.progress_ms.get() > STALLED_AFTER_MS {
+            leading.remove(at);
+            let mut batch = queue.waiting.take();
+            batch.insert(0, pending);
+            return Some(batch);
         }
-        slot.waker.replace(Some(cx.waker().clone()));
-        Poll::Pending
+        if queue.waiting.borrow().len() >= MAX_BATCH {
+            // Its leader keeps those; this ping leads the next.
+            leading.remove(at);
+            return Some(vec![pending]);
+        }
+        queue.waiting.borrow_mut().push(pending);
+        None
     })
-    .await
 }
 
 /// Takes a queue out of [`LEADING`], if it is still there.
@@ -119,14 +116,11 @@ fn retire(queue: &Rc<Queue>) {
     });
 }
 
-/// A leader's queue, in [`LEADING`] until the leader retires, and the pings of the batch it
-/// keeps. Should the leader's future be dropped before its end, its queue leaves and the pings
-/// it holds are let go unkept: the runtime drops a future only when it ends the request, and
-/// cancels that request's I/O, theirs included, with it.
-struct Leading {
-    queue: Rc<Queue>,
-    in_flight: RefCell<Vec<Rc<Slot>>>,
-}
+/// A leader's queue, in [`LEADING`] until the leader retires or its future ends. A future the
+/// runtime drops (it does so only with its request, and that request's I/O) drops the pings
+/// still waiting with it; a leader that just never resumes is taken over after
+/// [`STALLED_AFTER_MS`] by the next ping, with the pings waiting for it.
+struct Leading(Rc<Queue>);
 
 impl Leading {
     fn start(object: &str, queue: &Rc<Queue>) -> Self {
@@ -135,25 +129,12 @@ impl Leading {
                 .borrow_mut()
                 .push((object.to_owned(), Rc::clone(queue)))
         });
-        let queue = Rc::clone(queue);
-        let in_flight = RefCell::default();
-        Self { queue, in_flight }
-    }
-
-    /// Wakes the pings of the batch just kept.
-    fn release(&self) {
-        for slot in self.in_flight.take() {
-            slot.wake();
-        }
+        Self(Rc::clone(queue))
     }
 }
 
 impl Drop for Leading {
     fn drop(&mut self) {
-        retire(&self.queue);
-        self.release();
-        for (_, slot) in self.queue.waiting.take() {
-            slot.wake();
-        }
+        retire(&self.0);
     }
 }

@@ -1,14 +1,16 @@
 //! `WeekTally`, the Durable Object that keeps one ISO week (or one shard of it) as the core
 //! models it (`telemetry_core::stored_week`): its sessions' latest records and their tallies,
 //! kept as one row per profile (`telemetry_core::ProfileMoves`: a new session writes one tally
-//! row, not one per dimension) and changed together, so a readout reads a few rows; and the week's summary
-//! (`telemetry_core::summary`), which keeps counting the sessions whose records expired until
-//! `SUMMARY_RETENTION_WEEKS` after the week, when the object's alarm deletes it. Each request runs alone
-//! (an object is single-threaded), so an inconsistency is repaired in the request that finds
-//! it: the week's tallies rebuilt from its records, the change applied, one event logged.
+//! row, not one per dimension) and changed together, so a readout reads a few rows; and the
+//! week's summary (`telemetry_core::summary`), which keeps counting the sessions whose records
+//! expired until `SUMMARY_RETENTION_WEEKS` after the week, when the object's alarm deletes it.
+//! Each request runs alone from its first read of storage to its answer (an object is
+//! single-threaded, and nothing is awaited in between), so an inconsistency is repaired in the
+//! request that finds it: the week's tallies rebuilt from its records, the change applied, one
+//! event logged.
 //!
-//! The Worker reaches it at [`Weeks`](crate::weeks::Weeks) through the paths and headers
-//! named there.
+//! The Worker reaches it at [`Weeks`](crate::weeks::Weeks) through the paths, headers and
+//! body lines named there.
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -116,7 +118,7 @@ pub struct WeekTally {
 }
 
 /// What an object's instance has learnt of its own storage, which only it writes (an object
-/// runs one request at a time): each is forgotten, or read again, where the storage could
+/// runs one request at a time between awaits, and none awaits amid its storage calls): each is forgotten, or read again, where the storage could
 /// have changed under it, and a fresh instance starts knowing nothing.
 #[derive(Default)]
 struct Known {
@@ -183,33 +185,43 @@ impl WeekTally {
     }
 
     /// The Worker's requests (the paths of [`crate::weeks`]), answered at once (the object's
-    /// storage calls are synchronous) but for a batch of records, answered once its body is
-    /// read.
+    /// storage calls are synchronous), but for those that carry sessions in their body, which
+    /// are answered once it is read. Nothing is read of the object's state before that await,
+    /// so that each request still runs alone from its first read to its answer.
     pub fn fetch(&self, req: web_sys::Request) -> Result<JsValue, JsValue> {
         let url = req.url();
         let week = self.store();
         let path = telemetry_core::path_of_url(&url);
-        if path == RECORD_PATH {
+        if path == RECORD_PATH || path == NOT_IN_KV_PATH {
             let body = JsFuture::from(req.text()?);
+            let records = path == RECORD_PATH;
             let answer = async move {
                 let body = body.await?.as_string().unwrap_or_default();
+                // As a Worker of the version before batches sent it: its ping is not kept,
+                // and its next one, to a Worker of this version, is.
+                if body.is_empty() {
+                    return response(500, Some("sessions go in the body, a line each"));
+                }
+                if !records {
+                    for session_id in body.lines() {
+                        week.note_not_in_kv(session_id)?;
+                    }
+                    return response(204, None);
+                }
                 let now = (Date::now() / 1000.0).floor();
                 let mut answers = String::with_capacity(body.len() + 16);
                 for line in body.lines() {
                     week.record_line(line, now, &mut answers);
                     answers.push('\n');
                 }
-                response(200, Some(&answers)).map(JsValue::from)
+                response(200, Some(&answers))
             };
+            let answer = async move { answer.await.map(JsValue::from) };
             return Ok(future_to_promise(answer).into());
         }
         let headers = req.headers();
         let header = |name: &str| headers.get(name).ok().flatten();
         let answer = match path {
-            NOT_IN_KV_PATH => match header(SESSION_HEADER) {
-                Some(session_id) => week.note_not_in_kv(&session_id).map(|()| None),
-                None => Err("a note names its session".into()),
-            },
             DELETE_PATH => match header(SESSION_HEADER) {
                 Some(session_id) => {
                     let now = (Date::now() / 1000.0).floor();

@@ -1,7 +1,8 @@
 //! The `WEEKS` Durable Object namespace as the Worker calls it: a week's sessions spread over
 //! `WEEK_SHARDS` [`WeekTally`] objects by a hash of the session id (the core's `shard_of`
 //! and `week_object_name`), and the internal protocol between them, named here once: the
-//! paths, the headers a request carries, and the tally lines an answer holds.
+//! paths, what a request carries (headers for one session, body lines for a batch), and the
+//! lines an answer holds.
 //!
 //! [`WeekTally`]: crate::week_tally::WeekTally
 
@@ -26,8 +27,8 @@ pub const RECORD_PATH: &str = "/record";
 pub const WRITTEN: char = '+';
 pub const HELD: char = '=';
 pub const FAILED: char = '!';
-/// `POST`: note that KV missed a session's record ([`SESSION_HEADER`]), so that its next ping
-/// puts it again; answers 204.
+/// `POST`: note that KV missed the records of sessions, a session id per line of the body, so
+/// that each one's next ping puts it again; answers 204.
 pub const NOT_IN_KV_PATH: &str = "/not-in-kv";
 /// `POST`: delete a session ([`SESSION_HEADER`]); answers how many records went.
 pub const DELETE_PATH: &str = "/delete";
@@ -96,8 +97,8 @@ impl Weeks {
     /// changed record is kept and moves the tallies, and the object answers the record it
     /// wrote (the one handed over, or with `other` in a field past the week's bound on values,
     /// `telemetry_core::stored_week::keep_within`) for KV; a repeat that changed nothing
-    /// changes nothing, and answers `None`. One record, one request: pings go in batches
-    /// ([`Self::send_records`], `crate::record_batch`).
+    /// changes nothing, and answers `None`. One record, one request, for the backfill; pings
+    /// go in batches ([`Self::send_records`], `crate::record_batch`).
     pub async fn record(
         &self,
         write: &SessionWrite,
@@ -125,20 +126,23 @@ impl Weeks {
             let request = self.send(object, RECORD_PATH, &[], Some(&lines.join("\n")))?;
             answer(request).await
         };
-        let mut answers: Vec<Answer> = match answered.await {
-            Ok((_, text)) => text.lines().take(sent).map(parse_answer_line).collect(),
-            Err(error) => vec![Err(crate::kv::describe(&error)); sent],
-        };
-        answers.resize(sent, Err("no answer for a record".into()));
-        answers
+        let failed = |error: String| vec![Err(error); sent];
+        match answered.await {
+            Ok((_, text)) if text.lines().count() == sent => {
+                text.lines().map(parse_answer_line).collect()
+            }
+            // Answers matched to records by their place: a count that differs matches none.
+            Ok(_) => failed("the object's answers do not match its records".into()),
+            Err(error) => failed(crate::kv::describe(&error)),
+        }
     }
 
-    /// Tells a session's object that KV missed the record it wrote (the put failed): the
-    /// session stays counted, and its next ping puts the record again.
-    pub async fn note_not_in_kv(&self, write: &SessionWrite) -> Result<(), JsValue> {
-        let shard = shard_of(write.session_id.as_str(), self.shards);
-        let headers = [(SESSION_HEADER, write.session_id.as_str())];
-        answer(self.send_to(write.week, shard, NOT_IN_KV_PATH, &headers)?).await?;
+    /// Tells the object named `object` that KV missed the records it wrote for these
+    /// sessions (their puts failed, or its answer was lost): they stay counted, and each one's
+    /// next ping puts its record again. One request, however many sessions.
+    pub async fn note_not_in_kv(&self, object: &str, session_ids: &[&str]) -> Result<(), JsValue> {
+        let body = session_ids.join("\n");
+        answer(self.send(object, NOT_IN_KV_PATH, &[], Some(&body))?).await?;
         Ok(())
     }
 
