@@ -35,7 +35,8 @@ const { week } = thisWeek();
 
 const N = 100;
 const ids = Array.from({ length: N }, (_, i) => `count-ops-session-${String(i).padStart(4, "0")}`);
-// Each kind: how many requests, and how one is sent (one at a time, each answered first).
+// Each kind: how many requests, how one is sent, and by how many clients at once (one, unless
+// it says), each sending its next once answered.
 const kinds = [
   ["/healthz", N, () => fetch(url(current, "/healthz"))],
   ["refused (400, unknown field)", N, (i) => post(current, ping(ids[i], "0.9.3", ',"user_email":"x@example.com"'))],
@@ -49,20 +50,27 @@ const kinds = [
     const version = session === 0 && day >= 4 ? "0.9.4" : "0.9.3";
     return post(current, ping(`count-ops-mix-${session}`, version));
   }],
+  // As a fleet's pings arrive: 16 clients, each sending its next once answered. The Rust
+  // Worker keeps the pings that reach it while a request to their object is in flight in one.
+  ["new session, 16 clients at once", 400, (i) => post(current, ping(`count-ops-burst-${String(i).padStart(4, "0")}`)), 16],
   ["readout (count of this week)", 10, () =>
     fetch(url(current, `/v1/wau/${week}`), { headers: { authorization: `Bearer ${token}` } })],
 ];
 const columns = ["kv_reads", "kv_writes", "kv_deletes", "kv_lists", "object_requests", "rows_read", "rows_written"];
 let current;
 const rows = [];
-for (const [kind, n, send] of kinds) {
+for (const [kind, n, send, clients = 1] of kinds) {
   for (const name of names) {
     current = name;
     const before = await settled(name);
-    for (let i = 0; i < n; i++) {
-      const response = await send(i);
-      await response.arrayBuffer();
-    }
+    let next = 0;
+    const client = async () => {
+      while (next < n) {
+        const response = await send(next++);
+        await response.arrayBuffer();
+      }
+    };
+    await Promise.all(Array.from({ length: clients }, client));
     const after = await settled(name);
     const per = columns.map((column) => {
       const value = (after[column] - before[column]) / n;
