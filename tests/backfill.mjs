@@ -5,7 +5,7 @@
 // twice. The backfill takes the core's rules: a week that does not exist is refused, the
 // token's scheme is case-insensitive. Run by tests/deployment.rs (needs build/ and npm ci).
 import { execFileSync } from "node:child_process";
-import { bundleModules, freePort, lastWeek } from "./bundle.mjs";
+import { bundleModules, freePort, lastWeek, telemetryWorker } from "./bundle.mjs";
 import { Miniflare, Log, LogLevel } from "miniflare";
 
 const TOKEN = "backfill-test-read-token-0123456789abcdef";
@@ -26,15 +26,7 @@ const mf = new Miniflare({
   log: new Log(LogLevel.WARN),
   cf: false,
   workers: [
-    {
-      name: "telemetry",
-      compatibilityDate: "2026-04-01",
-      modulesRoot: build,
-      modules,
-      bindings,
-      kvNamespaces: { SESSIONS: "sessions" },
-      durableObjects: { WEEKS: { className: "WeekTally", useSQLite: true } },
-    },
+    telemetryWorker({ root: build, bindings }),
     {
       name: "telemetry-backfill",
       compatibilityDate: "2026-04-01",

@@ -8,7 +8,7 @@
 // request's work. Behind a wrapper of the Worker's bindings that counts KV puts and object
 // requests, and refuses puts when told to. Run by tests/deployment.rs (needs build/ and npm ci).
 import http from "node:http";
-import { bundleModules, freePort, thisWeek } from "./bundle.mjs";
+import { freePort, telemetryWorker, thisWeek } from "./bundle.mjs";
 import { Miniflare, Log, LogLevel } from "miniflare";
 
 const TOKEN = "batching-test-read-token-0123456789abcdef";
@@ -17,7 +17,6 @@ const fail = (message) => {
   console.error(message);
   process.exit(1);
 };
-const build = "build";
 const wrapper = `
 import Inner, { WeekTally } from "./index.js";
 export { WeekTally };
@@ -71,16 +70,12 @@ const mf = new Miniflare({
   log: new Log(LogLevel.WARN),
   cf: false,
   workers: [
-    {
-      name: "telemetry",
-      compatibilityDate: "2026-04-01",
-      modulesRoot: build,
-      modules: [{ type: "ESModule", path: `${build}/__batching.mjs`, contents: wrapper }, ...bundleModules(build)],
+    telemetryWorker({
+      wrapper,
+      entry: "__batching.mjs",
       bindings: { WAU_READ_TOKEN: TOKEN, ABUSE_LIMIT_PER_MINUTE: "0", WEEK_SHARDS: "3" },
-      kvNamespaces: { SESSIONS: "sessions" },
-      durableObjects: { WEEKS: { className: "WeekTally", useSQLite: true } },
       unsafeDirectSockets: [{ host: "127.0.0.1", port }],
-    },
+    }),
   ],
   handleRuntimeStdio(stdout, stderr) {
     stdout.on("data", (chunk) => logged.push(String(chunk)));

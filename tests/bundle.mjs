@@ -12,6 +12,26 @@ export function bundleModules(root = "build") {
 }
 
 /**
+ * Miniflare's options for the telemetry Worker as wrangler.toml binds it (KV as `SESSIONS`,
+ * the week objects with SQLite as `WEEKS`), on the bundle under `root`: with `bindings` (its
+ * vars), and `wrapper`, when given, as the entry module (it imports `./index.js`), named
+ * `entry` under `root`.
+ */
+export function telemetryWorker({ root = "build", bindings, wrapper, entry = "__test.mjs", ...more }) {
+  const modules = bundleModules(root);
+  return {
+    name: "telemetry",
+    compatibilityDate: "2026-04-01",
+    modulesRoot: root,
+    modules: wrapper ? [{ type: "ESModule", path: join(root, entry), contents: wrapper }, ...modules] : modules,
+    bindings,
+    kvNamespaces: { SESSIONS: "sessions" },
+    durableObjects: { WEEKS: { className: "WeekTally", useSQLite: true } },
+    ...more,
+  };
+}
+
+/**
  * Last week, as the service names it (`YYYY-Www`, on the UTC calendar), and its Monday as a
  * record's `first_seen_at`: a week the readout reads from its store. (A week past what the
  * service keeps is answered 0 without asking the store.)

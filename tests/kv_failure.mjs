@@ -4,7 +4,7 @@
 // next ping (unchanged) puts the record once KV takes writes again, and the ping after that
 // writes nothing. The Worker runs behind a wrapper of its SESSIONS binding whose put throws
 // while told to. Run by tests/deployment.rs (needs build/ and npm ci).
-import { bundleModules, thisWeek } from "./bundle.mjs";
+import { telemetryWorker, thisWeek } from "./bundle.mjs";
 import { Miniflare, Log, LogLevel } from "miniflare";
 
 const TOKEN = "kv-failure-test-read-token-0123456789abcdef";
@@ -12,7 +12,6 @@ const fail = (message) => {
   console.error(message);
   process.exit(1);
 };
-const build = "build";
 const wrapper = `
 import Inner, { WeekTally } from "./index.js";
 export { WeekTally };
@@ -48,15 +47,11 @@ const mf = new Miniflare({
   log: new Log(LogLevel.WARN),
   cf: false,
   workers: [
-    {
-      name: "telemetry",
-      compatibilityDate: "2026-04-01",
-      modulesRoot: build,
-      modules: [{ type: "ESModule", path: `${build}/__kv_failure.mjs`, contents: wrapper }, ...bundleModules(build)],
+    telemetryWorker({
+      wrapper,
+      entry: "__kv_failure.mjs",
       bindings: { WAU_READ_TOKEN: TOKEN, ABUSE_LIMIT_PER_MINUTE: "0", WEEK_SHARDS: "3" },
-      kvNamespaces: { SESSIONS: "sessions" },
-      durableObjects: { WEEKS: { className: "WeekTally", useSQLite: true } },
-    },
+    }),
   ],
   handleRuntimeStdio(stdout, stderr) {
     stdout.on("data", (chunk) => logged.push(String(chunk)));
