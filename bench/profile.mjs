@@ -4,7 +4,8 @@
 //
 //   node bench/profile.mjs rust|ts bench/healthz.lua [seconds]
 //
-// For wasm names, build without stripping: `worker-build --release --no-opt` (no wasm-opt).
+// For wasm names, profile a module that keeps them: scripts/build-worker.sh without its
+// wasm-opt step (which strips them).
 import { execFileSync } from "node:child_process";
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";

@@ -112,19 +112,13 @@ export class WeekTally {
   constructor(ctx, innerEnv) { this.inner = new InnerTally(state(ctx), innerEnv); }
   fetch(request) { return this.inner.fetch(request); }
   alarm() { return this.inner.alarm(); }
-}
-export default {
-  fetch(request, innerEnv, ctx) {
-    if (new URL(request.url).pathname === "/__bench/counts") return Response.json(settle());
-    return new Inner(ctx, env(innerEnv)).fetch(request);
-  },
-};` : `
+}` : ""}
 export default {
   fetch(request, innerEnv, ctx) {
     if (new URL(request.url).pathname === "/__bench/counts") return Response.json(settle());
     return Inner.fetch(request, env(innerEnv), ctx);
   },
-};`}
+};
 `;
   return { type: "ESModule", path: `${root}/__counting.mjs`, contents };
 }

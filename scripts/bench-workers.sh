@@ -6,7 +6,7 @@
 # order that rotates, Rust ÷ each of the median round, the storage operations each makes
 # per request (bench/count-ops.mjs), cold start and bundle sizes (markdown).
 # Expects the release bundle in build/ and wrk on the PATH (scripts/bench.sh sees to both).
-# To compare other builds: BENCH_RUST_DIR=dir (worker-build's output), BENCH_TS_OVERRIDE=file
+# To compare other builds: BENCH_RUST_DIR=dir (another scripts/build-worker.sh output), BENCH_TS_OVERRIDE=file
 # (another TypeScript Worker in place of the obvious one, bundled as one ES module with a
 # default export). BENCH_LOADS="healthz new" runs only those loads.
 set -euo pipefail

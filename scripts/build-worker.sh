@@ -1,8 +1,11 @@
 #!/bin/sh
-# wrangler's build command: compiles the Worker with worker-build and shrinks it with
-# wasm-opt. worker-build downloads wasm-bindgen, esbuild and wasm-opt unless told where they
-# are; where they are installed locally (scripts/setup.sh does that), point it at them, so the
-# build needs no download.
+# wrangler's build command: compiles the Worker to wasm32, makes its JavaScript bindings with
+# wasm-bindgen, shrinks the module with wasm-opt and bundles src/entry.js around the bindings
+# with esbuild, into build/index.js and build/index_bg.wasm. Every tool is a local install
+# (scripts/setup.sh): nothing is downloaded.
+#
+# These are worker-build's steps, with the entry module ours: worker-build's makes a
+# `WorkerEntrypoint` per request behind two proxies, a fifth of /healthz (src/entry.js).
 set -eu
 cd "$(dirname "$0")/.."
 
@@ -11,27 +14,47 @@ if [ "${TELEMETRY_WORKER_PREBUILT:-}" = 1 ] && [ -f build/index.js ]; then
   exit 0
 fi
 
-wanted=$(sed -n '/^name = "wasm-bindgen"$/{n;s/^version = "\(.*\)"$/\1/p;}' Cargo.lock)
-if [ -z "${WASM_BINDGEN_BIN:-}" ] && command -v wasm-bindgen >/dev/null 2>&1 &&
-  [ "$(wasm-bindgen --version | cut -d' ' -f2)" = "$wanted" ]; then
-  WASM_BINDGEN_BIN=$(command -v wasm-bindgen)
-  export WASM_BINDGEN_BIN
-fi
-if [ -z "${ESBUILD_BIN:-}" ] && [ -x node_modules/.bin/esbuild ]; then
-  ESBUILD_BIN="$PWD/node_modules/.bin/esbuild"
-  export ESBUILD_BIN
-fi
-# worker-build's own wasm-opt step keeps the names section (it passes --debuginfo), which
-# is a fifth of the module; this script runs wasm-opt itself instead, from the npm package
-# binaryen pinned in package-lock.json (Debian's is too old for this compiler's output).
-worker-build --profile worker --no-opt
-wasm_opt=${WASM_OPT_BIN:-node_modules/.bin/wasm-opt}
-if [ ! -x "$wasm_opt" ]; then
-  # The shipped bundle and the one the tests run are the optimised one, or none at all.
-  echo "build-worker: no wasm-opt at $wasm_opt: run scripts/setup.sh (or npm ci)" >&2
+fail() {
+  echo "build-worker: $*" >&2
   exit 1
+}
+
+wanted=$(sed -n '/^name = "wasm-bindgen"$/{n;s/^version = "\(.*\)"$/\1/p;}' Cargo.lock)
+bindgen=${WASM_BINDGEN_BIN:-wasm-bindgen}
+if [ "$("$bindgen" --version 2>/dev/null | cut -d' ' -f2)" != "$wanted" ]; then
+  fail "no wasm-bindgen $wanted (Cargo.lock's) at $bindgen: run scripts/setup.sh"
 fi
+esbuild=${ESBUILD_BIN:-node_modules/.bin/esbuild}
+wasm_opt=${WASM_OPT_BIN:-node_modules/.bin/wasm-opt}
+for tool in "$esbuild" "$wasm_opt"; do
+  [ -x "$tool" ] || fail "no $tool: run scripts/setup.sh (or npm ci)"
+done
+
+# The worker crate's macros expand for js_sys's futures when told so, as worker-build tells
+# them; `--lib`, the `worker` profile of Cargo.toml (the core optimised for size).
+WASM_BINDGEN_USE_JS_SYS=1 cargo build --lib --profile worker --target wasm32-unknown-unknown
+
+# The bindings as an ES module that imports its wasm, with the reset function and the abort
+# handler that src/entry.js's recovery calls. They are staged under target/: only the
+# bundle and the module are the build.
+glue=target/worker-glue
+rm -rf "$glue"
+"$bindgen" target/wasm32-unknown-unknown/worker/telemetry_worker.wasm --out-dir "$glue" \
+  --out-name index --target module --no-typescript \
+  --experimental-reset-state-function --force-enable-abort-handler
+
+mkdir -p build
+rm -rf build/worker build/snippets build/package.json
 # The features the module uses, named one by one: workerd refuses what --all-features emits.
-"$wasm_opt" build/index_bg.wasm -o build/index_bg.wasm -Oz --strip-debug --strip-producers \
+# No names section, no producers: a fifth of the module, and nothing the runtime reads.
+"$wasm_opt" "$glue/index_bg.wasm" -o build/index_bg.wasm -Oz --strip-debug --strip-producers \
   --enable-mutable-globals --enable-sign-ext --enable-nontrapping-float-to-int \
   --enable-bulk-memory --enable-multivalue --enable-reference-types --enable-exception-handling
+
+cp src/entry.js "$glue/entry.js"
+"$esbuild" "$glue/entry.js" --bundle --format=esm --minify --log-level=warning \
+  --external:./index_bg.wasm '--external:cloudflare:*' --outfile=build/index.js
+# wasm-bindgen imports the module in the source phase (`import source`), which workerd's
+# module loader takes as a plain import of a compiled module.
+sed -i 's/import source /import /' build/index.js
+grep -q 'index_bg.wasm' build/index.js || fail "build/index.js does not import index_bg.wasm"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what building, running and testing need, and skips what is already there:
-# the wasm32 target, worker-build and wasm-bindgen-cli at the versions in Cargo.lock, cargo-fuzz,
+# the wasm32 target, wasm-bindgen-cli at the version in Cargo.lock, cargo-fuzz,
 # the npm packages (wrangler, workerd, esbuild) from package-lock.json, and redis-server,
 # openssl and caddy (Debian's packages) for the rollback's Redis and proxy tests, chromium
 # and its driver (Debian's) for the dashboard's browser tests, and schemathesis and
@@ -17,12 +17,6 @@ if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
   rustup target add wasm32-unknown-unknown
 fi
 
-worker_version=$(locked worker)
-if [ "$(worker-build --version 2>/dev/null || true)" != "$worker_version" ]; then
-  say "installing worker-build $worker_version"
-  cargo install --quiet worker-build --version "$worker_version"
-fi
-
 # cargo-fuzz runs the core's fuzz targets (fuzz/) on the stable toolchain.
 fuzz_version=0.13.2
 if [ "$(cargo fuzz --version 2>/dev/null | cut -d' ' -f2)" != "$fuzz_version" ]; then
@@ -30,8 +24,8 @@ if [ "$(cargo fuzz --version 2>/dev/null | cut -d' ' -f2)" != "$fuzz_version" ];
   cargo install --quiet cargo-fuzz --version "$fuzz_version"
 fi
 
-# worker-build would download wasm-bindgen from GitHub; install the lockfile's version from
-# crates.io instead (scripts/build-worker.sh points worker-build at it).
+# scripts/build-worker.sh makes the Worker's bindings with the wasm-bindgen CLI at the
+# lockfile's version (the crate and the CLI must agree), from crates.io.
 bindgen_version=$(locked wasm-bindgen)
 if [ "$(wasm-bindgen --version 2>/dev/null | cut -d' ' -f2)" != "$bindgen_version" ]; then
   say "installing wasm-bindgen-cli $bindgen_version"

@@ -60,7 +60,7 @@ export default {
     const wrapped = new Proxy(env, {
       get: (t, p) => (p === "SESSIONS" ? counted(t[p], "put", "puts") : p === "WEEKS" ? weeks(t[p]) : t[p]),
     });
-    return new Inner(ctx, wrapped).fetch(request);
+    return Inner.fetch(request, wrapped, ctx);
   },
 };`;
 const logged = [];

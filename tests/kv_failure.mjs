@@ -39,7 +39,7 @@ export default {
       return Response.json({ puts });
     }
     const wrapped = new Proxy(env, { get: (t, p) => (p === "SESSIONS" ? sessions(t[p]) : t[p]) });
-    return new Inner(ctx, wrapped).fetch(request);
+    return Inner.fetch(request, wrapped, ctx);
   },
 };`;
 const logged = [];

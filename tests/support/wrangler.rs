@@ -17,7 +17,7 @@ pub struct Stopped {
 
 /// Objects per week in a test Worker: enough that a week's sessions spread over several.
 pub const TEST_WEEK_SHARDS: u16 = 3;
-/// The first start builds the Worker (worker-build, release): allow for a cold cache.
+/// The first start builds the Worker (scripts/build-worker.sh): allow for a cold cache.
 const READY_WITHIN: Duration = Duration::from_secs(600);
 
 pub struct Wrangler {
@@ -69,7 +69,7 @@ fn build_once() {
 const BUNDLE_BUDGET_GZIPPED: usize = 130_000;
 
 /// The suite runs against the bundle that ships: shrunk by wasm-opt, which drops the names
-/// section that `worker-build --no-opt` leaves, and within its gzipped budget.
+/// section that the compiler leaves, and within its gzipped budget.
 fn assert_optimised_bundle(wasm: &Path) {
     let bytes = std::fs::read(wasm).expect("read build/index_bg.wasm");
     let names = custom_sections(&bytes);
