@@ -11,6 +11,10 @@
 # default export). BENCH_LOADS="healthz new" runs only those loads.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Without wrk every run would print no figures rather than fail.
+for tool in wrk node python3; do
+  command -v "$tool" >/dev/null 2>&1 || { echo "bench-workers: no $tool on the PATH (scripts/bench.sh installs wrk)" >&2; exit 1; }
+done
 PAIRS=${BENCH_WORKER_PAIRS:-7}
 PAIR_SECONDS=${BENCH_PAIR_SECONDS:-3}
 CONNECTIONS=${BENCH_WORKER_CONNECTIONS:-16}
