@@ -4,8 +4,8 @@
 //
 //   node bench/profile.mjs rust|ts bench/healthz.lua [seconds]
 //
-// For wasm names, profile a module that keeps them: scripts/build-worker.sh without its
-// wasm-opt step (which strips them).
+// For wasm names, profile a module that keeps them: wasm-bindgen's output before wasm-opt
+// strips them (target/worker-glue/index_bg.wasm) copied over build/index_bg.wasm.
 import { execFileSync } from "node:child_process";
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";

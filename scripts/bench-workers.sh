@@ -6,9 +6,11 @@
 # order that rotates, Rust ÷ each of the median round, the storage operations each makes
 # per request (bench/count-ops.mjs), cold start and bundle sizes (markdown).
 # Expects the release bundle in build/ and wrk on the PATH (scripts/bench.sh sees to both).
-# To compare other builds: BENCH_RUST_DIR=dir (another scripts/build-worker.sh output), BENCH_TS_OVERRIDE=file
-# (another TypeScript Worker in place of the obvious one, bundled as one ES module with a
-# default export). BENCH_LOADS="healthz new" runs only those loads.
+# To compare other builds: BENCH_RUST_DIR=dir (another scripts/build-worker.sh output; with
+# BENCH_NO_COUNTS=1, also one whose default export is not a `{ fetch }` object, as
+# worker-build's), BENCH_TS_OVERRIDE=file (another TypeScript Worker in place of the obvious
+# one, bundled as one ES module with a default export). BENCH_LOADS="healthz new" runs only
+# those loads.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Without wrk every run would print no figures rather than fail.

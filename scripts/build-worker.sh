@@ -33,28 +33,51 @@ done
 # The worker crate's macros expand for js_sys's futures when told so, as worker-build tells
 # them; `--lib`, the `worker` profile of Cargo.toml (the core optimised for size).
 WASM_BINDGEN_USE_JS_SYS=1 cargo build --lib --profile worker --target wasm32-unknown-unknown
+# Where cargo put it, wherever its target directory is configured to be.
+target_dir=$(cargo metadata --format-version 1 --no-deps |
+  sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+compiled=$target_dir/wasm32-unknown-unknown/worker/telemetry_worker.wasm
+[ -f "$compiled" ] || fail "cargo left no $compiled"
 
 # The bindings as an ES module that imports its wasm, with the reset function and the abort
-# handler that src/entry.js's recovery calls. They are staged under target/: only the
-# bundle and the module are the build.
-glue=target/worker-glue
+# handler that src/entry.js's recovery calls, then the optimised module and the bundle, all
+# made in a staging directory and moved into build/ together once every step has passed.
+glue=$target_dir/worker-glue
 rm -rf "$glue"
-"$bindgen" target/wasm32-unknown-unknown/worker/telemetry_worker.wasm --out-dir "$glue" \
-  --out-name index --target module --no-typescript \
+"$bindgen" "$compiled" --out-dir "$glue" --out-name index --target module --no-typescript \
   --experimental-reset-state-function --force-enable-abort-handler
 
-mkdir -p build
-rm -rf build/worker build/snippets build/package.json
 # The features the module uses, named one by one: workerd refuses what --all-features emits.
 # No names section, no producers: a fifth of the module, and nothing the runtime reads.
-"$wasm_opt" "$glue/index_bg.wasm" -o build/index_bg.wasm -Oz --strip-debug --strip-producers \
+"$wasm_opt" "$glue/index_bg.wasm" -o "$glue/optimised.wasm" -Oz --strip-debug --strip-producers \
   --enable-mutable-globals --enable-sign-ext --enable-nontrapping-float-to-int \
   --enable-bulk-memory --enable-multivalue --enable-reference-types --enable-exception-handling
 
+# The entry names the module's handlers and classes one by one: one that the Rust side
+# exports and the entry does not would build and never run.
+for handler in $(sed -n 's/^export function \([A-Za-z_]*\).*/\1/p' "$glue/index.js"); do
+  case $handler in
+  __wbg_reset_state | __worker_init_state) ;;
+  *) grep -q "wasm\.$handler(" src/entry.js || fail "src/entry.js does not call the module's $handler" ;;
+  esac
+done
+# And the classes this crate defines (the workers-rs crate's own, unused here, are left out).
+for class in $(sed -n 's/^export class \([A-Za-z_]*\).*/\1/p' "$glue/index.js"); do
+  if grep -q "^pub struct $class\b" src/*.rs; then
+    grep -q "^export class $class\b" src/entry.js || fail "src/entry.js does not export the class $class"
+  fi
+done
+
 cp src/entry.js "$glue/entry.js"
 "$esbuild" "$glue/entry.js" --bundle --format=esm --minify --log-level=warning \
-  --external:./index_bg.wasm '--external:cloudflare:*' --outfile=build/index.js
+  --external:./index_bg.wasm '--external:cloudflare:*' --outfile="$glue/bundle.js"
 # wasm-bindgen imports the module in the source phase (`import source`), which workerd's
 # module loader takes as a plain import of a compiled module.
-sed -i 's/import source /import /' build/index.js
-grep -q 'index_bg.wasm' build/index.js || fail "build/index.js does not import index_bg.wasm"
+sed 's/import source /import /' "$glue/bundle.js" >"$glue/index.bundle.js"
+grep -q 'import source' "$glue/index.bundle.js" && fail "the bundle still imports a module's source"
+grep -q 'index_bg.wasm' "$glue/index.bundle.js" || fail "the bundle does not import index_bg.wasm"
+
+mkdir -p build
+rm -rf build/worker build/snippets build/package.json
+mv "$glue/optimised.wasm" build/index_bg.wasm
+mv "$glue/index.bundle.js" build/index.js

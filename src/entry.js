@@ -13,8 +13,9 @@ import * as wasm from "./index.js";
 // Panics print their backtrace through `console.error`; keep it whole.
 Error.stackTraceLimit = 100;
 
-// Shared with the Rust side (worker's `__worker_init_state`): `criticalError` is also set
-// there when a panic is caught, and `instanceId` counts the resets.
+// Shared with the Rust side (worker's `__worker_init_state`): its panic hook sets
+// `criticalError`, and each start of the module (the first and every reset) raises
+// `instanceId`, which tells an object that its Rust instance belongs to a module now gone.
 const initState = wasm.__worker_init_state();
 
 function resetIfTrapped() {
@@ -38,8 +39,9 @@ function rethrowNotingTrap(error) {
   throw error;
 }
 
-// A trap in a callback the runtime runs outside any call of ours (a timer, a stream) still
-// marks the instance.
+// A trap thrown from a callback that the runtime calls outside any call of ours (a timer's,
+// say) and that nothing catches reaches the global error event. (Any exception through the
+// module also marks it terminated in the glue itself, which resets it at the next call.)
 addEventListener("error", (event) => noteTrap(event.error));
 
 // The handler answers the head-only routes with a `Response` and the rest with a `Promise`;
@@ -80,6 +82,10 @@ export class WeekTally {
   }
 
   current() {
+    // Every call into the module first runs the glue's own pending reset (after a panic, or
+    // an exception thrown through it): this one makes it happen before the object's pointer
+    // is used, so that the reset shows in `instanceId` and the object is made again.
+    wasm.__worker_init_state();
     resetIfTrapped();
     if (this.instanceId !== initState.instanceId) {
       this.make();
