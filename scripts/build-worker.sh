@@ -6,11 +6,16 @@
 #
 # These are worker-build's steps, with the entry module ours: worker-build's makes a
 # `WorkerEntrypoint` per request behind two proxies, a fifth of /healthz (src/entry.js).
+#
+# TELEMETRY_WORKER_OUT=dir and TELEMETRY_WORKER_FEATURES=list build another bundle into dir
+# (tests/recovery.mjs's, with `recovery-check`); never build two at once, as they share
+# cargo's output.
 set -eu
 cd "$(dirname "$0")/.."
 
 # The tests build once, then start several `wrangler dev`s that must not rebuild at once.
-if [ "${TELEMETRY_WORKER_PREBUILT:-}" = 1 ] && [ -f build/index.js ]; then
+out=${TELEMETRY_WORKER_OUT:-build}
+if [ "${TELEMETRY_WORKER_PREBUILT:-}" = 1 ] && [ -f "$out/index.js" ]; then
   exit 0
 fi
 
@@ -32,7 +37,8 @@ done
 
 # The worker crate's macros expand for js_sys's futures when told so, as worker-build tells
 # them; `--lib`, the `worker` profile of Cargo.toml (the core optimised for size).
-WASM_BINDGEN_USE_JS_SYS=1 cargo build --lib --profile worker --target wasm32-unknown-unknown
+WASM_BINDGEN_USE_JS_SYS=1 cargo build --lib --profile worker --target wasm32-unknown-unknown \
+  --features "${TELEMETRY_WORKER_FEATURES:-}"
 # Where cargo put it, wherever its target directory is configured to be.
 target_dir=$(cargo metadata --format-version 1 --no-deps |
   sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
@@ -41,7 +47,7 @@ compiled=$target_dir/wasm32-unknown-unknown/worker/telemetry_worker.wasm
 
 # The bindings as an ES module that imports its wasm, with the reset function and the abort
 # handler that src/entry.js's recovery calls, then the optimised module and the bundle, all
-# made in a staging directory and moved into build/ together once every step has passed.
+# made in a staging directory and moved into the output together once every step has passed.
 glue=$target_dir/worker-glue
 rm -rf "$glue"
 "$bindgen" "$compiled" --out-dir "$glue" --out-name index --target module --no-typescript \
@@ -77,7 +83,7 @@ sed 's/import source /import /' "$glue/bundle.js" >"$glue/index.bundle.js"
 grep -q 'import source' "$glue/index.bundle.js" && fail "the bundle still imports a module's source"
 grep -q 'index_bg.wasm' "$glue/index.bundle.js" || fail "the bundle does not import index_bg.wasm"
 
-mkdir -p build
-rm -rf build/worker build/snippets build/package.json
-mv "$glue/optimised.wasm" build/index_bg.wasm
-mv "$glue/index.bundle.js" build/index.js
+mkdir -p "$out"
+rm -rf "$out/worker" "$out/snippets" "$out/package.json"
+mv "$glue/optimised.wasm" "$out/index_bg.wasm"
+mv "$glue/index.bundle.js" "$out/index.js"

@@ -218,44 +218,65 @@ fn the_tail_filter_passes_crashes_and_limits_counted_and_scrubbed() {
 /// them to their week's object, page by page, and a second run counts nothing twice.
 #[test]
 fn the_backfill_hands_kv_records_to_their_weeks_object_once() {
-    run_against_the_bundle("tests/backfill.mjs");
+    run_against_the_bundle("tests/backfill.mjs", &[]);
 }
 
 /// `tests/kv_failure.mjs`: while KV refuses writes a new session is still counted, and its
 /// next ping puts the record KV missed.
 #[test]
 fn a_record_kv_refused_is_counted_and_put_by_the_session_s_next_ping() {
-    run_against_the_bundle("tests/kv_failure.mjs");
+    run_against_the_bundle("tests/kv_failure.mjs", &[]);
 }
 
 /// `tests/batching.mjs`: 16 clients' pings at once, through the Worker's own socket, are kept
 /// in batches and every one is counted, put in KV once, or left unwritten as unchanged.
 #[test]
 fn pings_that_arrive_together_are_kept_together_and_none_is_lost() {
-    run_against_the_bundle("tests/batching.mjs");
+    run_against_the_bundle("tests/batching.mjs", &[]);
 }
 
 #[test]
 fn the_week_s_object_keeps_a_flood_of_distinct_values_to_the_bound() {
-    run_against_the_bundle("tests/distinct_values.mjs");
+    run_against_the_bundle("tests/distinct_values.mjs", &[]);
 }
 
-/// Builds the bundle as the other Worker tests run it, from the sources as they are (once for
-/// this file's tests, which run at the same time), and runs `script` (Node, Miniflare) on it.
-fn run_against_the_bundle(script: &str) {
+/// `tests/recovery.mjs`: after a Rust panic that leaves the isolate's state borrowed, the
+/// Worker and its week's object answer again (the entry module resets the wasm module), on a
+/// bundle built with the `recovery-check` feature.
+#[test]
+fn after_a_panic_the_worker_and_its_object_answer_again() {
+    run_against_the_bundle("tests/recovery.mjs", &[RECOVERY_BUNDLE]);
+}
+
+/// Where `tests/recovery.mjs`'s bundle is built (never shipped: under `target/`).
+const RECOVERY_BUNDLE: &str = "target/recovery-bundle";
+
+/// Builds the bundles, once for this file's tests, which run at the same time: the one the
+/// other Worker tests run, from the sources as they are, and before it (the two share
+/// cargo's output, so one at a time) the recovery check's; and runs `script` (Node,
+/// Miniflare) with `args`.
+fn run_against_the_bundle(script: &str, args: &[&str]) {
     static BUILT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let built = BUILT.get_or_init(|| {
-        Command::new("sh")
-            .arg(root.join("scripts/build-worker.sh"))
-            .current_dir(root)
-            .status()
-            .expect("run scripts/build-worker.sh")
-            .success()
+        let build = |env: &[(&str, &str)]| {
+            Command::new("sh")
+                .arg(root.join("scripts/build-worker.sh"))
+                .current_dir(root)
+                .envs(env.iter().copied())
+                .status()
+                .expect("run scripts/build-worker.sh")
+                .success()
+        };
+        build(&[
+            ("TELEMETRY_WORKER_OUT", RECOVERY_BUNDLE),
+            ("TELEMETRY_WORKER_FEATURES", "recovery-check"),
+        ]) && build(&[])
     });
     assert!(built, "building the Worker failed");
     let output = Command::new("node")
         .arg(script)
+        .args(args)
         .current_dir(root)
         .output()
         .unwrap_or_else(|e| {
