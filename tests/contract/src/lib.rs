@@ -198,7 +198,7 @@ pub fn run(target: &Target) -> Run {
     }
     if target.abuse_limit.is_some() && !rate_limited {
         run.failures
-            .push("rate limit: no 429 after twice the configured limit of valid pings".into());
+            .push("rate limit: no 429 after four times the configured limit of valid pings".into());
     }
     // Every accepted write has landed (the probes' too), and a refused request's write would
     // have had time to land by now.
