@@ -45,6 +45,22 @@ export function thisWeek() {
   return weekOf(Date.now());
 }
 
+/**
+ * Sends a valid ping of session `id` to `worker` (Miniflare's handle on the telemetry Worker)
+ * and throws unless it is answered 204.
+ */
+export async function sendPing(worker, id) {
+  const body = JSON.stringify({
+    protocol_version: "1.0.0", daemon_version: "0.9.3", session_id: id, platform: "linux",
+    node_version: "v20.11.1", primary_framework: "react",
+  });
+  const response = await worker.fetch("http://localhost/v1/session", {
+    method: "POST", headers: { "content-type": "application/json" }, body,
+  });
+  await response.arrayBuffer();
+  if (response.status !== 204) throw new Error(`ping ${id}: ${response.status}`);
+}
+
 /** A free port on 127.0.0.1, for a Worker's socket. */
 export function freePort() {
   return new Promise((resolve) => {

@@ -4,7 +4,7 @@
 // next ping (unchanged) puts the record once KV takes writes again, and the ping after that
 // writes nothing. The Worker runs behind a wrapper of its SESSIONS binding whose put throws
 // while told to. Run by tests/deployment.rs (needs build/ and npm ci).
-import { telemetryWorker, thisWeek } from "./bundle.mjs";
+import { sendPing, telemetryWorker, thisWeek } from "./bundle.mjs";
 import { Miniflare, Log, LogLevel } from "miniflare";
 
 const TOKEN = "kv-failure-test-read-token-0123456789abcdef";
@@ -62,17 +62,7 @@ try {
   await mf.ready;
   const worker = await mf.getWorker("telemetry");
   const kv = await mf.getKVNamespace("SESSIONS", "telemetry");
-  const ping = async (id) => {
-    const body = JSON.stringify({
-      protocol_version: "1.0.0", daemon_version: "0.9.3", session_id: id, platform: "linux",
-      node_version: "v20.11.1", primary_framework: "react",
-    });
-    const response = await worker.fetch("http://localhost/v1/session", {
-      method: "POST", headers: { "content-type": "application/json" }, body,
-    });
-    await response.arrayBuffer();
-    if (response.status !== 204) fail(`ping ${id}: ${response.status}`);
-  };
+  const ping = (id) => sendPing(worker, id);
   const kvControl = async (refusing) =>
     (await (await worker.fetch(`http://localhost/__test/kv?refusing=${refusing ? 1 : 0}`)).json()).puts;
   const { week: iso } = thisWeek();

@@ -5,7 +5,7 @@
 // is made again over the reset module and keeps counting. Without a reset every request
 // after the panic would fail on the borrow it left. Run by tests/deployment.rs, which builds
 // the bundle into the directory given as the first argument.
-import { telemetryWorker, thisWeek } from "./bundle.mjs";
+import { sendPing, telemetryWorker, thisWeek } from "./bundle.mjs";
 import { Miniflare, Log, LogLevel } from "miniflare";
 
 const root = process.argv[2];
@@ -29,17 +29,7 @@ const mf = new Miniflare({
 try {
   await mf.ready;
   const worker = await mf.getWorker("telemetry");
-  const ping = async (id) => {
-    const body = JSON.stringify({
-      protocol_version: "1.0.0", daemon_version: "0.9.3", session_id: id, platform: "linux",
-      node_version: "v20.11.1", primary_framework: "react",
-    });
-    const response = await worker.fetch("http://localhost/v1/session", {
-      method: "POST", headers: { "content-type": "application/json" }, body,
-    });
-    await response.arrayBuffer();
-    if (response.status !== 204) fail(`ping ${id}: ${response.status}`);
-  };
+  const ping = (id) => sendPing(worker, id);
   const { week } = thisWeek();
   const count = async () => {
     const response = await worker.fetch(`http://localhost/v1/wau/${week}`, { headers: { authorization: `Bearer ${TOKEN}` } });
