@@ -23,6 +23,10 @@ fail() {
   echo "build-worker: $*" >&2
   exit 1
 }
+# The recovery check's panic route must never reach the bundle that wrangler serves and ships.
+case " ${TELEMETRY_WORKER_FEATURES:-} " in
+*recovery-check*) [ "$out" != build ] || fail "recovery-check builds go elsewhere (TELEMETRY_WORKER_OUT), never into build/" ;;
+esac
 
 wanted=$(sed -n '/^name = "wasm-bindgen"$/{n;s/^version = "\(.*\)"$/\1/p;}' Cargo.lock)
 bindgen=${WASM_BINDGEN_BIN:-wasm-bindgen}
